@@ -1,0 +1,30 @@
+# The two commands a newcomer needs:  make run  |  make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+## run: sample this machine every second, JSON lines on stdout (Ctrl-C to stop)
+run: $(STAMP)
+	SIC_LOG_FORMAT=$${SIC_LOG_FORMAT:-text} $(BIN)/system-info-collector run
+
+## test: lint, type check, unit and integration tests
+test: $(STAMP)
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

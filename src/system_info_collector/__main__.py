@@ -1,0 +1,3 @@
+from system_info_collector.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""A tick: providers → validator → one bounded backlog and worker per sink."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Sequence
+
+from system_info_collector.config import Settings
+from system_info_collector.errors import ProviderError
+from system_info_collector.hostpaths import HostPaths
+from system_info_collector.logging import event
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+from system_info_collector.providers import Provider
+from system_info_collector.scheduler import Tick, Ticker
+from system_info_collector.sinks import Sink
+from system_info_collector.validate import validate
+from system_info_collector.worker import SinkWorker
+
+DEFAULT_BACKLOG_RECORDS = 100_000  # for sinks that do not declare their own ``backlog_limit``
+
+
+def resolve_hostname(settings: Settings) -> str:
+    """``SIC_HOSTNAME``/``NODE_NAME``, else the host's ``<proc>/sys/kernel/hostname``."""
+    if settings.hostname:
+        return settings.hostname
+    return host_hostname(settings.host_paths)
+
+
+def host_hostname(paths: HostPaths) -> str:
+    try:
+        with open(paths.proc_path("sys", "kernel", "hostname"), encoding="utf-8") as handle:
+            name = handle.read().strip()
+    except OSError:
+        name = ""
+    return name or socket.gethostname()
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: Settings,
+        providers: Sequence[Provider],
+        sinks: Sequence[Sink],
+        metrics: Metrics,
+        *,
+        host: str,
+    ) -> None:
+        self.settings = settings
+        self.providers = list(providers)
+        self.metrics = metrics
+        self.host = host
+        self.stop_event = threading.Event()
+        self.workers = [
+            SinkWorker(
+                sink,
+                retry=settings.retry,
+                backlog_limit=getattr(sink, "backlog_limit", DEFAULT_BACKLOG_RECORDS),
+                metrics=metrics,
+            )
+            for sink in sinks
+        ]
+        self._every = {
+            p.name: max(1, round(settings.collector_interval(p.name) / settings.interval))
+            for p in self.providers
+        }
+        self._failing: set[str] = set()
+        self.last_records: list[Record] = []
+        self.last_tick_monotonic: float | None = None
+
+    def start(self) -> None:
+        for provider in self.providers:
+            try:
+                provider.prime()
+            except ProviderError as exc:
+                self._provider_failed(provider.name, exc)
+        for worker in self.workers:
+            worker.start()
+
+    def run(self) -> None:
+        """Tick until :attr:`stop_event` is set (SIGTERM/SIGINT), then flush and close."""
+        ticker = Ticker(self.settings.interval, wait=self.stop_event.wait, on_overrun=self._overrun)
+        event(
+            "INFO",
+            "collector_started",
+            "sampling",
+            host=self.host,
+            interval_seconds=self.settings.interval,
+            collectors=list(self._every),
+            sinks=[w.name for w in self.workers],
+        )
+        for tick in ticker:
+            self.tick(tick)
+
+    def tick(self, tick: Tick) -> list[Record]:
+        started = time.perf_counter()
+        records: list[Record] = []
+        static = self.settings.tags
+        for provider in self.providers:
+            if tick.slot % self._every[provider.name]:
+                continue
+            try:
+                samples = provider.collect()
+            except ProviderError as exc:
+                self._provider_failed(provider.name, exc)
+                continue
+            except Exception as exc:
+                self._provider_failed(provider.name, exc)
+                continue
+            if provider.name in self._failing:
+                self._failing.discard(provider.name)
+                event(
+                    "INFO", "collector_recovered", "collector works again", collector=provider.name
+                )
+            name = provider.name
+            records.extend(
+                Record(
+                    name, tick.ts, self.host, {**static, **s.tags} if static else s.tags, s.fields
+                )
+                for s in samples
+            )
+        accepted, rejected = validate(records)
+        for rejection in rejected:
+            self.metrics.records_dropped.labels(rejection.record.measurement, rejection.rule).inc()
+            event(
+                "WARNING",
+                "record_rejected",
+                "invalid record dropped",
+                measurement=rejection.record.measurement,
+                field=rejection.field,
+                value=rejection.value,
+                rule=rejection.rule,
+                tags=dict(rejection.record.tags),
+            )
+        for record in accepted:
+            self.metrics.records_collected.labels(record.measurement).inc()
+        for worker in self.workers:
+            worker.submit(accepted)
+        self.last_records = accepted
+        self.metrics.ticks.inc()
+        self.metrics.tick_duration.observe(time.perf_counter() - started)
+        self.metrics.last_tick.set(time.time())
+        self.last_tick_monotonic = time.monotonic()
+        return accepted
+
+    def close(self) -> bool:
+        """Let every sink flush within ``SIC_SHUTDOWN_TIMEOUT`` (in parallel); True if all did."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        results: list[bool] = []
+        closers = [
+            threading.Thread(
+                target=lambda w=w: results.append(w.close(max(0.0, deadline - time.monotonic())))
+            )
+            for w in self.workers
+        ]
+        for t in closers:
+            t.start()
+        for t in closers:
+            t.join()
+        for provider in self.providers:
+            provider.close()
+        return all(results)
+
+    def _overrun(self, skipped: int, late: float) -> None:
+        self.metrics.tick_overruns.inc()
+        self.metrics.ticks_skipped.inc(skipped)
+        event(
+            "WARNING",
+            "tick_overrun",
+            "tick ran past its slot; skipping missed slots",
+            skipped_slots=skipped,
+            overrun_seconds=round(late, 6),
+        )
+
+    def _provider_failed(self, name: str, exc: Exception) -> None:
+        self.metrics.collector_errors.labels(name).inc()
+        if name not in self._failing:
+            self._failing.add(name)
+            event(
+                "ERROR",
+                "collector_failed",
+                "collector failed; retrying next tick",
+                collector=name,
+                error=f"{type(exc).__name__}: {exc}",
+            )

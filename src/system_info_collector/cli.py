@@ -1,0 +1,206 @@
+"""Commands: run (default), once, check; exit codes; wires config → logging → agent.
+
+Exit codes: 0 success; 1 a check or collector failed at run time; 2 invalid configuration or
+usage. Command-line flags are only another way to set ``SIC_*`` variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from types import FrameType
+
+from system_info_collector import __version__
+from system_info_collector.config import Settings, load_settings
+from system_info_collector.errors import ConfigError, ProviderError
+from system_info_collector.logging import configure, event
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+ONCE_CPU_WINDOW = 0.25  # seconds between the two readings `once` needs for CPU and disk I/O rates
+
+# flag -> variable it overrides
+FLAG_VARIABLES = {
+    "interval": "SIC_INTERVAL",
+    "csv": "SIC_CSV_DIR",
+    "db_dsn": "SIC_DB_DSN",
+    "retry_max": "SIC_RETRY_MAX",
+    "retry_initial": "SIC_RETRY_INITIAL",
+    "retry_max_wait": "SIC_RETRY_MAX_WAIT",
+}
+
+
+def _add_override_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("overrides (each sets the SIC_ variable named)")
+    group.add_argument("--interval", metavar="DURATION", help="SIC_INTERVAL, e.g. 1s")
+    group.add_argument("--csv", metavar="DIR", help="SIC_CSV_DIR: directory of the CSV files")
+    group.add_argument("--db-dsn", metavar="DSN", help="SIC_DB_DSN: PostgreSQL URI or key=value")
+    group.add_argument("--retry-max", metavar="N", help="SIC_RETRY_MAX")
+    group.add_argument("--retry-initial", metavar="DURATION", help="SIC_RETRY_INITIAL")
+    group.add_argument("--retry-max-wait", metavar="DURATION", help="SIC_RETRY_MAX_WAIT")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="system-info-collector",
+        description="Sample the host's CPU, memory, disks and disk I/O on a fixed interval and "
+        "write every sample to rotated CSV files and PostgreSQL. Configured by SIC_* "
+        "environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="sample until SIGTERM/SIGINT (the default command)")
+    once = commands.add_parser(
+        "once",
+        help=f"print one sample of every collector as JSON lines (CPU and disk I/O "
+        f"rates over {ONCE_CPU_WINDOW:g}s)",
+    )
+    check = commands.add_parser(
+        "check", help="validate configuration, host paths and sink reachability; exit 0 if all pass"
+    )
+    for sub in (run, once, check):
+        _add_override_flags(sub)
+    _add_override_flags(parser)
+    return parser
+
+
+def environment(args: argparse.Namespace, base: Mapping[str, str]) -> dict[str, str]:
+    environ = dict(base)
+    for attr, variable in FLAG_VARIABLES.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            environ[variable] = value
+    return environ
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "run"
+    try:
+        settings = load_settings(environment(args, os.environ))
+    except ConfigError as exc:
+        print("system-info-collector: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure(settings.log_level, settings.log_format)
+    handlers: dict[str, Callable[[Settings], int]] = {
+        "run": cmd_run,
+        "once": cmd_once,
+        "check": cmd_check,
+    }
+    try:
+        return handlers[command](settings)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:
+        event("CRITICAL", "fatal", "unexpected error", error=f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+
+
+def cmd_run(settings: Settings) -> int:
+    from system_info_collector.agent import Agent, resolve_hostname
+    from system_info_collector.metrics import Metrics
+    from system_info_collector.providers import build_providers
+    from system_info_collector.sinks import build_sinks
+
+    metrics = Metrics()
+    agent = Agent(
+        settings,
+        build_providers(settings),
+        build_sinks(settings, metrics),
+        metrics,
+        host=resolve_hostname(settings),
+    )
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        event(
+            "INFO",
+            "shutdown_requested",
+            "stopping after the current tick",
+            signal=signal.Signals(signum).name,
+        )
+        agent.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    agent.start()
+    try:
+        agent.run()
+    finally:
+        flushed = agent.close()
+        event("INFO", "collector_stopped", "stopped", flushed=flushed)
+    return EXIT_OK
+
+
+def cmd_once(settings: Settings) -> int:
+    from system_info_collector.agent import resolve_hostname
+    from system_info_collector.model import Record
+    from system_info_collector.providers import build_providers
+    from system_info_collector.sinks.stdout import record_json
+    from system_info_collector.validate import validate
+
+    host = resolve_hostname(settings)
+    providers = build_providers(settings)
+    failed = False
+    for provider in providers:
+        with contextlib.suppress(ProviderError):  # reported by collect() below
+            provider.prime()
+    time.sleep(ONCE_CPU_WINDOW)
+    ts = datetime.fromtimestamp(round(time.time(), 3), UTC)
+    records: list[Record] = []
+    for provider in providers:
+        try:
+            samples = provider.collect()
+        except ProviderError as exc:
+            failed = True
+            event(
+                "ERROR",
+                "collector_failed",
+                "collector failed",
+                collector=provider.name,
+                error=str(exc),
+            )
+            continue
+        finally:
+            provider.close()
+        records.extend(
+            Record(provider.name, ts, host, {**settings.tags, **s.tags}, s.fields) for s in samples
+        )
+    accepted, rejected = validate(records)
+    for r in rejected:
+        event(
+            "WARNING",
+            "record_rejected",
+            "invalid record dropped",
+            measurement=r.record.measurement,
+            field=r.field,
+            value=r.value,
+            rule=r.rule,
+        )
+    sys.stdout.write("".join(record_json(r) + "\n" for r in accepted))
+    sys.stdout.flush()
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_check(settings: Settings) -> int:
+    from system_info_collector.checks import host_checks
+    from system_info_collector.metrics import Metrics
+    from system_info_collector.sinks import CheckResult, build_sinks
+
+    results: list[CheckResult] = [CheckResult("configuration", True, "all SIC_ variables valid")]
+    results += host_checks(settings)
+    for sink in build_sinks(settings, Metrics()):
+        try:
+            results += sink.check()
+        except Exception as exc:
+            results.append(CheckResult(f"sink {sink.name}", False, f"{type(exc).__name__}: {exc}"))
+    for r in results:
+        print(f"{'ok' if r.ok else 'FAIL':<4}  {r.name}: {r.detail}")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED

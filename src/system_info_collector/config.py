@@ -1,0 +1,360 @@
+"""The only module that reads the environment.
+
+``load_settings(environ)`` reads every ``SIC_*`` variable (environs, ``eager=False`` then
+``seal()``) and returns one frozen :class:`Settings`, or raises :class:`ConfigError` listing
+every problem at once: the variable, the value given (redacted if secret) and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import environs
+
+from system_info_collector.errors import ConfigError
+from system_info_collector.hostpaths import HostPaths
+from system_info_collector.redact import redact_dsn
+from system_info_collector.units import parse_duration, parse_size
+
+PREFIX = "SIC_"
+KNOWN_COLLECTORS = ("cpu", "memory", "disk", "diskio")
+KNOWN_SINKS = ("stdout",)
+MIN_INTERVAL = 0.1
+SECRET_VARIABLES = frozenset({"SIC_DB_DSN"})
+
+# node_exporter's defaults (collector/filesystem_linux.go, diskstats_linux.go).
+DEFAULT_MOUNTPOINTS_EXCLUDE = (
+    r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+)
+DEFAULT_FSTYPES_EXCLUDE = (
+    r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|"
+    r"iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|"
+    r"erofs|sysfs|tracefs|tmpfs|ramfs|efivarfs|fuse\.lxcfs|fuse\.gvfsd-fuse|nfsd|shm)$"
+)
+DEFAULT_DISKIO_DEVICES_EXCLUDE = (
+    r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p|md\d+p|dm-\d+p|sr)\d+$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CsvSettings:
+    directory: str = "./data"
+    rotate_size: int = 100_000_000
+    rotate_interval: float = 86400.0
+    compress: str = "gzip"
+    retention: float = 7 * 86400.0
+    max_total_size: int | None = None
+    fsync: str = "rotate"
+    backlog: int = 86400
+    file_mode: int = 0o640
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    max_attempts: int = 5
+    initial: float = 0.2
+    max_wait: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    dsn: str | None = None
+    password_file: str | None = None
+    schema: str = "public"
+    batch_max_rows: int = 5000
+    flush_interval: float = 1.0
+    connect_timeout: float = 5.0
+    statement_timeout: float = 10.0
+    spool_dir: str = "./data/.spool"
+    spool_max_size: int = 1_000_000_000
+    timescale: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    listen: str = ":9808"
+    host_metrics: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    interval: float = 1.0
+    collectors: tuple[str, ...] = KNOWN_COLLECTORS
+    collector_intervals: Mapping[str, float] = field(default_factory=dict)
+    host_paths: HostPaths = field(default_factory=HostPaths)
+    disk_mountpoints_exclude: re.Pattern[str] = re.compile(DEFAULT_MOUNTPOINTS_EXCLUDE)
+    disk_fstypes_exclude: re.Pattern[str] = re.compile(DEFAULT_FSTYPES_EXCLUDE)
+    diskio_devices_exclude: re.Pattern[str] = re.compile(DEFAULT_DISKIO_DEVICES_EXCLUDE)
+    disk_timeout: float = 0.5
+    hostname: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    log_level: str = "INFO"
+    log_format: str = "json"
+    shutdown_timeout: float = 10.0
+    sinks: tuple[str, ...] = ("stdout",)
+    csv: CsvSettings = field(default_factory=CsvSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+    def collector_interval(self, name: str) -> float:
+        return self.collector_intervals.get(name, self.interval)
+
+
+class _Env(environs.Env):
+    """environs reading from a given mapping instead of ``os.environ`` (testable, no globals)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__(eager=False)
+        self._source = environ
+
+    def _get_value(self, env_key: str, default: Any) -> Any:
+        return self._source.get(env_key, default)
+
+
+def _expect(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parser(value: str) -> Any:
+        try:
+            return parse(value)
+        except (ValueError, re.error) as exc:
+            raise environs.EnvError(str(exc)) from exc
+
+    return parser
+
+
+def _regex(value: str) -> re.Pattern[str]:
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc})") from exc
+
+
+def _labels(value: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, sep, val = item.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"{item!r} is not k=v with k a letter/underscore identifier")
+        labels[key] = val.strip()
+    return labels
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p.strip().lower() for p in value.split(",") if p.strip()))
+
+
+def _file_mode(value: str) -> int:
+    mode = int(value, 8)
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"{value!r} is not an octal file mode such as 0640")
+    return mode
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lambda value: parse(value) if value.strip() else None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration from ``environ`` (default: the process environment)."""
+    source: Mapping[str, str] = os.environ if environ is None else environ
+    env = _Env(source)
+    for name, parse in {
+        "duration": parse_duration,
+        "size": parse_size,
+        "opt_size": _optional(parse_size),
+        "regex": _regex,
+        "labels": _labels,
+        "names": _names,
+        "file_mode": _file_mode,
+        "positive_int": _positive_int,
+    }.items():
+        env.add_parser(name, _expect(parse))
+    e: Any = env  # environs' dynamic parser methods are not typed
+
+    problems: list[str] = []
+    get = source.get
+
+    def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = get(name, default).strip().lower()
+        if value not in allowed:
+            problems.append(f"{name}={get(name)!r}: expected one of {', '.join(allowed)}")
+            return default
+        return value
+
+    interval = e.duration("SIC_INTERVAL", "1s")
+    collectors = e.names("SIC_COLLECTORS", ",".join(KNOWN_COLLECTORS))
+    per_collector = {
+        c: e.duration(f"SIC_{c.upper()}_INTERVAL", get("SIC_INTERVAL", "1s"))
+        for c in KNOWN_COLLECTORS
+    }
+    proc = get("SIC_HOST_PROC") or get("HOST_PROC") or "/proc"
+    sys_ = get("SIC_HOST_SYS") or get("HOST_SYS") or "/sys"
+    root = get("SIC_HOST_ROOT") or get("HOST_ROOT") or "/"
+    mount_ex = e.regex("SIC_DISK_MOUNTPOINTS_EXCLUDE", DEFAULT_MOUNTPOINTS_EXCLUDE)
+    fstype_ex = e.regex("SIC_DISK_FSTYPES_EXCLUDE", DEFAULT_FSTYPES_EXCLUDE)
+    diskio_ex = e.regex("SIC_DISKIO_DEVICES_EXCLUDE", DEFAULT_DISKIO_DEVICES_EXCLUDE)
+    disk_timeout = e.duration("SIC_DISK_TIMEOUT", "500ms")
+    hostname = (get("SIC_HOSTNAME") or get("NODE_NAME") or "").strip() or None
+    tags = e.labels("SIC_TAGS", "")
+    log_level = choice(
+        "SIC_LOG_LEVEL", "INFO", ("trace", "debug", "info", "success", "warning", "error")
+    ).upper()
+    log_format = choice("SIC_LOG_FORMAT", "json", ("json", "text"))
+    shutdown_timeout = e.duration("SIC_SHUTDOWN_TIMEOUT", "10s")
+
+    csv_dir = get("SIC_CSV_DIR", "").strip() or "./data"
+    csv = CsvSettings(
+        directory=csv_dir,
+        rotate_size=e.size("SIC_CSV_ROTATE_SIZE", "100MB"),
+        rotate_interval=e.duration("SIC_CSV_ROTATE_INTERVAL", "24h"),
+        compress=choice("SIC_CSV_COMPRESS", "gzip", ("gzip", "none")),
+        retention=e.duration("SIC_CSV_RETENTION", "7d"),
+        max_total_size=e.opt_size("SIC_CSV_MAX_TOTAL_SIZE", ""),
+        fsync=choice("SIC_CSV_FSYNC", "rotate", ("tick", "rotate", "never")),
+        backlog=e.positive_int("SIC_CSV_BACKLOG", "86400"),
+        file_mode=e.file_mode("SIC_CSV_FILE_MODE", "0640"),
+    )
+    retry = RetrySettings(
+        max_attempts=e.positive_int("SIC_RETRY_MAX", "5"),
+        initial=e.duration("SIC_RETRY_INITIAL", "200ms"),
+        max_wait=e.duration("SIC_RETRY_MAX_WAIT", "5s"),
+    )
+    dsn = get("SIC_DB_DSN", "").strip() or None
+    password_file = get("SIC_DB_PASSWORD_FILE", "").strip() or None
+    postgres = PostgresSettings(
+        dsn=dsn,
+        password_file=password_file,
+        schema=get("SIC_DB_SCHEMA", "public").strip() or "public",
+        batch_max_rows=e.positive_int("SIC_DB_BATCH_MAX_ROWS", "5000"),
+        flush_interval=e.duration("SIC_DB_FLUSH_INTERVAL", "1s"),
+        connect_timeout=e.duration("SIC_DB_CONNECT_TIMEOUT", "5s"),
+        statement_timeout=e.duration("SIC_DB_STATEMENT_TIMEOUT", "10s"),
+        spool_dir=get("SIC_DB_SPOOL_DIR", "").strip() or os.path.join(csv_dir, ".spool"),
+        spool_max_size=e.size("SIC_DB_SPOOL_MAX_SIZE", "1GB"),
+        timescale=choice("SIC_DB_TIMESCALE", "auto", ("auto", "on", "off")),
+    )
+    http = HttpSettings(
+        listen=get("SIC_HTTP_LISTEN", ":9808").strip(),
+        host_metrics=e.bool("SIC_PROMETHEUS_HOST_METRICS", True),
+    )
+    default_sinks = "stdout"
+    sinks = e.names("SIC_SINKS", default_sinks)
+
+    try:
+        env.seal()
+    except environs.EnvValidationError as exc:
+        by_key: Any = exc.error_messages
+        for key, messages in sorted(by_key.items()):
+            given = redact_value(key, source.get(key, ""))
+            text = "; ".join(_flatten(messages))
+            problems.append(f"{key}={given!r}: {text}")
+
+    # Cross-field rules, checked only where the values themselves parsed.
+    if interval is not None and interval < MIN_INTERVAL:
+        problems.append(f"SIC_INTERVAL={get('SIC_INTERVAL')!r}: must be at least 100ms")
+    for c in collectors or ():
+        if c not in KNOWN_COLLECTORS:
+            problems.append(
+                f"SIC_COLLECTORS={get('SIC_COLLECTORS')!r}: unknown collector {c!r} "
+                f"(expected some of {', '.join(KNOWN_COLLECTORS)})"
+            )
+    if collectors == ():
+        problems.append("SIC_COLLECTORS='': at least one collector must be enabled")
+    intervals: dict[str, float] = {}
+    for c, value in per_collector.items():
+        if value is None or interval is None or interval < MIN_INTERVAL:
+            continue
+        ratio = value / interval
+        if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-6:
+            problems.append(
+                f"SIC_{c.upper()}_INTERVAL={get(f'SIC_{c.upper()}_INTERVAL')!r}: must be a "
+                f"whole multiple of SIC_INTERVAL ({get('SIC_INTERVAL', '1s')})"
+            )
+        elif round(ratio) != 1:
+            intervals[c] = round(ratio) * interval
+    for s in sinks or ():
+        if s not in KNOWN_SINKS:
+            problems.append(
+                f"SIC_SINKS={get('SIC_SINKS')!r}: unknown sink {s!r} "
+                f"(expected some of {', '.join(KNOWN_SINKS)})"
+            )
+    reserved = {"ts", "host", "tags", "cpu", "mountpoint", "device", "fstype"}
+    for key in sorted(set(tags or {}) & reserved):
+        problems.append(f"SIC_TAGS={get('SIC_TAGS')!r}: {key!r} is a column name; pick another")
+    if sinks and "postgres" in sinks and not dsn:
+        problems.append("SIC_SINKS includes postgres but SIC_DB_DSN is not set")
+    if retry.initial is not None and retry.max_wait is not None and retry.initial > retry.max_wait:
+        problems.append(
+            f"SIC_RETRY_INITIAL={get('SIC_RETRY_INITIAL')!r}: must not exceed SIC_RETRY_MAX_WAIT"
+        )
+    if http.listen and _parse_listen(http.listen) is None:
+        problems.append(
+            f"SIC_HTTP_LISTEN={http.listen!r}: expected [host]:port, e.g. :9808 or 127.0.0.1:9808"
+        )
+    if password_file and not os.path.isfile(password_file):
+        problems.append(f"SIC_DB_PASSWORD_FILE={password_file!r}: not a readable file")
+
+    if problems:
+        raise ConfigError(problems)
+
+    return Settings(
+        interval=interval,
+        collectors=collectors,
+        collector_intervals=intervals,
+        host_paths=HostPaths(proc=proc, sys=sys_, root=root),
+        disk_mountpoints_exclude=mount_ex,
+        disk_fstypes_exclude=fstype_ex,
+        diskio_devices_exclude=diskio_ex,
+        disk_timeout=disk_timeout,
+        hostname=hostname,
+        tags=tags,
+        log_level=log_level,
+        log_format=log_format,
+        shutdown_timeout=shutdown_timeout,
+        sinks=sinks,
+        csv=csv,
+        retry=retry,
+        postgres=postgres,
+        http=http,
+    )
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise ValueError(f"{value!r} must be at least 1")
+    return number
+
+
+def _parse_listen(listen: str) -> tuple[str, int] | None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    parsed = _parse_listen(listen)
+    if parsed is None:
+        raise ValueError(listen)
+    return parsed
+
+
+def redact_value(key: str, value: str) -> str:
+    return redact_dsn(value) if key in SECRET_VARIABLES else value
+
+
+def _flatten(messages: Any) -> list[str]:
+    if isinstance(messages, str):
+        return [messages]
+    if isinstance(messages, dict):
+        return [m for v in messages.values() for m in _flatten(v)]
+    return [m for v in messages for m in _flatten(v)]

@@ -1,0 +1,94 @@
+"""The collector's own numbers, on a registry of its own (no global default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from system_info_collector import __version__
+
+_TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """All self-metrics; one instance per agent, passed to the components that update them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build_info = Info("sic_build", "Build information", registry=r)
+        self.build_info.info({"version": __version__})
+        self.ticks = Counter("sic_ticks", "Ticks run by the scheduler", registry=r)
+        self.tick_duration = Histogram(
+            "sic_tick_duration_seconds",
+            "Time to sample all due collectors in a tick",
+            buckets=_TICK_BUCKETS,
+            registry=r,
+        )
+        self.tick_overruns = Counter(
+            "sic_tick_overruns", "Ticks that ran past the next slot", registry=r
+        )
+        self.ticks_skipped = Counter(
+            "sic_ticks_skipped", "Slots skipped (never burst-replayed) after an overrun", registry=r
+        )
+        self.last_tick = Gauge(
+            "sic_last_tick_timestamp_seconds", "Unix time of the last completed tick", registry=r
+        )
+        self.records_collected = Counter(
+            "sic_records_collected", "Records produced by collectors", ["measurement"], registry=r
+        )
+        self.records_dropped = Counter(
+            "sic_records_dropped",
+            "Records rejected by the validator",
+            ["measurement", "rule"],
+            registry=r,
+        )
+        self.collector_errors = Counter(
+            "sic_collector_errors", "Collector runs that failed", ["collector"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "sic_sink_queue_depth", "Batches waiting in a sink's queue", ["sink"], registry=r
+        )
+        self.backlog_records = Gauge(
+            "sic_sink_backlog_records",
+            "Records held by a sink awaiting a successful write",
+            ["sink"],
+            registry=r,
+        )
+        self.rows_written = Counter(
+            "sic_sink_rows_written", "Records written by a sink", ["sink"], registry=r
+        )
+        self.write_errors = Counter(
+            "sic_sink_write_errors",
+            "Failed writes by sink and error class",
+            ["sink", "class"],
+            registry=r,
+        )
+        self.retries = Counter("sic_sink_retries", "Write retries", ["sink"], registry=r)
+        self.sink_dropped = Counter(
+            "sic_sink_records_dropped",
+            "Records a sink dropped because its buffer overflowed",
+            ["sink"],
+            registry=r,
+        )
+        self.last_write = Gauge(
+            "sic_sink_last_success_timestamp_seconds",
+            "Unix time of the last successful write",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_degraded = Gauge(
+            "sic_sink_degraded", "1 while a sink is failing and backing off", ["sink"], registry=r
+        )
+        self.spool_bytes = Gauge(
+            "sic_spool_bytes", "Bytes in the PostgreSQL write-ahead spool", registry=r
+        )
+        self.spool_batches = Gauge(
+            "sic_spool_batches", "Batches in the PostgreSQL write-ahead spool", registry=r
+        )
+        self.dead_lettered = Counter(
+            "sic_dead_lettered_rows",
+            "Rows the database rejected, written to the dead-letter file",
+            registry=r,
+        )
+        self.csv_rotations = Counter("sic_csv_rotations", "CSV files rotated", registry=r)
+        self.csv_bytes = Counter("sic_csv_written_bytes", "Bytes written to CSV files", registry=r)

@@ -1,0 +1,32 @@
+"""The one data type that flows from providers to sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+FieldValue = float | int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One row of one table (one line of one CSV file).
+
+    ``tags`` holds the entity labels of the measurement (``{"cpu": "cpu0"}``) and the static
+    labels from ``SIC_TAGS``; :mod:`system_info_collector.schema` knows which are which.
+    """
+
+    measurement: str
+    ts: datetime
+    host: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+
+
+class Sample(NamedTuple):
+    """What a provider returns: the entity labels and the values; the agent stamps the rest."""
+
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]

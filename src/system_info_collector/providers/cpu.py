@@ -1,0 +1,86 @@
+"""CPU time shares from ``<proc>/stat`` counter deltas (total as ``cpu-total`` and per CPU)."""
+
+from __future__ import annotations
+
+from system_info_collector.errors import ProviderError
+from system_info_collector.hostpaths import HostPaths
+from system_info_collector.model import Sample
+from system_info_collector.providers._read import read_text
+
+# Column order of the cpu lines in /proc/stat (proc(5)); guest/guest_nice are already counted
+# in user/nice, so they are not part of the total.
+_COLUMNS = (
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "guest",
+    "guest_nice",
+)
+_TOTAL_COLUMNS = 8
+
+
+def parse_stat(text: str, path: str = "stat") -> dict[str, tuple[int, ...]]:
+    """``{"cpu-total": (user, …, guest_nice), "cpu0": …}`` from the text of /proc/stat."""
+    cpus: dict[str, tuple[int, ...]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("cpu"):
+            continue
+        parts = line.split()
+        if len(parts) < 8:  # user..softirq exist since Linux 2.6.0
+            raise ProviderError(f"{path}: line {lineno}: expected at least 7 counters: {line!r}")
+        try:
+            values = tuple(int(v) for v in parts[1:11])
+        except ValueError:
+            raise ProviderError(f"{path}: line {lineno}: non-numeric counter: {line!r}") from None
+        name = "cpu-total" if parts[0] == "cpu" else parts[0]
+        cpus[name] = values + (0,) * (len(_COLUMNS) - len(values))
+    if "cpu-total" not in cpus:
+        raise ProviderError(f"{path}: no 'cpu' line (is this a procfs stat file?)")
+    return cpus
+
+
+def shares(prev: tuple[int, ...], cur: tuple[int, ...]) -> dict[str, float] | None:
+    """Percent of time per state between two readings; None on a counter reset or no progress."""
+    deltas = [c - p for p, c in zip(prev, cur, strict=True)]
+    if any(d < 0 for d in deltas):
+        return None
+    total = sum(deltas[:_TOTAL_COLUMNS])
+    if total <= 0:
+        return None
+    fields = {
+        f"{name}_percent": 100.0 * d / total for name, d in zip(_COLUMNS, deltas, strict=True)
+    }
+    busy = total - deltas[3] - deltas[4]
+    fields["usage_percent"] = 100.0 * busy / total
+    return fields
+
+
+class CpuProvider:
+    name = "cpu"
+
+    def __init__(self, paths: HostPaths) -> None:
+        self._path = paths.proc_path("stat")
+        self._prev: dict[str, tuple[int, ...]] = {}
+
+    def prime(self) -> None:
+        self._prev = parse_stat(read_text(self._path), self._path)
+
+    def collect(self) -> list[Sample]:
+        current = parse_stat(read_text(self._path), self._path)
+        samples = []
+        for cpu, values in current.items():
+            prev = self._prev.get(cpu)
+            fields = shares(prev, values) if prev is not None else None
+            if fields is not None:
+                samples.append(Sample({"cpu": cpu}, fields))
+        # CPUs that went offline drop out; new or reset ones start again from this reading.
+        self._prev = current
+        return samples
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,184 @@
+"""Filesystem usage of the host's mounts.
+
+The mount table is ``<proc>/1/mountinfo`` (PID 1's mount namespace: the host's, when the host's
+procfs is mounted), never ``<proc>/self/…``, which inside a container is the container's.
+Each mount is measured with ``statvfs(<root>/<mountpoint>)`` in a small thread pool with a
+deadline, so one hung network filesystem cannot freeze a tick: a mount whose previous call has
+not returned is skipped until it does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from system_info_collector.errors import ProviderError
+from system_info_collector.hostpaths import HostPaths
+from system_info_collector.logging import event
+from system_info_collector.model import Sample
+from system_info_collector.providers._read import read_text
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    device_id: str  # major:minor
+    mountpoint: str  # as the host sees it
+    fstype: str
+    source: str
+
+
+def _unescape(text: str) -> str:
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+
+def parse_mountinfo(text: str, path: str = "mountinfo") -> list[Mount]:
+    """Mounts from a ``/proc/PID/mountinfo`` file (proc(5))."""
+    mounts = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(" ")
+        try:
+            sep = parts.index("-", 6)
+            if len(parts) < sep + 4:
+                raise ValueError("missing super options")
+            mounts.append(
+                Mount(
+                    device_id=parts[2],
+                    mountpoint=_unescape(parts[4]),
+                    fstype=parts[sep + 1],
+                    source=_unescape(parts[sep + 2]),
+                )
+            )
+        except (ValueError, IndexError):
+            raise ProviderError(f"{path}: line {lineno}: not a mountinfo line: {line!r}") from None
+    if not mounts:
+        raise ProviderError(f"{path}: empty mount table")
+    return mounts
+
+
+def select_mounts(
+    mounts: list[Mount], mountpoints_exclude: re.Pattern[str], fstypes_exclude: re.Pattern[str]
+) -> list[Mount]:
+    """Mounts that pass the filters, one per device (the shortest mount point wins)."""
+    by_device: dict[str, Mount] = {}
+    for mount in mounts:
+        if mountpoints_exclude.search(mount.mountpoint) or fstypes_exclude.search(mount.fstype):
+            continue
+        seen = by_device.get(mount.device_id)
+        if seen is None or len(mount.mountpoint) < len(seen.mountpoint):
+            by_device[mount.device_id] = mount
+    return sorted(by_device.values(), key=lambda m: m.mountpoint)
+
+
+def usage_fields(st: os.statvfs_result) -> dict[str, float | int]:
+    total = st.f_blocks * st.f_frsize
+    free = st.f_bfree * st.f_frsize
+    avail = st.f_bavail * st.f_frsize
+    used = total - free
+    inodes_used = st.f_files - st.f_ffree
+    return {
+        "total_bytes": total,
+        "used_bytes": used,
+        "free_bytes": free,
+        "available_bytes": avail,
+        "used_percent": 100.0 * used / (used + avail) if used + avail else 0.0,
+        "inodes_total": st.f_files,
+        "inodes_used": inodes_used,
+        "inodes_free": st.f_ffree,
+        "inodes_used_percent": 100.0 * inodes_used / st.f_files if st.f_files else 0.0,
+    }
+
+
+class DiskProvider:
+    name = "disk"
+
+    def __init__(
+        self,
+        paths: HostPaths,
+        *,
+        mountpoints_exclude: re.Pattern[str],
+        fstypes_exclude: re.Pattern[str],
+        timeout: float = 0.5,
+    ) -> None:
+        self._paths = paths
+        self._mountinfo = paths.proc_path("1", "mountinfo")
+        self._mountpoints_exclude = mountpoints_exclude
+        self._fstypes_exclude = fstypes_exclude
+        self._timeout = timeout
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Future[os.statvfs_result]] = {}
+        self._failing: set[str] = set()
+
+    def mounts(self) -> list[Mount]:
+        mounts = parse_mountinfo(read_text(self._mountinfo), self._mountinfo)
+        return select_mounts(mounts, self._mountpoints_exclude, self._fstypes_exclude)
+
+    def prime(self) -> None:
+        pass
+
+    def collect(self) -> list[Sample]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="statvfs")
+        mounts = self.mounts()
+        futures: dict[str, Future[os.statvfs_result]] = {}
+        for mount in mounts:
+            pending = self._pending.get(mount.mountpoint)
+            if pending is not None and not pending.done():
+                continue  # still hung from an earlier tick: do not pile up calls
+            path = self._paths.root_path(mount.mountpoint)
+            futures[mount.mountpoint] = self._pool.submit(os.statvfs, path)
+        if futures:
+            wait(futures.values(), timeout=self._timeout)
+        samples = []
+        for mount in mounts:
+            future = futures.get(mount.mountpoint)
+            if future is None or not future.done():
+                if future is not None:
+                    self._pending[mount.mountpoint] = future
+                self._fail(mount, f"statvfs did not return within {self._timeout:g}s")
+                continue
+            self._pending.pop(mount.mountpoint, None)
+            try:
+                st = future.result()
+            except OSError as exc:
+                self._fail(mount, exc.strerror or str(exc))
+                continue
+            self._recover(mount)
+            if st.f_blocks == 0:
+                continue  # pseudo filesystem without blocks
+            tags = {"mountpoint": mount.mountpoint, "device": mount.source, "fstype": mount.fstype}
+            samples.append(Sample(tags, usage_fields(st)))
+        return samples
+
+    def _fail(self, mount: Mount, reason: str) -> None:
+        if mount.mountpoint not in self._failing:
+            self._failing.add(mount.mountpoint)
+            event(
+                "WARNING",
+                "disk_mount_failed",
+                "cannot measure a mount; skipping it until it recovers",
+                mountpoint=mount.mountpoint,
+                path=self._paths.root_path(mount.mountpoint),
+                fstype=mount.fstype,
+                reason=reason,
+            )
+
+    def _recover(self, mount: Mount) -> None:
+        if mount.mountpoint in self._failing:
+            self._failing.discard(mount.mountpoint)
+            event(
+                "INFO",
+                "disk_mount_recovered",
+                "mount measurable again",
+                mountpoint=mount.mountpoint,
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,53 @@
+"""Sinks write batches of records somewhere. One module each; registered in a literal dict.
+
+A sink only knows how to write: buffering, retries and backoff wrap it from outside
+(:mod:`system_info_collector.worker`). ``write`` raises
+:class:`~system_info_collector.errors.TransientSinkError` (retry the same batch later) or
+:class:`~system_info_collector.errors.PermanentSinkError` (this batch will never be written).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from system_info_collector.config import Settings
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+class Sink(Protocol):
+    name: str
+
+    def open(self) -> None: ...
+
+    def write(self, batch: Sequence[Record]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def check(self) -> list[CheckResult]:
+        """Reachability checks for ``system-info-collector check`` (no data is written)."""
+        ...
+
+
+def _stdout(settings: Settings, metrics: Metrics) -> Sink:
+    from system_info_collector.sinks.stdout import StdoutSink
+
+    return StdoutSink()
+
+
+REGISTRY: dict[str, Callable[[Settings, Metrics], Sink]] = {
+    "stdout": _stdout,
+}
+
+
+def build_sinks(settings: Settings, metrics: Metrics) -> list[Sink]:
+    return [REGISTRY[name](settings, metrics) for name in settings.sinks]

@@ -1,0 +1,79 @@
+import pytest
+
+from system_info_collector.config import load_settings
+from system_info_collector.errors import ConfigError
+
+
+def test_defaults() -> None:
+    s = load_settings({})
+    assert s.interval == 1.0
+    assert s.collectors == ("cpu", "memory", "disk", "diskio")
+    assert s.sinks == ("stdout",)
+    assert s.host_paths.proc == "/proc" and s.host_paths.root == "/"
+    assert s.csv.directory == "./data" and s.csv.rotate_size == 100_000_000
+    assert s.postgres.spool_dir == "./data/.spool"
+    assert s.log_format == "json" and s.shutdown_timeout == 10.0
+    assert s.http.listen == ":9808"
+
+
+def test_telegraf_style_host_variables_are_honoured_and_sic_wins() -> None:
+    s = load_settings({"HOST_PROC": "/host/proc", "HOST_SYS": "/host/sys", "HOST_ROOT": "/hr"})
+    assert (s.host_paths.proc, s.host_paths.sys, s.host_paths.root) == (
+        "/host/proc",
+        "/host/sys",
+        "/hr",
+    )
+    s = load_settings({"HOST_PROC": "/host/proc", "SIC_HOST_PROC": "/other"})
+    assert s.host_paths.proc == "/other"
+
+
+def test_hostname_from_node_name_and_tags() -> None:
+    s = load_settings({"NODE_NAME": "node-7", "SIC_TAGS": "env=prod, team = sre"})
+    assert s.hostname == "node-7"
+    assert s.tags == {"env": "prod", "team": "sre"}
+    assert load_settings({"NODE_NAME": "n", "SIC_HOSTNAME": "h"}).hostname == "h"
+
+
+def test_per_collector_interval_must_be_a_whole_multiple() -> None:
+    s = load_settings({"SIC_INTERVAL": "500ms", "SIC_DISK_INTERVAL": "10s"})
+    assert s.collector_interval("disk") == 10.0 and s.collector_interval("cpu") == 0.5
+    with pytest.raises(ConfigError) as info:
+        load_settings({"SIC_INTERVAL": "2s", "SIC_DISK_INTERVAL": "3s"})
+    assert (
+        "SIC_DISK_INTERVAL='3s': must be a whole multiple of SIC_INTERVAL" in info.value.problems[0]
+    )
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    env = {
+        "SIC_INTERVAL": "50ms",
+        "SIC_COLLECTORS": "cpu,gpu",
+        "SIC_CSV_ROTATE_SIZE": "huge",
+        "SIC_RETRY_MAX": "0",
+        "SIC_LOG_FORMAT": "xml",
+        "SIC_DISK_FSTYPES_EXCLUDE": "(",
+        "SIC_TAGS": "novalue",
+        "SIC_HTTP_LISTEN": "nowhere",
+        "SIC_SINKS": "stdout,kafka",
+    }
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    text = "\n".join(info.value.problems)
+    for expected in (
+        "SIC_INTERVAL='50ms': must be at least 100ms",
+        "unknown collector 'gpu'",
+        "SIC_CSV_ROTATE_SIZE='huge'",
+        "SIC_RETRY_MAX='0'",
+        "SIC_LOG_FORMAT='xml': expected one of json, text",
+        "SIC_DISK_FSTYPES_EXCLUDE='('",
+        "SIC_TAGS='novalue'",
+        "SIC_HTTP_LISTEN='nowhere'",
+        "unknown sink 'kafka'",
+    ):
+        assert expected in text
+    assert len(info.value.problems) == len(env)
+
+
+def test_tag_keys_must_not_shadow_columns() -> None:
+    with pytest.raises(ConfigError, match="'host' is a column name"):
+        load_settings({"SIC_TAGS": "host=x"})

@@ -1,0 +1,116 @@
+"""SinkWorker policy: order, retries with backoff, overflow, degraded state, flush on close.
+
+The sink here is a small in-memory sink whose failures the test scripts; the real sinks'
+failures (full disk, stopped server) are exercised in tests/integration.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from system_info_collector.config import RetrySettings
+from system_info_collector.errors import PermanentSinkError, TransientSinkError
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+from system_info_collector.sinks import CheckResult
+from system_info_collector.worker import SinkWorker
+from tests.helpers import poll
+
+FAST = RetrySettings(max_attempts=3, initial=0.001, max_wait=0.01)
+
+
+class ScriptedSink:
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.fail_with: Exception | None = None
+        self.attempts = 0
+        self.closed = threading.Event()
+
+    def open(self) -> None:
+        pass
+
+    def write(self, batch: Sequence[Record]) -> None:
+        self.attempts += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.rows.extend(int(r.fields["n"]) for r in batch)
+
+    def close(self) -> None:
+        self.closed.set()
+
+    def check(self) -> list[CheckResult]:
+        return []
+
+
+def batch(*ns: int) -> list[Record]:
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    return [Record("x", ts, "h", {}, {"n": n}) for n in ns]
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_batches_are_written_in_order_after_an_outage() -> None:
+    sink, metrics = ScriptedSink(), Metrics()
+    worker = SinkWorker(sink, retry=FAST, backlog_limit=1000, metrics=metrics)
+    worker.start()
+    sink.fail_with = TransientSinkError("disk full")
+    worker.submit(batch(1, 2))
+    poll(lambda: worker.degraded, what="degraded after max attempts")
+    worker.submit(batch(3))
+    worker.submit(batch(4, 5))
+    assert sink.rows == []
+    sink.fail_with = None
+    poll(lambda: sink.rows == [1, 2, 3, 4, 5], what="backlog written in order")
+    assert not worker.failing and worker.pending_records == 0
+    assert value(metrics, "sic_sink_retries_total", sink="scripted") >= 3
+    assert worker.close(1.0)
+    assert sink.closed.is_set()
+
+
+def test_overflow_drops_the_oldest_and_counts() -> None:
+    sink, metrics = ScriptedSink(), Metrics()
+    sink.fail_with = TransientSinkError("down")
+    worker = SinkWorker(sink, retry=FAST, backlog_limit=4, metrics=metrics)
+    worker.start()
+    for n in range(1, 7):
+        worker.submit(batch(n))
+    assert worker.pending_records == 4
+    assert value(metrics, "sic_sink_records_dropped_total", sink="scripted") == 2
+    sink.fail_with = None
+    poll(lambda: sink.rows == [3, 4, 5, 6], what="newest records written")
+    worker.close(1.0)
+
+
+def test_a_permanently_rejected_batch_is_dropped_and_the_rest_flows() -> None:
+    sink, metrics = ScriptedSink(), Metrics()
+    worker = SinkWorker(sink, retry=FAST, backlog_limit=100, metrics=metrics)
+    sink.fail_with = PermanentSinkError("bad row")
+    worker.start()
+    worker.submit(batch(1))
+    poll(
+        lambda: (
+            value(metrics, "sic_sink_write_errors_total", sink="scripted", **{"class": "permanent"})
+            == 1
+        ),
+        what="permanent error counted",
+    )
+    sink.fail_with = None
+    worker.submit(batch(2))
+    poll(lambda: sink.rows == [2], what="next batch written")
+    worker.close(1.0)
+
+
+def test_close_gives_up_after_the_timeout_and_reports_unflushed() -> None:
+    sink = ScriptedSink()
+    sink.fail_with = TransientSinkError("down")
+    worker = SinkWorker(sink, retry=FAST, backlog_limit=100, metrics=Metrics())
+    worker.start()
+    worker.submit(batch(1))
+    assert worker.close(0.2) is False
+    assert sink.closed.is_set()
