@@ -68,6 +68,9 @@ class Agent:
         }
         self._failing: set[str] = set()
         self.last_records: list[Record] = []
+        # The newest records of each measurement, also of collectors that did not run this tick
+        # (replaced as a whole each tick, so readers on other threads see a consistent dict).
+        self.latest: dict[str, list[Record]] = {}
         self.last_tick_monotonic: float | None = None
 
     def start(self) -> None:
@@ -96,6 +99,7 @@ class Agent:
 
     def tick(self, tick: Tick) -> list[Record]:
         started = time.perf_counter()
+        self.metrics.tick_lateness.observe(tick.lateness)
         records: list[Record] = []
         static = self.settings.tags
         for provider in self.providers:
@@ -139,6 +143,13 @@ class Agent:
         for worker in self.workers:
             worker.submit(accepted)
         self.last_records = accepted
+        if accepted:
+            latest = dict(self.latest)
+            fresh: dict[str, list[Record]] = {}
+            for record in accepted:
+                fresh.setdefault(record.measurement, []).append(record)
+            latest.update(fresh)
+            self.latest = latest
         self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.metrics.last_tick.set(time.time())

@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check", help="validate configuration, host paths and sink reachability; exit 0 if all pass"
     )
-    for sub in (run, once, check):
+    health = commands.add_parser(
+        "health", help="ask the running collector's /healthz (SIC_HTTP_LISTEN); exit 0 if healthy"
+    )
+    for sub in (run, once, check, health):
         _add_override_flags(sub)
     _add_override_flags(parser)
     return parser
@@ -94,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "once": cmd_once,
         "check": cmd_check,
+        "health": cmd_health,
     }
     try:
         return handlers[command](settings)
@@ -105,11 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(settings: Settings) -> int:
+    import prometheus_client
+
     from system_info_collector.agent import Agent, resolve_hostname
     from system_info_collector.metrics import Metrics
     from system_info_collector.providers import build_providers
     from system_info_collector.sinks import build_sinks
 
+    # Process-wide switch, set once here: no `_created` series (node_exporter has none either).
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics()
     agent = Agent(
         settings,
@@ -130,13 +138,51 @@ def cmd_run(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    server = None
+    if settings.http.listen:
+        from system_info_collector.http import HttpServer
+
+        try:
+            server = HttpServer(
+                agent, settings.http.listen, host_metrics=settings.http.host_metrics
+            )
+        except OSError as exc:
+            event(
+                "ERROR",
+                "http_listen_failed",
+                "cannot listen for /metrics, /healthz, /readyz",
+                listen=settings.http.listen,
+                error=str(exc),
+            )
+            return EXIT_FAILED
     agent.start()
+    if server is not None:
+        server.start()
     try:
         agent.run()
     finally:
         flushed = agent.close()
+        if server is not None:
+            server.close()
         event("INFO", "collector_stopped", "stopped", flushed=flushed)
     return EXIT_OK
+
+
+def cmd_health(settings: Settings) -> int:
+    """GET /healthz of the running collector (for HEALTHCHECK): 0 healthy, 1 otherwise."""
+    from system_info_collector.http import get_health
+
+    listen = settings.http.listen
+    if not listen:
+        print("unhealthy: SIC_HTTP_LISTEN is empty, so there is no /healthz to ask")
+        return EXIT_FAILED
+    try:
+        status, body = get_health(listen)
+    except OSError as exc:
+        print(f"unhealthy: no answer from /healthz on {listen}: {exc}")
+        return EXIT_FAILED
+    print(f"{'healthy' if status == 200 else 'unhealthy'}: HTTP {status} {body.strip()}")
+    return EXIT_OK if status == 200 else EXIT_FAILED
 
 
 def cmd_once(settings: Settings) -> int:

@@ -24,6 +24,12 @@ class Metrics:
             buckets=_TICK_BUCKETS,
             registry=r,
         )
+        self.tick_lateness = Histogram(
+            "sic_tick_lateness_seconds",
+            "How late a tick started after its scheduled time (jitter)",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
         self.tick_overruns = Counter(
             "sic_tick_overruns", "Ticks that ran past the next slot", registry=r
         )
@@ -84,6 +90,11 @@ class Metrics:
         )
         self.spool_batches = Gauge(
             "sic_spool_batches", "Batches in the PostgreSQL write-ahead spool", registry=r
+        )
+        self.spool_dropped = Counter(
+            "sic_spool_dropped_records",
+            "Spooled records dropped (oldest first) because the spool reached its size limit",
+            registry=r,
         )
         self.dead_lettered = Counter(
             "sic_dead_lettered_rows",
