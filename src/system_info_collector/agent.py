@@ -23,18 +23,31 @@ DEFAULT_BACKLOG_RECORDS = 100_000  # for sinks that do not declare their own ``b
 
 
 def resolve_hostname(settings: Settings) -> str:
-    """``SIC_HOSTNAME``/``NODE_NAME``, else the host's ``<proc>/sys/kernel/hostname``."""
+    """The ``host`` of every record.
+
+    ``SIC_HOSTNAME``/``NODE_NAME``; else, when the host's root is mounted (``SIC_HOST_ROOT``),
+    its ``/etc/hostname``; else ``<proc>/sys/kernel/hostname``. (Inside a container the latter
+    shows the *container's* UTS namespace even through the host's procfs, so a mounted host root
+    is the better witness.)
+    """
     if settings.hostname:
         return settings.hostname
     return host_hostname(settings.host_paths)
 
 
-def host_hostname(paths: HostPaths) -> str:
+def _first_line(path: str) -> str:
     try:
-        with open(paths.proc_path("sys", "kernel", "hostname"), encoding="utf-8") as handle:
-            name = handle.read().strip()
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.readline().strip()
     except OSError:
-        name = ""
+        return ""
+
+
+def host_hostname(paths: HostPaths) -> str:
+    name = ""
+    if paths.root not in ("", "/"):
+        name = _first_line(paths.root_path("/etc/hostname"))
+    name = name or _first_line(paths.proc_path("sys", "kernel", "hostname"))
     return name or socket.gethostname()
 
 
@@ -138,8 +151,11 @@ class Agent:
                 rule=rejection.rule,
                 tags=dict(rejection.record.tags),
             )
+        counts: dict[str, int] = {}
         for record in accepted:
-            self.metrics.records_collected.labels(record.measurement).inc()
+            counts[record.measurement] = counts.get(record.measurement, 0) + 1
+        for measurement, count in counts.items():
+            self.metrics.records_collected.labels(measurement).inc(count)
         for worker in self.workers:
             worker.submit(accepted)
         self.last_records = accepted

@@ -478,6 +478,14 @@ class HttpServer:
         host, port = self.address
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
+    def _wake_address(self) -> tuple[str, int]:
+        host, port = self.address
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return host, port
+
     def exposition(self, accept: str) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
@@ -486,7 +494,9 @@ class HttpServer:
         self.probes.started = time.monotonic()
         self._thread = threading.Thread(
             target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            # No periodic polling while idle (it would cost CPU every interval); close()
+            # wakes the loop with a connection of its own instead.
+            kwargs={"poll_interval": 3600.0},
             name="http",
             daemon=True,
         )
@@ -495,7 +505,15 @@ class HttpServer:
 
     def close(self) -> None:
         if self._thread is not None:
-            self._server.shutdown()
+            stopper = threading.Thread(target=self._server.shutdown, daemon=True)
+            stopper.start()
+            while stopper.is_alive():  # serve_forever checks the shutdown flag on activity
+                try:
+                    with socket.create_connection(self._wake_address(), timeout=1.0):
+                        pass
+                except OSError:
+                    pass
+                stopper.join(0.05)
             self._thread.join()
             self._thread = None
         self._server.server_close()

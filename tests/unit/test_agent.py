@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
-from system_info_collector.agent import Agent
+from system_info_collector.agent import Agent, resolve_hostname
 from system_info_collector.config import load_settings
 from system_info_collector.metrics import Metrics
 from system_info_collector.providers import build_providers
@@ -46,3 +47,14 @@ def test_a_tick_stamps_validates_and_hands_records_to_every_sink() -> None:
     collected = metrics.registry.get_sample_value(
         "sic_records_collected_total", {"measurement": "memory"})  # fmt: skip
     assert collected == 2
+
+
+def test_hostname_prefers_the_mounted_host_root_over_the_uts_namespace(tmp_path: Path) -> None:
+    root = tmp_path / "hostroot"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("real-node\n")
+    proc = str(PROC_FIXTURES / "basic")  # its sys/kernel/hostname says node-a.example
+    assert resolve_hostname(load_settings({"SIC_HOST_PROC": proc})) == "node-a.example"
+    with_root = {"SIC_HOST_PROC": proc, "SIC_HOST_ROOT": str(root)}
+    assert resolve_hostname(load_settings(with_root)) == "real-node"
+    assert resolve_hostname(load_settings({**with_root, "NODE_NAME": "k8s-node"})) == "k8s-node"

@@ -1,8 +1,19 @@
-"""Small helpers shared by providers: read a host file, turning OS errors into ProviderError."""
+"""Reading host files cheaply and turning OS errors into ProviderError.
+
+Providers read the same few procfs files every tick, so :class:`ProcFile` keeps each one open and
+re-reads it with ``pread`` from offset 0 (procfs regenerates the content on every read from the
+start), which saves an ``open``/``close`` and a text decoder per file per tick. On any error the
+file is reopened once before the error is reported.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from system_info_collector.errors import ProviderError
+
+_CHUNK = 65536
 
 
 def read_text(path: str) -> str:
@@ -11,3 +22,39 @@ def read_text(path: str) -> str:
             return handle.read()
     except OSError as exc:
         raise ProviderError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+class ProcFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def _read_once(self) -> str:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        chunks = []
+        offset = 0
+        while True:
+            chunk = os.pread(self._fd, _CHUNK, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks).decode("ascii", "replace")
+
+    def read(self) -> str:
+        try:
+            return self._read_once()
+        except OSError:
+            self.close()
+        try:
+            return self._read_once()
+        except OSError as exc:
+            self.close()
+            raise ProviderError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import Sample
-from system_info_collector.providers._read import read_text
+from system_info_collector.providers._read import ProcFile
 
 # Column order of the cpu lines in /proc/stat (proc(5)); guest/guest_nice are already counted
 # in user/nice, so they are not part of the total.
@@ -65,13 +65,14 @@ class CpuProvider:
 
     def __init__(self, paths: HostPaths) -> None:
         self._path = paths.proc_path("stat")
+        self._file = ProcFile(self._path)
         self._prev: dict[str, tuple[int, ...]] = {}
 
     def prime(self) -> None:
-        self._prev = parse_stat(read_text(self._path), self._path)
+        self._prev = parse_stat(self._file.read(), self._path)
 
     def collect(self) -> list[Sample]:
-        current = parse_stat(read_text(self._path), self._path)
+        current = parse_stat(self._file.read(), self._path)
         samples = []
         for cpu, values in current.items():
             prev = self._prev.get(cpu)
@@ -83,4 +84,4 @@ class CpuProvider:
         return samples
 
     def close(self) -> None:
-        pass
+        self._file.close()

@@ -18,8 +18,13 @@ from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.logging import event
 from system_info_collector.model import Sample
-from system_info_collector.providers._read import read_text
+from system_info_collector.providers._read import ProcFile
 
+# Filesystems whose statvfs can block on a network or a userspace daemon: measured in the
+# thread pool with a deadline. Local filesystems answer from memory and are measured inline.
+REMOTE_FSTYPES = re.compile(
+    r"^(nfs4?|cifs|smb3?|smbfs|ceph|glusterfs|9p|afs|lustre|gpfs|beegfs|virtiofs|fuse(\..*)?)$"
+)
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
@@ -32,6 +37,8 @@ class Mount:
 
 
 def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
     return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
 
 
@@ -94,6 +101,15 @@ def usage_fields(st: os.statvfs_result) -> dict[str, float | int]:
     }
 
 
+def _inline_statvfs(path: str) -> Future[os.statvfs_result]:
+    future: Future[os.statvfs_result] = Future()
+    try:
+        future.set_result(os.statvfs(path))
+    except OSError as exc:
+        future.set_exception(exc)
+    return future
+
+
 class DiskProvider:
     name = "disk"
 
@@ -107,6 +123,8 @@ class DiskProvider:
     ) -> None:
         self._paths = paths
         self._mountinfo = paths.proc_path("1", "mountinfo")
+        self._file = ProcFile(self._mountinfo)
+        self._table: tuple[str, list[Mount]] = ("", [])
         self._mountpoints_exclude = mountpoints_exclude
         self._fstypes_exclude = fstypes_exclude
         self._timeout = timeout
@@ -115,8 +133,12 @@ class DiskProvider:
         self._failing: set[str] = set()
 
     def mounts(self) -> list[Mount]:
-        mounts = parse_mountinfo(read_text(self._mountinfo), self._mountinfo)
-        return select_mounts(mounts, self._mountpoints_exclude, self._fstypes_exclude)
+        text = self._file.read()
+        if text != self._table[0]:  # the mount table rarely changes: parse only when it does
+            mounts = parse_mountinfo(text, self._mountinfo)
+            selected = select_mounts(mounts, self._mountpoints_exclude, self._fstypes_exclude)
+            self._table = (text, selected)
+        return self._table[1]
 
     def prime(self) -> None:
         pass
@@ -127,13 +149,16 @@ class DiskProvider:
         mounts = self.mounts()
         futures: dict[str, Future[os.statvfs_result]] = {}
         for mount in mounts:
+            if not REMOTE_FSTYPES.match(mount.fstype):
+                futures[mount.mountpoint] = _inline_statvfs(self._paths.root_path(mount.mountpoint))
+                continue
             pending = self._pending.get(mount.mountpoint)
             if pending is not None and not pending.done():
                 continue  # still hung from an earlier tick: do not pile up calls
             path = self._paths.root_path(mount.mountpoint)
             futures[mount.mountpoint] = self._pool.submit(os.statvfs, path)
         if futures:
-            wait(futures.values(), timeout=self._timeout)
+            wait([f for f in futures.values() if not f.done()], timeout=self._timeout)
         samples = []
         for mount in mounts:
             future = futures.get(mount.mountpoint)
@@ -179,6 +204,7 @@ class DiskProvider:
             )
 
     def close(self) -> None:
+        self._file.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

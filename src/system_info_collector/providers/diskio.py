@@ -10,7 +10,7 @@ from typing import NamedTuple
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import Sample
-from system_info_collector.providers._read import read_text
+from system_info_collector.providers._read import ProcFile
 
 SECTOR_BYTES = 512  # diskstats counts 512-byte sectors whatever the device's sector size
 
@@ -52,13 +52,14 @@ class DiskIOProvider:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._path = paths.proc_path("diskstats")
+        self._file = ProcFile(self._path)
         self._exclude = devices_exclude
         self._clock = clock
         self._prev: dict[str, DiskStats] = {}
         self._prev_time = 0.0
 
     def _read(self) -> dict[str, DiskStats]:
-        stats = parse_diskstats(read_text(self._path), self._path)
+        stats = parse_diskstats(self._file.read(), self._path)
         return {d: s for d, s in stats.items() if not self._exclude.search(d)}
 
     def prime(self) -> None:
@@ -103,4 +104,4 @@ class DiskIOProvider:
         return samples
 
     def close(self) -> None:
-        pass
+        self._file.close()

@@ -5,21 +5,20 @@ from __future__ import annotations
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import FieldValue, Sample
-from system_info_collector.providers._read import read_text
+from system_info_collector.providers._read import ProcFile
 
 
 def parse_meminfo(text: str, path: str = "meminfo") -> dict[str, int]:
     values: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
-        key, sep, rest = line.partition(":")
-        if not sep:
+        parts = line.split()
+        if len(parts) < 2 or parts[0][-1] != ":":
             raise ProviderError(f"{path}: line {lineno}: expected 'Key: value kB': {line!r}")
-        parts = rest.split()
         try:
-            number = int(parts[0])
-        except (IndexError, ValueError):
+            number = int(parts[1])
+        except ValueError:
             raise ProviderError(f"{path}: line {lineno}: non-numeric value: {line!r}") from None
-        values[key.strip()] = number * 1024 if parts[1:] == ["kB"] else number
+        values[parts[0][:-1]] = number * 1024 if len(parts) == 3 and parts[2] == "kB" else number
     for required in ("MemTotal", "MemFree"):
         if required not in values:
             raise ProviderError(f"{path}: missing {required} (truncated or not a meminfo file?)")
@@ -58,12 +57,13 @@ class MemoryProvider:
 
     def __init__(self, paths: HostPaths) -> None:
         self._path = paths.proc_path("meminfo")
+        self._file = ProcFile(self._path)
 
     def prime(self) -> None:
         pass
 
     def collect(self) -> list[Sample]:
-        return [Sample({}, memory_fields(parse_meminfo(read_text(self._path), self._path)))]
+        return [Sample({}, memory_fields(parse_meminfo(self._file.read(), self._path)))]
 
     def close(self) -> None:
-        pass
+        self._file.close()
