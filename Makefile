@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-## run: sample this machine every second, JSON lines on stdout (Ctrl-C to stop)
+## run: sample this machine every second, CSV files into ./data (Ctrl-C to stop)
 run: $(STAMP)
-	SIC_LOG_FORMAT=$${SIC_LOG_FORMAT:-text} $(BIN)/system-info-collector run
+	SIC_CSV_DIR=$${SIC_CSV_DIR:-./data} SIC_LOG_FORMAT=$${SIC_LOG_FORMAT:-text} $(BIN)/system-info-collector run
 
 ## test: lint, type check, unit and integration tests
 test: $(STAMP)

@@ -22,7 +22,7 @@ from system_info_collector.units import parse_duration, parse_size
 
 PREFIX = "SIC_"
 KNOWN_COLLECTORS = ("cpu", "memory", "disk", "diskio")
-KNOWN_SINKS = ("stdout",)
+KNOWN_SINKS = ("stdout", "csv")
 MIN_INTERVAL = 0.1
 SECRET_VARIABLES = frozenset({"SIC_DB_DSN"})
 
@@ -95,7 +95,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     shutdown_timeout: float = 10.0
-    sinks: tuple[str, ...] = ("stdout",)
+    sinks: tuple[str, ...] = ("csv",)
     csv: CsvSettings = field(default_factory=CsvSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
@@ -242,7 +242,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         listen=get("SIC_HTTP_LISTEN", ":9808").strip(),
         host_metrics=e.bool("SIC_PROMETHEUS_HOST_METRICS", True),
     )
-    default_sinks = "stdout"
+    default_sinks = "csv"
     sinks = e.names("SIC_SINKS", default_sinks)
 
     try:

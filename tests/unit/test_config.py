@@ -8,7 +8,7 @@ def test_defaults() -> None:
     s = load_settings({})
     assert s.interval == 1.0
     assert s.collectors == ("cpu", "memory", "disk", "diskio")
-    assert s.sinks == ("stdout",)
+    assert s.sinks == ("csv",)
     assert s.host_paths.proc == "/proc" and s.host_paths.root == "/"
     assert s.csv.directory == "./data" and s.csv.rotate_size == 100_000_000
     assert s.postgres.spool_dir == "./data/.spool"
@@ -54,7 +54,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "SIC_DISK_FSTYPES_EXCLUDE": "(",
         "SIC_TAGS": "novalue",
         "SIC_HTTP_LISTEN": "nowhere",
-        "SIC_SINKS": "stdout,kafka",
+        "SIC_SINKS": "csv,kafka",
     }
     with pytest.raises(ConfigError) as info:
         load_settings(env)

@@ -44,8 +44,15 @@ def _stdout(settings: Settings, metrics: Metrics) -> Sink:
     return StdoutSink()
 
 
+def _csv(settings: Settings, metrics: Metrics) -> Sink:
+    from system_info_collector.sinks.csv import CsvSink
+
+    return CsvSink(settings.csv, metrics=metrics)
+
+
 REGISTRY: dict[str, Callable[[Settings, Metrics], Sink]] = {
     "stdout": _stdout,
+    "csv": _csv,
 }
 
 

@@ -1,0 +1,335 @@
+"""CSV files on a mounted volume: one active file per measurement, rotated, compressed, retained.
+
+Format: UTF-8, a header row, the columns of :data:`system_info_collector.schema.MEASUREMENTS`
+in order, RFC 4180 quoting (``csv`` module, minimal quoting) with ``\\n`` line endings, ``ts`` as
+ISO 8601 UTC with milliseconds and ``Z``, floats as the shortest round-tripping decimal (never
+exponent notation, never the locale's separator), integers as integers, ``tags`` as JSON. One
+record is always one physical line: CR/LF inside a label are written as ``\\015``/``\\012``
+(as ``/proc/mounts`` does), which keeps crash recovery line-based.
+
+``write`` is retry-safe for the same batch: each measurement's rows are written with one
+positioned write; on any error the file is cut back to its previous size and the error is
+raised as :class:`TransientSinkError`; measurements of the batch already written are not
+written again. Rotation and recovery: :mod:`.csv_rotation`, :mod:`.csv_recovery`.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from system_info_collector.config import CsvSettings
+from system_info_collector.errors import PermanentSinkError, TransientSinkError
+from system_info_collector.logging import event
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+from system_info_collector.schema import MEASUREMENTS
+from system_info_collector.sinks import CheckResult
+from system_info_collector.sinks.csv_recovery import scan
+from system_info_collector.sinks.csv_rotation import Maintainer, fsync_dir, rotated_path
+
+MIN_FREE_BYTES = 1 << 20  # `check` fails below this much free space
+
+
+def format_ts(ts: datetime) -> str:
+    ts = ts.astimezone(UTC) if ts.tzinfo is not None else ts
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def format_float(value: float) -> str:
+    text = repr(value)
+    if "e" in text:  # 1e-05, 1e+16: spell out, keeping exactly the digits repr chose
+        text = format(Decimal(text), "f")
+        if "." not in text:
+            text += ".0"
+    return text
+
+
+def format_value(value: object) -> str:
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, int):
+        return str(value)
+    if value is None:
+        return ""
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", "\\015").replace("\n", "\\012")
+    return text
+
+
+def encode_rows(rows: Iterable[Sequence[object]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([format_value(v) for v in row] for row in rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def header_bytes(measurement: str) -> bytes:
+    return encode_rows([MEASUREMENTS[measurement].columns])
+
+
+@dataclass(slots=True)
+class _Active:
+    path: str
+    fd: int
+    dev: int
+    ino: int
+    size: int
+    opened_at: float
+    first: datetime | None = None
+    last: datetime | None = None
+    dirty: bool = False  # a failed write could not be cut back: cut before the next write
+
+
+def _describe(exc: OSError) -> str:
+    return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+class CsvSink:
+    name = "csv"
+
+    def __init__(
+        self, settings: CsvSettings, *, metrics: Metrics, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.backlog_limit = settings.backlog
+        self.directory = settings.directory
+        self._metrics = metrics
+        self._clock = clock
+        self._fsync = settings.fsync
+        self._mode = settings.file_mode
+        # rwx for the owner, r-x for the group/others that may read the files
+        mode = settings.file_mode
+        self._dir_mode = 0o700 | (0o050 if mode & 0o040 else 0) | (0o005 if mode & 0o004 else 0)
+        self._active: dict[str, _Active] = {}
+        self._headers = {m: header_bytes(m) for m in MEASUREMENTS}
+        self._retrying: Sequence[Record] | None = None  # the batch a failed write() was given
+        self._done: set[str] = set()  # its measurements already written
+        self.maintainer = Maintainer(
+            self.directory, MEASUREMENTS, compress=settings.compress == "gzip",
+            retention=settings.retention, max_total_size=settings.max_total_size,
+            file_mode=settings.file_mode, clock=clock,
+        )  # fmt: skip
+
+    # -- Sink protocol -------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the directory, repair the active files, start compression/retention."""
+        try:
+            self._ensure_dir()
+            for measurement in MEASUREMENTS:
+                if measurement not in self._active and os.path.lexists(self._path(measurement)):
+                    self._active[measurement] = self._open_active(measurement)
+        except OSError as exc:
+            raise TransientSinkError(f"cannot open CSV directory: {_describe(exc)}") from exc
+        self.maintainer.start()
+
+    def write(self, batch: Sequence[Record]) -> None:
+        if self._retrying is not batch:
+            self._retrying, self._done = None, set()
+        groups: dict[str, list[Record]] = {}
+        for record in batch:
+            groups.setdefault(record.measurement, []).append(record)
+        unknown = sorted(set(groups) - set(MEASUREMENTS))
+        if unknown:
+            raise PermanentSinkError(f"no CSV columns for measurement(s) {', '.join(unknown)}")
+        for measurement, records in groups.items():
+            if measurement in self._done:
+                continue
+            try:
+                self._write(measurement, records)
+            except OSError as exc:
+                self._retrying = batch
+                raise TransientSinkError(
+                    f"cannot write {self._path(measurement)}: {_describe(exc)}"
+                ) from exc
+            self._done.add(measurement)
+        self._retrying, self._done = None, set()
+
+    def close(self) -> None:
+        error: OSError | None = None
+        for active in self._active.values():
+            try:
+                if self._fsync != "never" and not active.dirty:
+                    os.fsync(active.fd)
+            except OSError as exc:
+                error = error or exc
+            finally:
+                try:
+                    os.close(active.fd)
+                except OSError as exc:
+                    error = error or exc
+        self._active.clear()
+        self.maintainer.stop()
+        if error is not None:
+            raise TransientSinkError(f"cannot fsync CSV file: {_describe(error)}") from error
+
+    def check(self) -> list[CheckResult]:
+        directory = os.path.abspath(self.directory)
+        try:
+            self._ensure_dir()
+        except OSError as exc:
+            return [CheckResult("sink csv directory", False, f"cannot create: {_describe(exc)}")]
+        results = [CheckResult("sink csv directory", True, directory)]
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".sic-check-", dir=directory)
+            os.close(fd)
+            os.unlink(probe)
+            results.append(CheckResult("sink csv writable", True, f"created a file in {directory}"))
+        except OSError as exc:
+            results.append(CheckResult("sink csv writable", False, _describe(exc)))
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError as exc:
+            results.append(CheckResult("sink csv free space", False, _describe(exc)))
+            return results
+        results.append(CheckResult("sink csv free space", free >= MIN_FREE_BYTES,
+                                   f"{free / 2**20:.1f} MiB free in {directory}"))  # fmt: skip
+        return results
+
+    def flush_maintenance(self, timeout: float = 30.0) -> bool:
+        """Wait for a compression/retention pass (tests, benchmarks)."""
+        return self.maintainer.drain(timeout)
+
+    # -- files ---------------------------------------------------------------------------
+    def _ensure_dir(self) -> None:
+        try:
+            os.makedirs(self.directory, mode=self._dir_mode, exist_ok=True)
+        except FileExistsError as exc:  # a file (or a dangling link) where the directory belongs
+            raise NotADirectoryError(errno.ENOTDIR, "exists but is not a directory",
+                                     self.directory) from exc  # fmt: skip
+
+    def _path(self, measurement: str) -> str:
+        return os.path.join(self.directory, f"{measurement}.csv")
+
+    def _open_active(self, measurement: str) -> _Active:
+        """Open (repairing it) or create the active file of ``measurement``."""
+        path = self._path(measurement)
+        self._ensure_dir()
+        now = self._clock()
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self._create(path)
+        try:
+            found = scan(fd, path, now=now)
+            if found.header is not None and found.header != self._headers[measurement]:
+                event("WARNING", "csv_header_changed", "columns changed: rotating the old file",
+                      file=path)  # fmt: skip
+                old = _Active(path, fd, 0, 0, found.size, now, found.first, found.last)
+                fd = -1
+                if found.first is not None:
+                    self._rotate(old, "schema")
+                else:
+                    os.close(old.fd)
+                    os.unlink(path)  # a header and no rows
+                return self._create(path)
+            st = os.fstat(fd)
+            opened_at = found.first.timestamp() if found.first else now
+            return _Active(path, fd, st.st_dev, st.st_ino, found.size, opened_at,
+                           found.first, found.last)  # fmt: skip
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+
+    def _create(self, path: str) -> _Active:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self._mode)
+        try:
+            os.fchmod(fd, self._mode)  # exactly SIC_CSV_FILE_MODE, whatever the umask
+            if self._fsync != "never":
+                fsync_dir(self.directory)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _Active(path, fd, st.st_dev, st.st_ino, 0, self._clock())
+
+    def _still_there(self, active: _Active) -> bool:
+        try:
+            st = os.stat(active.path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == (active.dev, active.ino)
+
+    def _write(self, measurement: str, records: list[Record]) -> None:
+        active = self._active.get(measurement)
+        if active is not None and not self._still_there(active):
+            event("WARNING", "csv_file_vanished", "active CSV file was removed or replaced; "
+                  "starting a new one", file=active.path)  # fmt: skip
+            del self._active[measurement]
+            os.close(active.fd)
+            active = None
+        if active is None:
+            active = self._active[measurement] = self._open_active(measurement)
+        spec = MEASUREMENTS[measurement]
+        body = encode_rows(spec.row(r) for r in records)
+        if active.first is not None:
+            if active.size + len(body) > self.settings.rotate_size:
+                reason = "size"
+            elif self._clock() - active.opened_at >= self.settings.rotate_interval:
+                reason = "age"
+            else:
+                reason = ""
+            if reason:
+                del self._active[measurement]
+                self._rotate(active, reason)
+                active = self._active[measurement] = self._open_active(measurement)
+        data = (self._headers[measurement] if active.size == 0 else b"") + body
+        self._append(active, data)
+        stamps = [r.ts for r in records]
+        active.first = active.first or min(stamps)
+        active.last = max(stamps) if active.last is None else max(active.last, *stamps)
+        self._metrics.csv_bytes.inc(len(data))
+
+    def _append(self, active: _Active, data: bytes) -> None:
+        """Write ``data`` at the end of the file's intact part; on error cut it back."""
+        fd, start = active.fd, active.size
+        try:
+            if active.dirty:
+                os.ftruncate(fd, start)
+                active.dirty = False
+            view, pos = memoryview(data), start
+            while view:
+                written = os.pwrite(fd, view, pos)
+                view, pos = view[written:], pos + written
+            if self._fsync == "tick":
+                os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                active.dirty = True
+            raise
+        active.size = pos
+
+    def _rotate(self, active: _Active, reason: str) -> None:
+        """Rename the active file to its rotated name; always closes it (the caller reopens)."""
+        assert active.first is not None and active.last is not None
+        try:
+            if self._fsync != "never":
+                os.fsync(active.fd)
+            target = rotated_path(self.directory, os.path.basename(active.path)[: -len(".csv")],
+                                  active.first, active.last)  # fmt: skip
+            os.rename(active.path, target)
+        finally:
+            os.close(active.fd)
+        self._metrics.csv_rotations.inc()
+        event("INFO", "csv_rotated", "rotated a CSV file", file=target, reason=reason,
+              size_bytes=active.size)  # fmt: skip
+        self.maintainer.notify()
+        if self._fsync != "never":
+            fsync_dir(self.directory)

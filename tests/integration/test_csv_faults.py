@@ -1,0 +1,254 @@
+"""The real collector process writing CSV files through real faults.
+
+1. SIGKILL mid-run, files torn by hand, restart: every file parses, one header each, and the
+   timestamps of every entity strictly increase across rotated and active files.
+2. (root) The sink alone on a full 64 KiB tmpfs: a batch that fails half-way leaves no partial
+   line and, retried after the volume grows, lands exactly once.
+3. (root) A tiny tmpfs fills up: CSV writes fail, the collector keeps ticking (the stdout sink
+   shows it), and once space is freed the backlog lands in order without a gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import os
+import signal
+import subprocess
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from system_info_collector.errors import TransientSinkError
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+from system_info_collector.schema import MEASUREMENTS
+from system_info_collector.sinks.csv import CsvSink
+from tests.helpers import EXE, clean_env, poll
+from tests.unit.test_csv_sink import Clock, expected, keys, read_directory, settings, tick
+
+pytestmark = pytest.mark.integration
+SLOT = timedelta(milliseconds=100)
+
+
+class Collector:
+    """``system-info-collector run`` as a child process, stdout and stderr in files."""
+
+    def __init__(self, workdir: Path, name: str, **env: str) -> None:
+        self.stdout = workdir / f"{name}.stdout"
+        self.stderr = workdir / f"{name}.stderr"
+        with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [EXE, "run"],
+                env=clean_env(SIC_INTERVAL="100ms", SIC_LOG_FORMAT="json", **env),
+                stdout=out,
+                stderr=err,
+            )
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stderr.read_text().splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or item.get("event") == name:
+                out.append(item)
+        return out
+
+    def stdout_records(self, measurement: str) -> list[dict[str, Any]]:
+        lines = self.stdout.read_text().splitlines()
+        if lines and not self.stdout.read_text().endswith("\n"):
+            lines = lines[:-1]
+        return [r for r in map(json.loads, lines) if r["measurement"] == measurement]
+
+    def stop(self, timeout: float = 20.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def rows_in(path: Path) -> int:
+    try:
+        return max(0, path.read_bytes().count(b"\n") - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def assert_increasing_per_entity(directory: Path) -> dict[str, int]:
+    counts = {}
+    for m, spec in MEASUREMENTS.items():
+        rows = read_directory(directory, m)  # every file parses; one header each
+        series: dict[tuple[object, ...], list[datetime]] = defaultdict(list)
+        for r in rows:
+            series[(r["host"], *(r[c] for c in spec.entity))].append(r["ts"])  # type: ignore[arg-type]
+        for entity, stamps in series.items():
+            bad = [(a, b) for a, b in itertools.pairwise(stamps) if b <= a]
+            assert not bad, f"{m} {entity}: timestamps not strictly increasing: {bad[:3]}"
+        counts[m] = len(rows)
+    return counts
+
+
+def test_sigkill_and_torn_files_then_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"SIC_SINKS": "csv,stdout", "SIC_CSV_DIR": str(data), "SIC_CSV_ROTATE_SIZE": "4KB"}
+    first = Collector(tmp_path, "first", **env)
+    try:
+        poll(lambda: rows_in(data / "cpu.csv") >= 3 and rows_in(data / "memory.csv") >= 3
+             and any(p.name.endswith(".gz") for p in data.iterdir()),
+             timeout=30, what="rows in the CSV files and a compressed rotation")  # fmt: skip
+    finally:
+        first.kill()
+    assert first.proc.returncode == -signal.SIGKILL
+    # Tear the files as a power cut could: half a row, garbage, a row without its newline.
+    tears = {
+        "cpu": lambda raw: raw + raw[raw.index(b"\n") + 1 :][:37],
+        "memory": lambda raw: raw + b"\x00\x00garbage,\n\x00",
+        "disk": lambda raw: raw[:-1],
+        "diskio": lambda raw: raw[:-1],
+    }
+    torn = set()
+    for m, tear in tears.items():
+        path = data / f"{m}.csv"
+        if rows_in(path) >= 1:  # disk/diskio: only where this host has such devices
+            path.write_bytes(tear(path.read_bytes()))
+            torn.add(path.name)
+    assert torn
+
+    second = Collector(tmp_path, "second", **env)
+    try:
+        poll(lambda: len(second.stdout_records("memory")) >= 15, timeout=30,
+             what="ticks after the restart")  # fmt: skip
+        assert second.stop() == 0
+    finally:
+        second.kill()
+    repaired = second.events("csv_torn_tail_repaired")
+    assert {Path(e["file"]).name for e in repaired} == torn
+    assert all(e["level"] == "ERROR" and e["removed_bytes"] > 0 for e in repaired)
+    assert len(list(data.glob("*.csv.torn-*"))) == len(torn)
+    assert not second.events("fatal")
+    counts = assert_increasing_per_entity(data)
+    assert counts["memory"] >= 15 + 3, counts
+    # what the second run sampled is all in the files, after what the first run left
+    second_ts = [datetime.fromisoformat(r["ts"]) for r in second.stdout_records("memory")]
+    assert [r["ts"] for r in read_directory(data, "memory")][-len(second_ts) :] == second_ts
+
+
+@contextlib.contextmanager
+def tmpfs(size: str) -> Iterator[Path]:
+    """A fresh tmpfs of ``size`` mounted on a temporary directory (skip unless root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (run the integration suite as root)")
+    mnt = Path(tempfile.mkdtemp(prefix="sic-csv-tmpfs-"))
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
+                             str(mnt)], capture_output=True, text=True)  # fmt: skip
+    if result.returncode != 0:
+        mnt.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+        mnt.rmdir()
+
+
+def test_sink_on_a_full_filesystem_cuts_partial_writes_and_retries_once() -> None:
+    """CsvSink alone on a 64 KiB tmpfs: ENOSPC mid-batch, then the volume grows."""
+    three = ("cpu", "memory", "diskio")
+    with tmpfs("64k") as mnt:
+        sink = CsvSink(settings(mnt, compress="none"), metrics=Metrics(), clock=Clock())
+        sink.open()
+        try:
+            written: list[list[Record]] = []
+            for i in itertools.count():
+                batch = tick(i, three)
+                try:
+                    sink.write(batch)
+                except TransientSinkError as exc:
+                    assert "No space left on device" in str(exc)
+                    break
+                written.append(batch)
+            for m in three:  # no partial line left behind
+                assert (mnt / f"{m}.csv").read_bytes().endswith(b"\n")
+            with pytest.raises(TransientSinkError):
+                sink.write(batch)  # still full: the worker retries the same batch object
+            # space comes back (the operator grows the volume): the batch lands exactly once
+            subprocess.run(["mount", "-o", "remount,size=1m", str(mnt)], check=True)
+            sink.write(batch)
+            sink.write(tick(i + 1, three))
+            written += [batch, tick(i + 1, three)]
+            for m in three:
+                assert keys(read_directory(mnt, m), m) == expected(written, m)
+        finally:
+            sink.close()
+
+
+@pytest.fixture
+def tiny_tmpfs() -> Iterator[Path]:
+    with tmpfs("256k") as mnt:
+        yield mnt
+
+
+def fill(path: Path) -> int:
+    """Write zeros to ``path`` until the filesystem is full; returns the bytes written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    written = 0
+    try:
+        while True:
+            try:
+                written += os.write(fd, b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                return written
+    finally:
+        os.close(fd)
+
+
+def test_full_filesystem_backlog_lands_in_order(tmp_path: Path, tiny_tmpfs: Path) -> None:
+    data = tiny_tmpfs / "data"
+    collector = Collector(
+        tmp_path, "full", SIC_SINKS="csv,stdout", SIC_CSV_DIR=str(data), SIC_CSV_COMPRESS="none",
+        SIC_COLLECTORS="cpu,memory", SIC_RETRY_INITIAL="50ms", SIC_RETRY_MAX_WAIT="300ms",
+    )  # fmt: skip
+    ballast = tiny_tmpfs / "ballast"
+    try:
+        poll(lambda: rows_in(data / "memory.csv") >= 5, timeout=20, what="first CSV rows")
+        assert fill(ballast) > 0
+        failed = poll(lambda: collector.events("sink_write_failed"), timeout=30,
+                      what="the CSV sink to report the full disk")  # fmt: skip
+        assert failed[0]["sink"] == "csv" and "No space left on device" in failed[0]["error"]
+        # the collector keeps sampling while the CSV sink cannot write
+        ticks_at_failure = len(collector.stdout_records("memory"))
+        poll(lambda: len(collector.stdout_records("memory")) >= ticks_at_failure + 15,
+             timeout=20, what="ticks while the disk is full")  # fmt: skip
+        csv_rows_during_outage = rows_in(data / "memory.csv")
+        assert len(collector.stdout_records("memory")) > csv_rows_during_outage
+        ballast.unlink()
+        poll(lambda: collector.events("sink_recovered"), timeout=20, what="sink_recovered")
+        target = collector.stdout_records("memory")[-1]["ts"]
+        poll(lambda: target.encode() in (data / "memory.csv").read_bytes(), timeout=20,
+             what="the backlog to land")  # fmt: skip
+        assert collector.stop() == 0
+    finally:
+        collector.kill()
+        ballast.unlink(missing_ok=True)
+    stdout_ts = [datetime.fromisoformat(r["ts"]) for r in collector.stdout_records("memory")]
+    csv_ts = [r["ts"] for r in read_directory(data, "memory")]
+    assert csv_ts == stdout_ts  # every sample, once, in order
+    skipped = sum(e["skipped_slots"] for e in collector.events("tick_overrun"))
+    gaps = sum(round((b - a) / SLOT) - 1 for a, b in itertools.pairwise(csv_ts))
+    assert gaps == skipped, f"{gaps} missing 100ms slots, {skipped} skipped by overruns"
+    assert not collector.events("sink_backlog_overflow")
+    assert_increasing_per_entity(data)
