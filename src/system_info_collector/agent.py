@@ -51,6 +51,20 @@ def host_hostname(paths: HostPaths) -> str:
     return name or socket.gethostname()
 
 
+def _make_worker(sink: Sink, settings: Settings, metrics: Metrics) -> SinkWorker:
+    """A sink declaring ``spool_dir`` gets a write-ahead :class:`~.spool.SpoolWorker`."""
+    if getattr(sink, "spool_dir", None):
+        from system_info_collector.spool import SpoolWorker
+
+        return SpoolWorker.for_sink(sink, retry=settings.retry, metrics=metrics)
+    return SinkWorker(
+        sink,
+        retry=settings.retry,
+        backlog_limit=getattr(sink, "backlog_limit", DEFAULT_BACKLOG_RECORDS),
+        metrics=metrics,
+    )
+
+
 class Agent:
     def __init__(
         self,
@@ -66,15 +80,9 @@ class Agent:
         self.metrics = metrics
         self.host = host
         self.stop_event = threading.Event()
-        self.workers = [
-            SinkWorker(
-                sink,
-                retry=settings.retry,
-                backlog_limit=getattr(sink, "backlog_limit", DEFAULT_BACKLOG_RECORDS),
-                metrics=metrics,
-            )
-            for sink in sinks
-        ]
+        self.workers = [_make_worker(sink, settings, metrics) for sink in sinks]
+        # write-ahead (spooled) sinks first: a sample is on disk before any other sink shows it
+        self._submit_order = sorted(self.workers, key=lambda w: not getattr(w, "spool", None))
         self._every = {
             p.name: max(1, round(settings.collector_interval(p.name) / settings.interval))
             for p in self.providers
@@ -156,7 +164,7 @@ class Agent:
             counts[record.measurement] = counts.get(record.measurement, 0) + 1
         for measurement, count in counts.items():
             self.metrics.records_collected.labels(measurement).inc(count)
-        for worker in self.workers:
+        for worker in self._submit_order:
             worker.submit(accepted)
         self.last_records = accepted
         if accepted:

@@ -22,7 +22,7 @@ from system_info_collector.units import parse_duration, parse_size
 
 PREFIX = "SIC_"
 KNOWN_COLLECTORS = ("cpu", "memory", "disk", "diskio")
-KNOWN_SINKS = ("stdout", "csv")
+KNOWN_SINKS = ("stdout", "csv", "postgres")
 MIN_INTERVAL = 0.1
 SECRET_VARIABLES = frozenset({"SIC_DB_DSN"})
 
@@ -242,7 +242,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         listen=get("SIC_HTTP_LISTEN", ":9808").strip(),
         host_metrics=e.bool("SIC_PROMETHEUS_HOST_METRICS", True),
     )
-    default_sinks = "csv"
+    default_sinks = "csv,postgres" if dsn else "csv"
     sinks = e.names("SIC_SINKS", default_sinks)
 
     try:

@@ -40,7 +40,7 @@ def test_invalid_configuration_lists_every_problem_and_exits_2() -> None:
         SIC_LOG_LEVEL="loud",
         SIC_CSV_RETENTION="forever",
         SIC_DB_DSN="postgresql://sic:hunter2@db/m",
-        SIC_SINKS="nope",
+        SIC_SINKS="postgres,nope",
     )
     result = run_cli("once", env=env)
     assert result.returncode == 2

@@ -16,6 +16,12 @@ def test_defaults() -> None:
     assert s.http.listen == ":9808"
 
 
+def test_dsn_turns_on_the_postgres_sink_and_spool_follows_csv_dir() -> None:
+    s = load_settings({"SIC_DB_DSN": "postgresql://u:pw@db/metrics", "SIC_CSV_DIR": "/data"})
+    assert s.sinks == ("csv", "postgres")
+    assert s.postgres.spool_dir == "/data/.spool"
+
+
 def test_telegraf_style_host_variables_are_honoured_and_sic_wins() -> None:
     s = load_settings({"HOST_PROC": "/host/proc", "HOST_SYS": "/host/sys", "HOST_ROOT": "/hr"})
     assert (s.host_paths.proc, s.host_paths.sys, s.host_paths.root) == (
@@ -72,6 +78,11 @@ def test_every_problem_is_reported_at_once() -> None:
     ):
         assert expected in text
     assert len(info.value.problems) == len(env)
+
+
+def test_postgres_sink_without_dsn_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="SIC_DB_DSN is not set"):
+        load_settings({"SIC_SINKS": "postgres"})
 
 
 def test_tag_keys_must_not_shadow_columns() -> None:

@@ -50,9 +50,16 @@ def _csv(settings: Settings, metrics: Metrics) -> Sink:
     return CsvSink(settings.csv, metrics=metrics)
 
 
+def _postgres(settings: Settings, metrics: Metrics) -> Sink:
+    from system_info_collector.sinks.postgres import PostgresSink
+
+    return PostgresSink(settings.postgres, retry=settings.retry, metrics=metrics)
+
+
 REGISTRY: dict[str, Callable[[Settings, Metrics], Sink]] = {
     "stdout": _stdout,
     "csv": _csv,
+    "postgres": _postgres,
 }
 
 

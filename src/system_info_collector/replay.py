@@ -1,0 +1,297 @@
+"""``system-info-collector replay PATH...``: load CSV files into PostgreSQL, idempotently.
+
+PATH is a CSV file written by the CSV sink (active ``<m>.csv`` or rotated ``<m>.<first>-<last>
+.csv[.gz]``) or a directory of them (searched recursively; hidden directories such as the
+``.spool`` are skipped). The measurement of a file is recognised by its header row. The rows go
+through the same path as the live sink -- ``COPY`` (CSV, streamed in large chunks) into a
+staging table, then ``INSERT … ON CONFLICT DO NOTHING`` on the primary key -- so replaying a
+file twice, or a file the sink already wrote, adds nothing. A torn last line (kill -9 of the
+writer) or a truncated ``.gz`` is reported and the intact rows before it are loaded; a line the
+server rejects is isolated by bisection and reported with its line number.
+
+Progress goes to stderr (one line per file, and every few seconds inside a big file); the
+summary to stdout. Exit status: 0 all rows loaded (or already there); 1 some file or row could
+not be loaded, or the server failed; 2 a PATH does not exist / nothing to replay / no DSN.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import IO, Any, TextIO
+
+from system_info_collector.config import PostgresSettings, RetrySettings
+from system_info_collector.redact import redact_secret
+from system_info_collector.retry import Backoff
+from system_info_collector.schema import MEASUREMENTS, Measurement
+
+CHUNK_BYTES = 8 << 20  # per COPY transaction
+PROGRESS_EVERY = 2.0  # seconds
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_HEADERS = {(",".join(m.columns) + "\n").encode(): m for m in MEASUREMENTS.values()}
+
+
+class ReplayError(Exception):
+    """Stops the whole replay (the server is unusable); the message is for the user."""
+
+
+@dataclass
+class Totals:
+    files: int = 0
+    rows: int = 0
+    inserted: int = 0
+    rejected: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def discover(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The CSV files under ``paths`` (sorted, oldest rotated files first) and missing paths."""
+    files: list[str] = []
+    missing: list[str] = []
+    for path in paths:
+        if os.path.isfile(path):
+            files.append(path)
+        elif os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files += [
+                    os.path.join(root, n)
+                    for n in sorted(names)
+                    if (n.endswith((".csv", ".csv.gz"))) and not n.startswith(".")
+                ]
+        else:
+            missing.append(path)
+    return list(dict.fromkeys(files)), missing
+
+
+def _open(path: str) -> IO[bytes]:
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def _chunks(handle: IO[bytes], problem: Callable[[str], None], path: str) -> Iterator[bytes]:
+    """Whole lines in chunks of about CHUNK_BYTES; a torn tail is reported, not returned."""
+    rest = b""
+    while True:
+        try:
+            block = handle.read(CHUNK_BYTES)
+        except (EOFError, OSError, zlib.error) as exc:
+            problem(f"{path}: compressed data is damaged ({exc}); loaded the rows before it")
+            block = b""
+        if not block:
+            break
+        data = rest + block
+        cut = data.rfind(b"\n") + 1
+        rest = data[cut:]
+        if cut:
+            yield data[:cut]
+    if rest.strip():
+        problem(f"{path}: ignored an incomplete last line ({len(rest)} bytes, torn write)")
+
+
+class Replayer:
+    def __init__(
+        self,
+        settings: PostgresSettings,
+        retry: RetrySettings,
+        *,
+        progress: TextIO,
+    ) -> None:
+        from system_info_collector.sinks import postgres
+
+        self._pg = postgres
+        self.settings = settings
+        self.retry = retry
+        self.progress = progress
+        self.password = postgres.read_password(settings)
+        self._secrets = [self.password] if self.password else []
+        self._conn: Any = None
+        self._watchdog = postgres.Watchdog()
+        self._direct = True
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            pg = self._pg
+            conn = pg.connect(self.settings, self.password)
+            pg.ensure_schema(conn, self.settings.schema, self.settings.timescale)
+            pg.create_stages(conn, self.settings.schema)
+            conn.execute("SET synchronous_commit TO off")  # idempotent: a lost commit re-runs
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _text(self, exc: BaseException) -> str:
+        return redact_secret(self._pg.error_text(exc), self._secrets)
+
+    def _copy(self, m: Measurement, data: bytes, *, direct: bool = False) -> int:
+        """One chunk, retried on transient errors; raises psycopg's data errors.
+
+        ``direct`` first tries a plain COPY into the table (all rows new: the usual backfill);
+        if any row is already there, or any row is bad, the chunk takes the staging path.
+        """
+        import psycopg
+
+        schema = self.settings.schema
+        if direct:
+            try:
+                return self._retrying(
+                    lambda conn: self._pg.copy_csv(conn, schema, m, data, direct=True)
+                )
+            except psycopg.errors.UniqueViolation:
+                self._direct = False  # this file overlaps the table: stop trying
+            except psycopg.Error:
+                pass  # a bad row: the staging path finds it
+        return self._retrying(lambda conn: self._pg.copy_csv(conn, schema, m, data))
+
+    def ready(self) -> None:
+        """Connect and create the schema now: a bad DSN fails before any file is read."""
+        self._retrying(lambda conn: 0)
+
+    def _retrying(self, action: Callable[[Any], int]) -> int:
+        import psycopg
+
+        backoff = Backoff(self.retry)
+        deadline = self.settings.statement_timeout + self._pg.WATCHDOG_GRACE
+        while True:
+            try:
+                conn = self._connection()
+                with self._watchdog.guard(deadline, partial(self._pg.abort_socket, conn)):
+                    return action(conn)
+            except psycopg.Error as exc:
+                kind = self._pg.classify(exc)
+                if self._watchdog.fired:
+                    kind = self._pg.TRANSIENT
+                if kind == self._pg.DATA:
+                    raise
+                self.close()
+                if kind == self._pg.CONFIG or backoff.attempt + 1 >= self.retry.max_attempts:
+                    raise ReplayError(f"PostgreSQL: {kind} error: {self._text(exc)}") from exc
+                delay = backoff.next_delay()
+                print(f"replay: PostgreSQL unavailable ({self._text(exc)}); retrying in "
+                      f"{delay:.2f}s", file=self.progress)  # fmt: skip
+                time.sleep(delay)
+
+    def _bisect(self, m: Measurement, lines: list[bytes], first: int, path: str, t: Totals) -> None:
+        import psycopg
+
+        try:
+            t.inserted += self._copy(m, b"".join(lines))
+        except psycopg.Error as exc:
+            if len(lines) == 1:
+                t.rejected += 1
+                message = f"{path}: line {first}: rejected: {self._text(exc)}"
+                self._problem(t, message)
+                return
+            mid = len(lines) // 2
+            self._bisect(m, lines[:mid], first, path, t)
+            self._bisect(m, lines[mid:], first + mid, path, t)
+
+    def _problem(self, t: Totals, message: str) -> None:
+        t.problems.append(message)
+        print(f"replay: {message}", file=self.progress)
+
+    def file(self, path: str, t: Totals) -> None:
+        import psycopg
+
+        started = last = time.monotonic()
+        rows = inserted = 0
+        try:
+            with _open(path) as handle:
+                try:
+                    header = handle.readline()
+                except (EOFError, OSError, zlib.error) as exc:
+                    self._problem(t, f"{path}: cannot read ({exc})")
+                    return
+                m = _HEADERS.get(header.replace(b"\r\n", b"\n"))
+                if m is None:
+                    shown = header[:80].decode("utf-8", "replace").strip()
+                    self._problem(t, f"{path}: not a collector CSV file (header {shown!r})")
+                    return
+                line_no = 2
+                self._direct = True
+                for chunk in _chunks(handle, lambda msg: self._problem(t, msg), path):
+                    n = chunk.count(b"\n")
+                    before = t.inserted
+                    try:
+                        t.inserted += self._copy(m, chunk, direct=self._direct)
+                    except psycopg.Error:
+                        self._bisect(m, chunk.splitlines(keepends=True), line_no, path, t)
+                    line_no += n
+                    rows += n
+                    inserted += t.inserted - before
+                    now = time.monotonic()
+                    if now - last >= PROGRESS_EVERY:
+                        last = now
+                        rate = rows / (now - started)
+                        print(f"replay: {path}: {rows} rows so far ({rate:,.0f} rows/s)",
+                              file=self.progress)  # fmt: skip
+        except OSError as exc:
+            self._problem(t, f"{path}: cannot read ({exc.strerror or exc})")
+            return
+        t.files += 1
+        t.rows += rows
+        took = max(time.monotonic() - started, 1e-9)
+        print(f"replay: {path}: {m.name}, {rows} rows, {inserted} new, in {took:.2f}s "
+              f"({rows / took:,.0f} rows/s)", file=self.progress)  # fmt: skip
+
+
+def replay(
+    settings: PostgresSettings,
+    retry: RetrySettings,
+    paths: Sequence[str],
+    *,
+    out: TextIO | None = None,
+    progress: TextIO | None = None,
+) -> int:
+    out = out or sys.stdout
+    progress = progress or sys.stderr
+    files, missing = discover(paths)
+    for path in missing:
+        print(f"replay: {path}: no such file or directory", file=progress)
+    if missing:
+        return EXIT_USAGE
+    if not files:
+        print(f"replay: no .csv or .csv.gz files in {', '.join(paths)}", file=progress)
+        return EXIT_USAGE
+    if not settings.dsn:
+        print("replay: set SIC_DB_DSN (or --db-dsn) to the database to load into", file=progress)
+        return EXIT_USAGE
+    try:
+        replayer = Replayer(settings, retry, progress=progress)
+    except OSError as exc:
+        print(f"replay: cannot read SIC_DB_PASSWORD_FILE: {exc}", file=progress)
+        return EXIT_USAGE
+    totals = Totals()
+    started = time.monotonic()
+    try:
+        replayer.ready()
+        for path in files:
+            replayer.file(path, totals)
+    except ReplayError as exc:
+        print(f"replay: stopped: {exc}", file=progress)
+        totals.problems.append(str(exc))
+        replayer.close()
+        _summary(out, totals, time.monotonic() - started)
+        return EXIT_FAILED
+    replayer.close()
+    _summary(out, totals, time.monotonic() - started)
+    return EXIT_FAILED if totals.problems else EXIT_OK
+
+
+def _summary(out: TextIO, t: Totals, took: float) -> None:
+    took = max(took, 1e-9)
+    present = t.rows - t.inserted - t.rejected
+    print(f"replayed {t.rows} rows from {t.files} files in {took:.2f}s ({t.rows / took:,.0f} "
+          f"rows/s): {t.inserted} new, {present} already present, {t.rejected} rejected",
+          file=out)  # fmt: skip
