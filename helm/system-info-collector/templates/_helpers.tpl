@@ -1,0 +1,162 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "sic.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release full name: the release name, with the chart name unless it already contains it. */}}
+{{- define "sic.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "sic.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "sic.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sic.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "sic.labels" -}}
+helm.sh/chart: {{ include "sic.chart" . }}
+{{ include "sic.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/component: agent
+app.kubernetes.io/part-of: system-info-collector
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "sic.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "sic.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* registry/repository:tag, registry/repository@digest or registry/repository:tag@digest. */}}
+{{- define "sic.image" -}}
+{{- $repo := .Values.image.repository }}
+{{- if .Values.image.registry }}{{ $repo = printf "%s/%s" .Values.image.registry $repo }}{{ end }}
+{{- $tag := .Values.image.tag | default .Chart.AppVersion | toString }}
+{{- if .Values.image.digest }}
+{{- if .Values.image.tag }}{{ printf "%s:%s@%s" $repo $tag .Values.image.digest }}{{ else }}{{ printf "%s@%s" $repo .Values.image.digest }}{{ end }}
+{{- else }}
+{{- printf "%s:%s" $repo $tag }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the PostgreSQL DSN (and password). */}}
+{{- define "sic.secretName" -}}
+{{- default (printf "%s-postgres" (include "sic.fullname" .)) .Values.postgres.existingSecret }}
+{{- end }}
+
+{{- define "sic.passwordKey" -}}
+{{- if .Values.postgres.existingSecret }}
+{{- .Values.postgres.passwordKey }}
+{{- else if .Values.postgres.password }}
+{{- default "password" .Values.postgres.passwordKey }}
+{{- end }}
+{{- end }}
+
+{{/* SIC_SINKS from the sinks' enabled flags. */}}
+{{- define "sic.sinks" -}}
+{{- $sinks := list }}
+{{- if .Values.csv.enabled }}{{ $sinks = append $sinks "csv" }}{{ end }}
+{{- if .Values.postgres.enabled }}{{ $sinks = append $sinks "postgres" }}{{ end }}
+{{- if .Values.stdout.enabled }}{{ $sinks = append $sinks "stdout" }}{{ end }}
+{{- if not $sinks }}{{ fail "enable at least one sink: csv.enabled, postgres.enabled or stdout.enabled" }}{{ end }}
+{{- join "," $sinks }}
+{{- end }}
+
+{{/* One `- name: X / value: "v"` entry; nothing when the value is empty. */}}
+{{- define "sic.envVar" -}}
+{{- $value := index . 1 | toString }}
+{{- if ne $value "" }}
+- name: {{ index . 0 }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Every SIC_ variable, from values. */}}
+{{- define "sic.env" -}}
+{{- $v := .Values -}}
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: SIC_HOST_PROC
+  value: /host/proc
+- name: SIC_HOST_SYS
+  value: /host/sys
+- name: SIC_HOST_ROOT
+  value: /host/root
+- name: SIC_CSV_DIR
+  value: /data
+- name: SIC_SINKS
+  value: {{ include "sic.sinks" . | quote }}
+{{- include "sic.envVar" (list "SIC_INTERVAL" $v.interval) }}
+{{- include "sic.envVar" (list "SIC_HOSTNAME" $v.hostname) }}
+{{- if $v.tags }}
+{{- $tags := list }}
+{{- range $key, $value := $v.tags }}{{ $tags = append $tags (printf "%s=%v" $key $value) }}{{ end }}
+{{- include "sic.envVar" (list "SIC_TAGS" (join "," $tags)) }}
+{{- end }}
+{{- include "sic.envVar" (list "SIC_SHUTDOWN_TIMEOUT" $v.shutdownTimeout) }}
+{{- include "sic.envVar" (list "SIC_COLLECTORS" (join "," $v.collectors.enabled)) }}
+{{- range $name := list "cpu" "memory" "disk" "diskio" }}
+{{- include "sic.envVar" (list (printf "SIC_%s_INTERVAL" (upper $name)) (index $v.collectors.intervals $name | default "")) }}
+{{- end }}
+{{- include "sic.envVar" (list "SIC_DISK_MOUNTPOINTS_EXCLUDE" $v.collectors.disk.mountpointsExclude) }}
+{{- include "sic.envVar" (list "SIC_DISK_FSTYPES_EXCLUDE" $v.collectors.disk.fstypesExclude) }}
+{{- include "sic.envVar" (list "SIC_DISK_TIMEOUT" $v.collectors.disk.timeout) }}
+{{- include "sic.envVar" (list "SIC_DISKIO_DEVICES_EXCLUDE" $v.collectors.diskio.devicesExclude) }}
+{{- include "sic.envVar" (list "SIC_CSV_ROTATE_SIZE" $v.csv.rotateSize) }}
+{{- include "sic.envVar" (list "SIC_CSV_ROTATE_INTERVAL" $v.csv.rotateInterval) }}
+{{- include "sic.envVar" (list "SIC_CSV_COMPRESS" $v.csv.compress) }}
+{{- include "sic.envVar" (list "SIC_CSV_RETENTION" $v.csv.retention) }}
+{{- include "sic.envVar" (list "SIC_CSV_MAX_TOTAL_SIZE" $v.csv.maxTotalSize) }}
+{{- include "sic.envVar" (list "SIC_CSV_FSYNC" $v.csv.fsync) }}
+{{- include "sic.envVar" (list "SIC_CSV_BACKLOG" (int64 $v.csv.backlog)) }}
+{{- include "sic.envVar" (list "SIC_CSV_FILE_MODE" $v.csv.fileMode) }}
+{{- include "sic.envVar" (list "SIC_RETRY_MAX" (int64 $v.retry.maxAttempts)) }}
+{{- include "sic.envVar" (list "SIC_RETRY_INITIAL" $v.retry.initial) }}
+{{- include "sic.envVar" (list "SIC_RETRY_MAX_WAIT" $v.retry.maxWait) }}
+{{- include "sic.envVar" (list "SIC_LOG_LEVEL" $v.logging.level) }}
+{{- include "sic.envVar" (list "SIC_LOG_FORMAT" $v.logging.format) }}
+- name: SIC_HTTP_LISTEN
+  value: {{ printf ":%d" (int64 $v.http.port) | quote }}
+- name: SIC_PROMETHEUS_HOST_METRICS
+  value: {{ $v.http.hostMetrics | toString | quote }}
+{{- if $v.postgres.enabled }}
+- name: SIC_DB_DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "sic.secretName" . }}
+      key: {{ $v.postgres.dsnKey }}
+{{- if include "sic.passwordKey" . }}
+- name: SIC_DB_PASSWORD_FILE
+  value: /etc/system-info-collector/postgres/password
+{{- end }}
+{{- include "sic.envVar" (list "SIC_DB_SCHEMA" $v.postgres.schema) }}
+{{- include "sic.envVar" (list "SIC_DB_BATCH_MAX_ROWS" (int64 $v.postgres.batchMaxRows)) }}
+{{- include "sic.envVar" (list "SIC_DB_FLUSH_INTERVAL" $v.postgres.flushInterval) }}
+{{- include "sic.envVar" (list "SIC_DB_CONNECT_TIMEOUT" $v.postgres.connectTimeout) }}
+{{- include "sic.envVar" (list "SIC_DB_STATEMENT_TIMEOUT" $v.postgres.statementTimeout) }}
+{{- include "sic.envVar" (list "SIC_DB_SPOOL_DIR" $v.postgres.spoolDir) }}
+{{- include "sic.envVar" (list "SIC_DB_SPOOL_MAX_SIZE" $v.postgres.spoolMaxSize) }}
+{{- include "sic.envVar" (list "SIC_DB_TIMESCALE" $v.postgres.timescale) }}
+{{- end }}
+{{- with $v.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

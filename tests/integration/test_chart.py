@@ -1,0 +1,254 @@
+"""The Helm chart and the plain manifests, with the real helm, kubectl and Kubernetes schemas.
+
+helm and kubectl come from PATH, ``$SIC_CI_TOOLS_BIN`` or ``.ci/tools/bin`` (``.ci/bootstrap.sh``
+puts them there); the tests skip with a reason where they are missing (a failure under CI).
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from system_info_collector.config import load_settings
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "system-info-collector"
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+CONFIG_SOURCE = ROOT / "src" / "system_info_collector" / "config.py"
+
+
+def find_tool(name: str) -> str:
+    candidates = [shutil.which(name)]
+    for directory in (os.environ.get("SIC_CI_TOOLS_BIN"), str(ROOT / ".ci" / "tools" / "bin")):
+        if directory:
+            candidates.append(str(Path(directory) / name))
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.skip(f"{name} not found on PATH or in .ci/tools/bin (run .ci/bootstrap.sh)")
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    return find_tool("helm")
+
+
+@pytest.fixture(scope="module")
+def kubectl() -> str:
+    return find_tool("kubectl")
+
+
+def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, input=stdin, env=env, timeout=120)
+    assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def template(helm: str, *args: str) -> str:
+    return run(helm, "template", "sic", str(CHART), "--namespace", "monitoring", *args)
+
+
+def kubernetes_validate(manifests: str, tmp_path: Path) -> None:
+    path = tmp_path / "rendered.yaml"
+    path.write_text(manifests, encoding="utf-8")
+    exe = str(Path(sys.executable).parent / "kubernetes-validate")
+    result = subprocess.run([exe, "--strict", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed for resource daemonset/" in result.stdout + result.stderr
+
+
+def documents(manifests: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(manifests) if d]
+
+
+def daemonset(manifests: str) -> dict[str, Any]:
+    (ds,) = [d for d in documents(manifests) if d["kind"] == "DaemonSet"]
+    return ds
+
+
+def collector(manifests: str) -> dict[str, Any]:
+    (container,) = daemonset(manifests)["spec"]["template"]["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
+def sic_variables_read_by_config() -> set[str]:
+    source = CONFIG_SOURCE.read_text(encoding="utf-8")
+    names = set(re.findall(r'"(SIC_[A-Z_]+)"', source))
+    per_collector = re.search(r'f"SIC_\{c\.upper\(\)\}_INTERVAL"', source)
+    assert per_collector, "config.py no longer builds SIC_<COLLECTOR>_INTERVAL: update this test"
+    collectors = re.search(r"KNOWN_COLLECTORS = \(([^)]*)\)", source)
+    assert collectors
+    for name in re.findall(r'"(\w+)"', collectors.group(1)):
+        names.add(f"SIC_{name.upper()}_INTERVAL")
+    return names - {"SIC_"}
+
+
+def test_lint_defaults_and_every_scenario(helm: str) -> None:
+    assert SCENARIOS, "no ci/*-values.yaml scenarios"
+    run(helm, "lint", "--strict", str(CHART))
+    for values in SCENARIOS:
+        run(helm, "lint", "--strict", str(CHART), "-f", str(values))
+
+
+@pytest.mark.parametrize("values", [None, *SCENARIOS], ids=lambda v: v.name if v else "defaults")
+def test_rendering_is_valid_kubernetes(helm: str, values: Path | None, tmp_path: Path) -> None:
+    manifests = template(helm, *(["-f", str(values)] if values else []))
+    kubernetes_validate(manifests, tmp_path)
+
+
+def test_a_typo_in_values_fails(helm: str) -> None:
+    for bad in (["--set", "intervall=5s"], ["--set", "csv.rotateSise=1GB"],
+                ["--set", "csv.compress=zstd"], ["--set", "interval=fast"],
+                ["--set", "collectors.enabled={cpu,gpu}"]):  # fmt: skip
+        result = subprocess.run(
+            [helm, "template", "sic", str(CHART), *bad], capture_output=True, text=True
+        )
+        assert result.returncode != 0, f"{bad} was accepted"
+        assert "schema" in result.stderr, result.stderr
+
+
+def test_defaults_are_a_hardened_daemonset(helm: str) -> None:
+    manifests = template(helm)
+    ds = daemonset(manifests)
+    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate",
+                                            "rollingUpdate": {"maxUnavailable": 1}}  # fmt: skip
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "hostPID" not in pod and "hostNetwork" not in pod
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = collector(manifests)
+    assert c["securityContext"] == {"readOnlyRootFilesystem": True,
+                                    "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["ports"] == [{"name": "http", "containerPort": 9808, "protocol": "TCP"}]
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["proc"] == {"name": "proc", "mountPath": "/host/proc", "readOnly": True}
+    assert mounts["root"]["readOnly"] and mounts["root"]["mountPropagation"] == "HostToContainer"
+    assert mounts["sys"]["readOnly"]
+    assert mounts["data"]["mountPath"] == "/data"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["data"]["hostPath"]["path"] == "/var/lib/system-info-collector"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    (init,) = pod["initContainers"]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert init["command"] == ["chown", "10001:10001", "/data"]
+
+
+def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
+    helm: str, tmp_path: Path
+) -> None:
+    manifests = template(helm, "-f", str(CHART / "ci" / "full-values.yaml"))
+    env = collector(manifests)["env"]
+    names = {e["name"] for e in env}
+    missing = sic_variables_read_by_config() - names
+    assert not missing, f"not settable from values: {sorted(missing)}"
+
+    # The literal values, as the container would see them, parse without a single problem.
+    secret = next(d for d in documents(manifests) if d["kind"] == "Secret")
+    password = tmp_path / "password"
+    password.write_text("change-me", encoding="utf-8")
+    environ: dict[str, str] = {}
+    for e in env:
+        if "value" in e:
+            environ[e["name"]] = e["value"]
+        elif e["name"] == "SIC_DB_DSN":
+            ref = e["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == secret["metadata"]["name"]
+            assert ref["key"] in secret["data"]
+            environ["SIC_DB_DSN"] = "postgresql://sic@db.example.internal:5432/metrics"
+    environ["SIC_DB_PASSWORD_FILE"] = str(password)
+    settings = load_settings(environ)
+    assert settings.interval == 0.5
+    assert settings.collector_intervals == {"disk": 30.0, "memory": 1.0, "diskio": 1.0}
+    assert settings.sinks == ("csv", "postgres", "stdout")
+    assert settings.csv.max_total_size == 2 * 1024**3
+    assert settings.postgres.schema == "metrics"
+    assert settings.http.listen == ":9100"
+    assert settings.tags == {"cluster": "prod-eu1", "team": "sre"}
+    # The chart-made Secret is mounted as the password file the variable points to.
+    c = collector(manifests)
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "postgres-password")
+    path = next(e["value"] for e in env if e["name"] == "SIC_DB_PASSWORD_FILE")
+    assert path == mount["mountPath"] + "/password"
+
+
+def test_default_rendering_is_accepted_by_the_collector(helm: str) -> None:
+    env = collector(template(helm))["env"]
+    environ = {e["name"]: e["value"] for e in env if "value" in e}
+    settings = load_settings(environ)
+    assert settings.sinks == ("csv",)
+    assert settings.csv.directory == "/data"
+    assert settings.host_paths.proc == "/host/proc"
+
+
+def test_postgres_from_an_existing_secret(helm: str) -> None:
+    manifests = template(helm, "-f", str(CHART / "ci" / "postgres-existing-secret-values.yaml"))
+    assert not [d for d in documents(manifests) if d["kind"] == "Secret"]
+    env = {e["name"]: e for e in collector(manifests)["env"]}
+    assert env["SIC_DB_DSN"]["valueFrom"]["secretKeyRef"] == {"name": "sic-db", "key": "uri"}
+    assert env["SIC_SINKS"]["value"] == "postgres"
+    volumes = {v["name"]: v for v in daemonset(manifests)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["postgres-password"]["secret"]["secretName"] == "sic-db"
+    assert volumes["data"] == {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}}
+    result = subprocess.run(
+        [helm, "template", "sic", str(CHART), "--set", "postgres.enabled=true"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "postgres.existingSecret" in result.stderr
+
+
+def test_k8s_directory_is_the_charts_rendering(helm: str, tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    run(str(ROOT / "scripts" / "render-k8s.sh"), str(out), env={**os.environ, "HELM": helm})
+    generated = sorted(p.name for p in out.iterdir())
+    assert generated
+    _, mismatch, errors = filecmp.cmpfiles(ROOT / "k8s", out, generated, shallow=False)
+    assert (mismatch, errors) == ([], []), "k8s/ is stale: run scripts/render-k8s.sh"
+
+
+def test_kustomize_builds_valid_manifests(kubectl: str, tmp_path: Path) -> None:
+    manifests = run(kubectl, "kustomize", str(ROOT / "k8s"))
+    kinds = [d["kind"] for d in documents(manifests)]
+    assert sorted(kinds) == ["DaemonSet", "Namespace", "ServiceAccount"]
+    kubernetes_validate(manifests, tmp_path)
+    namespace = next(d for d in documents(manifests) if d["kind"] == "Namespace")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_postgres_example_patch_applies(kubectl: str, tmp_path: Path) -> None:
+    patched = run(kubectl, "patch", "--local", "-f", str(ROOT / "k8s" / "20-daemonset.yaml"),
+                  "--patch-file", str(ROOT / "k8s" / "examples" / "daemonset-postgres-patch.yaml"),
+                  "-o", "yaml")  # fmt: skip
+    secret = (ROOT / "k8s" / "examples" / "postgres-secret.yaml").read_text(encoding="utf-8")
+    kubernetes_validate(patched + "\n---\n" + secret, tmp_path)
+    env = {e["name"]: e for e in collector(patched)["env"]}
+    assert env["SIC_SINKS"]["value"] == "csv,postgres"
+    environ = {k: e["value"] for k, e in env.items() if "value" in e}
+    environ["SIC_DB_DSN"] = yaml.safe_load(secret)["stringData"]["dsn"]
+    password = tmp_path / "password"
+    password.write_text("x", encoding="utf-8")
+    environ["SIC_DB_PASSWORD_FILE"] = str(password)
+    assert load_settings(environ).sinks == ("csv", "postgres")
+
+
+def test_chart_packages(helm: str, tmp_path: Path) -> None:
+    out = run(helm, "package", str(CHART), "--destination", str(tmp_path))
+    assert (tmp_path / "system-info-collector-0.1.0.tgz").is_file(), out

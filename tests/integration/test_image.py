@@ -1,0 +1,259 @@
+"""The container image, built from the Dockerfile and run the way users run it.
+
+Built once per module (tag ``system-info-collector:test``; ``--network host`` so pip reaches the
+package index; the base from ``SIC_TEST_BASE_IMAGE``, else ``local/debian-python:bookworm`` when
+that image exists, else the Dockerfile's default). ``SIC_TEST_IMAGE=NAME`` tests an image built
+elsewhere instead (the image workflow's smoke test). Every container runs with a read-only root
+filesystem, all capabilities dropped, as UID 10001, with ``/proc`` and ``/`` of this machine
+mounted read-only -- the README's ``docker run`` line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from system_info_collector import __version__
+from tests.helpers import poll
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TAG = "system-info-collector:test"
+LOCAL_BASE = "local/debian-python:bookworm"
+UID = 10001
+MEASUREMENTS = ("cpu", "memory", "disk", "diskio")
+# Passed on to the build when set to a network location (host-local paths mean nothing there).
+PIP_BUILD_ARGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
+PROXY_BUILD_ARGS = (
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+)
+# The collector's own layers (venv: the package and its dependencies) must stay small.
+MAX_ADDED_BYTES = 40_000_000
+
+
+def docker(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def image_exists(name: str) -> bool:
+    return docker("image", "inspect", name, check=False).returncode == 0
+
+
+def build_args() -> list[str]:
+    args: list[str] = []
+    base = os.environ.get("SIC_TEST_BASE_IMAGE") or (LOCAL_BASE if image_exists(LOCAL_BASE) else "")
+    if base:
+        args += ["--build-arg", f"BASE_IMAGE={base}"]
+    for name in PIP_BUILD_ARGS:
+        value = os.environ.get(name, "")
+        if value and (name == "PIP_TRUSTED_HOST" or value.startswith(("http://", "https://"))):
+            args += ["--build-arg", f"{name}={value}"]
+    for name in PROXY_BUILD_ARGS:
+        if os.environ.get(name):
+            args += ["--build-arg", f"{name}={os.environ[name]}"]
+    return args
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI on PATH (run .ci/bootstrap.sh)")
+    if docker("info", check=False, timeout=20).returncode != 0:
+        pytest.skip("no Docker engine answering `docker info` (run .ci/bootstrap.sh)")
+    prebuilt = os.environ.get("SIC_TEST_IMAGE")
+    if prebuilt:
+        assert image_exists(prebuilt), f"SIC_TEST_IMAGE={prebuilt} does not exist"
+        return prebuilt
+    env = dict(os.environ)
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
+        env["DOCKER_BUILDKIT"] = "0"  # no buildx plugin: the classic builder, said explicitly
+    result = subprocess.run(
+        ["docker", "build", "--network", "host", *build_args(), "-t", TAG, str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, f"docker build failed:\n{result.stdout[-4000:]}\n{result.stderr}"
+    return TAG
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, image: str) -> Path:
+    """A host directory for /data, handed to UID 10001 the way the chart's init container does
+    it: as root with CAP_CHOWN only, read-only root filesystem."""
+    data = tmp_path / "data"
+    data.mkdir()
+    docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--cap-add", "CHOWN",
+           "--user", "0:0", "--entrypoint", "chown", "-v", f"{data}:/data",
+           image, f"{UID}:{UID}", "/data")  # fmt: skip
+    assert data.stat().st_uid == UID
+    return data
+
+
+def run_args(image: str, data: Path, *extra: str) -> list[str]:
+    """The README's docker run line (``ro`` instead of ``ro,rslave``: this machine's / is a
+    private mount, which refuses rslave)."""
+    return [
+        "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--user", f"{UID}:{UID}",
+        "-v", "/proc:/host/proc:ro", "-v", "/:/host/root:ro", "-v", f"{data}:/data",
+        *extra, image,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def container(image: str, data_dir: Path) -> Iterator[str]:
+    """A collector ``run`` in the background, sampling every 200ms; removed afterwards."""
+    name = f"sic-test-{uuid.uuid4().hex[:12]}"
+    docker("run", "-d", "--name", name, "-e", "SIC_INTERVAL=200ms", "-e", "SIC_HOSTNAME=node-a",
+           *run_args(image, data_dir), "run")  # fmt: skip
+    try:
+        yield name
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def meminfo_total() -> int:
+    with open("/proc/meminfo", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal in /proc/meminfo")
+
+
+def test_image_is_configured_for_the_host_mounts(image: str) -> None:
+    (info,) = json.loads(docker("image", "inspect", image).stdout)
+    config = info["Config"]
+    assert config["User"] == f"{UID}:{UID}"
+    assert config["Entrypoint"] == ["system-info-collector"]
+    assert config["Cmd"] == ["run"]
+    assert "/data" in config["Volumes"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["SIC_HOST_PROC"] == "/host/proc"
+    assert env["SIC_HOST_SYS"] == "/host/sys"
+    assert env["SIC_HOST_ROOT"] == "/host/root"
+    assert env["SIC_CSV_DIR"] == "/data"
+    assert config["Healthcheck"]["Test"] == ["CMD", "system-info-collector", "health"]
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == __version__
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+
+
+def test_image_holds_no_sources_caches_or_build_tools(image: str) -> None:
+    listing = docker("run", "--rm", "--read-only", "--entrypoint", "/bin/sh", image, "-c",
+                     "ls /opt/venv/bin; ls -d /src /root/.cache /tmp/wheels 2>&1; "
+                     "command -v gcc cc || echo no-compiler")  # fmt: skip
+    out = listing.stdout
+    assert "system-info-collector" in out
+    assert "pip" not in out.split("/src")[0], "pip left in the runtime venv"
+    assert "no-compiler" in out
+    for path in ("/src", "/root/.cache", "/tmp/wheels"):
+        assert f"cannot access '{path}'" in out + listing.stderr, f"{path} is in the image"
+
+
+def test_image_size(image: str) -> None:
+    """Records the size; the collector's own layers (the venv) stay small whatever the base."""
+    (info,) = json.loads(docker("image", "inspect", image).stdout)
+    history = docker("history", "--no-trunc", "--format", "{{.Size}}\t{{.CreatedBy}}", image)
+    venv_layers = [line for line in history.stdout.splitlines() if "COPY" in line]
+    added = docker("run", "--rm", "--read-only", "--entrypoint", "du", image, "-sb", "/opt/venv")
+    venv_bytes = int(added.stdout.split()[0])
+    print(f"\nimage {image}: {info['Size'] / 1e6:.1f} MB, /opt/venv {venv_bytes / 1e6:.1f} MB")
+    assert venv_layers, history.stdout
+    assert venv_bytes < MAX_ADDED_BYTES
+
+
+def test_once_reports_this_machines_memory_and_root_filesystem(image: str, data_dir: Path) -> None:
+    result = docker("run", "--rm", *run_args(image, data_dir), "once", timeout=60)
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    by_measurement: dict[str, list[dict[str, object]]] = {}
+    for record in records:
+        by_measurement.setdefault(str(record["measurement"]), []).append(record)
+    assert set(by_measurement) == set(MEASUREMENTS), result.stderr
+
+    (memory,) = by_measurement["memory"]
+    assert memory["fields"]["total_bytes"] == meminfo_total()  # type: ignore[index]
+
+    disks = {r["tags"]["mountpoint"]: r["fields"] for r in by_measurement["disk"]}  # type: ignore[index]
+    st = os.statvfs("/")
+    assert disks["/"]["total_bytes"] == st.f_blocks * st.f_frsize
+    # The host's mounts, labelled as the host sees them; not the container's own.
+    assert not [m for m in disks if m.startswith("/host/")], disks.keys()
+
+    with open("/proc/stat", encoding="ascii") as fh:
+        host_cpus = {line.split()[0] for line in fh if line.startswith("cpu")}
+    cpus = {r["tags"]["cpu"] for r in by_measurement["cpu"]}  # type: ignore[index]
+    assert cpus == {"cpu-total"} | (host_cpus - {"cpu"})
+
+
+def test_run_writes_csv_files_owned_by_the_image_user_and_stops_on_sigterm(
+    container: str, data_dir: Path
+) -> None:
+    def csv_files_with_rows() -> list[Path] | None:
+        files = sorted(data_dir.rglob("*.csv"))
+        names = {f.name.split(".")[0].split("-")[0] for f in files}
+        if not set(MEASUREMENTS) <= names:
+            return None
+        return files if all(len(f.read_text().splitlines()) >= 3 for f in files) else None
+
+    files = poll(csv_files_with_rows, timeout=30, interval=0.2, what="CSV files with 2 rows each")
+    docker("stop", "--time", "20", container, timeout=40)  # SIGTERM, then flush and exit
+    state = json.loads(docker("inspect", "--format", "{{json .State}}", container).stdout)
+    logs = docker("logs", container)
+    assert state["ExitCode"] == 0, logs.stderr[-3000:]
+    assert "collector_stopped" in logs.stderr
+
+    for path in files:
+        st = path.stat()
+        assert (st.st_uid, st.st_gid) == (UID, UID), path
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        header, body = rows[0], rows[1:]
+        assert header[:2] == ["ts", "host"], header
+        assert len(body) >= 2
+        assert all(len(row) == len(header) for row in body), path
+        assert {row[1] for row in body} == {"node-a"}
+    memory = next(p for p in files if p.name.startswith("memory"))
+    with memory.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {int(row["total_bytes"]) for row in rows} == {meminfo_total()}
+
+
+def test_healthcheck_asks_the_running_collector(container: str) -> None:
+    def healthy() -> subprocess.CompletedProcess[str] | None:
+        result = docker("exec", container, "system-info-collector", "health", check=False)
+        return result if result.returncode == 0 else None
+
+    result = poll(healthy, timeout=30, interval=0.3, what="`health` to exit 0")
+    assert "healthy" in result.stdout
+
+    # With no collector running there is nobody to ask: the check fails, it does not sample.
+    alone = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", image_of(container),
+                   "health", check=False, timeout=30)  # fmt: skip
+    assert alone.returncode == 1, alone.stdout + alone.stderr
+    assert "unhealthy" in alone.stdout
+
+
+def image_of(container: str) -> str:
+    return docker("inspect", "--format", "{{.Config.Image}}", container).stdout.strip()
