@@ -81,6 +81,7 @@ class Agent:
         self.host = host
         self.stop_event = threading.Event()
         self.workers = [_make_worker(sink, settings, metrics) for sink in sinks]
+        metrics.prepare([w.name for w in self.workers], [p.name for p in self.providers])
         # write-ahead (spooled) sinks first: a sample is on disk before any other sink shows it
         self._submit_order = sorted(self.workers, key=lambda w: not getattr(w, "spool", None))
         self._every = {
@@ -134,6 +135,9 @@ class Agent:
             except Exception as exc:
                 self._provider_failed(provider.name, exc)
                 continue
+            failed_parts = getattr(provider, "failed_parts", 0)
+            if failed_parts:
+                self.metrics.collector_partial_errors.labels(provider.name).inc(failed_parts)
             if provider.name in self._failing:
                 self._failing.discard(provider.name)
                 event(

@@ -1,13 +1,15 @@
 """Commands: run (default), once, check; exit codes; wires config → logging → agent.
 
-Exit codes: 0 success; 1 a check or collector failed at run time; 2 invalid configuration or
-usage. Command-line flags are only another way to set ``SIC_*`` variables.
+Exit codes: 0 success (also after SIGTERM/SIGINT and a flush); 1 a check or collector failed at
+run time; 2 invalid configuration or usage; 130 a second SIGINT cut the shutdown flush short.
+Command-line flags are only another way to set ``SIC_*`` variables.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import os
 import signal
 import sys
@@ -15,13 +17,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 from system_info_collector import __version__
 from system_info_collector.config import Settings, load_settings
 from system_info_collector.errors import ConfigError, ProviderError
 from system_info_collector.logging import configure, event
 
+if TYPE_CHECKING:
+    from system_info_collector.agent import Agent
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: a second Ctrl-C cut the shutdown flush short
 ONCE_CPU_WINDOW = 0.25  # seconds between the two readings `once` needs for CPU and disk I/O rates
 
 # flag -> variable it overrides
@@ -134,14 +141,27 @@ def cmd_run(settings: Settings) -> int:
         host=resolve_hostname(settings),
     )
 
+    requested: list[str] = []  # the signal that asked to stop (logged by the main loop)
+
     def stop(signum: int, frame: FrameType | None) -> None:
-        event(
-            "INFO",
-            "shutdown_requested",
-            "stopping after the current tick",
-            signal=signal.Signals(signum).name,
-        )
-        agent.stop_event.set()
+        # Runs on the main thread between two bytecodes: no logging here for the first signal
+        # (the main thread may be inside the logger), only flags.
+        name = signal.Signals(signum).name
+        if not requested:
+            requested.append(name)
+            agent.stop_event.set()
+        elif signum == signal.SIGINT:
+            _force_exit(agent, name)
+        else:
+            # `timeout`, `kill 0` and process-group kills deliver SIGTERM twice; the flush is
+            # already bounded by SIC_SHUTDOWN_TIMEOUT, so a repeated SIGTERM changes nothing.
+            with contextlib.suppress(Exception):
+                event(
+                    "DEBUG",
+                    "shutdown_signal_repeated",
+                    "already stopping; a second SIGINT (Ctrl-C) exits at once",
+                    signal=name,
+                )
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -168,12 +188,39 @@ def cmd_run(settings: Settings) -> int:
         server.start()
     try:
         agent.run()
+        if requested:
+            event(
+                "INFO",
+                "shutdown_requested",
+                "stopping: flushing every sink",
+                signal=requested[0],
+                shutdown_timeout_seconds=settings.shutdown_timeout,
+            )
     finally:
         flushed = agent.close()
         if server is not None:
             server.close()
         event("INFO", "collector_stopped", "stopped", flushed=flushed)
     return EXIT_OK
+
+
+def _force_exit(agent: Agent, signal_name: str) -> NoReturn:
+    """A second SIGINT while flushing: exit now (code 130) without waiting for the sinks.
+
+    What was not yet written is lost from memory only: CSV files and the spool are read back
+    and repaired at the next start, as after a kill -9.
+    """
+    with contextlib.suppress(Exception):  # the interrupted main thread may hold the logger
+        event(
+            "ERROR",
+            "shutdown_forced",
+            "second interrupt: exiting without waiting for the sinks to flush",
+            signal=signal_name,
+            unflushed_records=sum(w.pending_records for w in agent.workers),
+        )
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _release_startup_memory() -> None:
@@ -199,8 +246,8 @@ def cmd_health(settings: Settings) -> int:
         return EXIT_FAILED
     try:
         status, body = get_health(listen)
-    except OSError as exc:
-        print(f"unhealthy: no answer from /healthz on {listen}: {exc}")
+    except (OSError, http.client.HTTPException) as exc:
+        print(f"unhealthy: no answer from /healthz on {listen}: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
     print(f"{'healthy' if status == 200 else 'unhealthy'}: HTTP {status} {body.strip()}")
     return EXIT_OK if status == 200 else EXIT_FAILED

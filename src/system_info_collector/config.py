@@ -120,7 +120,7 @@ def _expect(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def parser(value: str) -> Any:
         try:
             return parse(value)
-        except (ValueError, re.error) as exc:
+        except (ValueError, OverflowError, re.error) as exc:
             raise environs.EnvError(str(exc)) from exc
 
     return parser
@@ -149,7 +149,10 @@ def _names(value: str) -> tuple[str, ...]:
 
 
 def _file_mode(value: str) -> int:
-    mode = int(value, 8)
+    try:
+        mode = int(value.strip(), 8)
+    except ValueError:
+        mode = -1
     if not 0 <= mode <= 0o777:
         raise ValueError(f"{value!r} is not an octal file mode such as 0640")
     return mode
@@ -188,9 +191,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     interval = e.duration("SIC_INTERVAL", "1s")
     collectors = e.names("SIC_COLLECTORS", ",".join(KNOWN_COLLECTORS))
+    # Unset: the base interval (and an invalid SIC_INTERVAL is reported once, not per collector).
     per_collector = {
-        c: e.duration(f"SIC_{c.upper()}_INTERVAL", get("SIC_INTERVAL", "1s"))
+        c: e.duration(f"SIC_{c.upper()}_INTERVAL", None)
         for c in KNOWN_COLLECTORS
+        if get(f"SIC_{c.upper()}_INTERVAL", "").strip()
     }
     proc = get("SIC_HOST_PROC") or get("HOST_PROC") or "/proc"
     sys_ = get("SIC_HOST_SYS") or get("HOST_SYS") or "/sys"
@@ -255,6 +260,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{key}={given!r}: {text}")
 
     # Cross-field rules, checked only where the values themselves parsed.
+    if disk_timeout is not None and disk_timeout <= 0:
+        problems.append(f"SIC_DISK_TIMEOUT={get('SIC_DISK_TIMEOUT')!r}: must be more than 0")
     if interval is not None and interval < MIN_INTERVAL:
         problems.append(f"SIC_INTERVAL={get('SIC_INTERVAL')!r}: must be at least 100ms")
     for c in collectors or ():

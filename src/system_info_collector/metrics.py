@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from system_info_collector import __version__
 
+WRITE_ERROR_CLASSES = ("transient", "permanent", "unexpected")  # the worker's error classes
 _TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -51,6 +54,13 @@ class Metrics:
         self.collector_errors = Counter(
             "sic_collector_errors", "Collector runs that failed", ["collector"], registry=r
         )
+        self.collector_partial_errors = Counter(
+            "sic_collector_partial_errors",
+            "Parts of a collector run that failed while the rest was collected "
+            "(a mount whose statvfs failed or did not return in time)",
+            ["collector"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "sic_sink_queue_depth", "Batches waiting in a sink's queue", ["sink"], registry=r
         )
@@ -72,7 +82,7 @@ class Metrics:
         self.retries = Counter("sic_sink_retries", "Write retries", ["sink"], registry=r)
         self.sink_dropped = Counter(
             "sic_sink_records_dropped",
-            "Records a sink dropped because its buffer overflowed",
+            "Records a sink dropped (backlog overflow or a permanently rejected batch)",
             ["sink"],
             registry=r,
         )
@@ -103,3 +113,21 @@ class Metrics:
         )
         self.csv_rotations = Counter("sic_csv_rotations", "CSV files rotated", registry=r)
         self.csv_bytes = Counter("sic_csv_written_bytes", "Bytes written to CSV files", registry=r)
+
+    def prepare(self, sinks: Iterable[str], collectors: Iterable[str]) -> None:
+        """Create the labelled series of these sinks and collectors at zero.
+
+        A series that appears only with its first error leaves ``rate()`` and alerts such as
+        ``increase(sic_sink_write_errors_total[5m]) > 0`` blind to that first error.
+        """
+        for sink in sinks:
+            for metric in (self.rows_written, self.retries, self.sink_dropped):
+                metric.labels(sink)
+            for cls in WRITE_ERROR_CLASSES:
+                self.write_errors.labels(sink, cls)
+            for gauge in (self.queue_depth, self.backlog_records, self.sink_degraded):
+                gauge.labels(sink)
+        for collector in collectors:
+            self.collector_errors.labels(collector)
+            self.collector_partial_errors.labels(collector)
+            self.records_collected.labels(collector)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+MAX_DURATION = 3650 * 86400.0  # ten years: beyond that a number is a typo (or infinite)
+MAX_SIZE = 1024**6  # 1 EiB
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -30,7 +32,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration (expected e.g. 250ms, 1s, 5m, 24h, 7d)")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{text!r} is too long (at most {MAX_DURATION // 86400:g}d)")
+    return seconds
 
 
 def parse_size(text: str) -> int:
@@ -39,7 +44,10 @@ def parse_size(text: str) -> int:
     unit = (match.group(2) or "").lower() if match else ""
     if not match or unit not in _SIZE_UNITS:
         raise ValueError(f"{text!r} is not a size (expected e.g. 512KB, 100MB, 1GiB)")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    size = float(match.group(1)) * _SIZE_UNITS[unit]
+    if size > MAX_SIZE:
+        raise ValueError(f"{text!r} is too large (at most 1EiB)")
+    return int(size)
 
 
 def format_duration(seconds: float) -> str:

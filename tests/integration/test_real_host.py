@@ -8,11 +8,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXE, clean_env, run_cli
+from tests.helpers import EXE, FIXTURES, clean_env, run_cli
 
 
 def once(**env: str) -> list[dict]:  # type: ignore[type-arg]
@@ -143,3 +145,38 @@ exec {EXE} once
     assert mounts["/"] == host_mounts["/"]
     cpus = {r["tags"]["cpu"] for r in records if r["measurement"] == "cpu"}
     assert len(cpus) == (os.cpu_count() or 1) + 1
+
+
+@pytest.mark.integration
+def test_a_hung_mount_neither_freezes_the_ticks_nor_blocks_the_exit(tmp_path: Path) -> None:
+    """A FUSE mount whose server is stopped hangs statvfs like a dead NFS server (as root)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or not os.path.exists("/dev/fuse"):
+        pytest.skip("needs root, unshare(1) and /dev/fuse to serve a mount and stop its server")
+    mountpoint = str(tmp_path / "hung")
+    result = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
+         sys.executable, str(FIXTURES / "hungfs.py"), mountpoint, EXE],
+        capture_output=True, text=True, timeout=90, env=clean_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    run = summary["run"]
+    # SIGTERM ends the run promptly although a statvfs call is still blocked in the kernel.
+    assert run["returncode"] == 0 and run["exit_seconds"] is not None, run["stderr"]
+    assert run["exit_seconds"] < 3.0, run["stderr"]
+    events = [json.loads(line) for line in run["stderr"].splitlines()]
+    hung = [e for e in events if e["event"] == "disk_mount_failed"]
+    assert [e["mountpoint"] for e in hung] == [mountpoint], run["stderr"]  # logged once
+    assert "did not return" in hung[0]["reason"]
+    assert not [e for e in events if e["event"] in ("tick_overrun", "collector_failed")]
+    ticks: dict[str, set[str]] = {}
+    for r in run["records"]:
+        ticks.setdefault(r["ts"], set()).add(r["tags"].get("mountpoint", r["measurement"]))
+    stamps = sorted(ticks)
+    times = [datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps]
+    assert {round(b - a, 3) for a, b in itertools.pairwise(times)} == {0.1}  # no slot lost
+    assert all(seen == {"memory", "/"} for seen in ticks.values()), ticks  # the rest measured
+    once = summary["once"]
+    assert once["returncode"] == 0 and once["seconds"] < 5.0, once["stderr"]
+    assert {r["tags"].get("mountpoint") for r in once["records"]} >= {"/"}
+    assert mountpoint not in {r["tags"].get("mountpoint") for r in once["records"]}

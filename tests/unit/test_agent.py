@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from system_info_collector.agent import Agent, resolve_hostname
 from system_info_collector.config import load_settings
 from system_info_collector.metrics import Metrics
+from system_info_collector.model import Sample
 from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
 from system_info_collector.sinks.stdout import StdoutSink
@@ -58,3 +60,70 @@ def test_hostname_prefers_the_mounted_host_root_over_the_uts_namespace(tmp_path:
     with_root = {"SIC_HOST_PROC": proc, "SIC_HOST_ROOT": str(root)}
     assert resolve_hostname(load_settings(with_root)) == "real-node"
     assert resolve_hostname(load_settings({**with_root, "NODE_NAME": "k8s-node"})) == "k8s-node"
+
+
+def test_series_exist_at_zero_and_a_vanished_mount_is_counted(tmp_path: Path) -> None:
+    root = tmp_path / "hostroot"
+    root.mkdir()  # the fixture's /srv/my data is not there: that mount vanished
+    settings = load_settings({"SIC_HOST_PROC": str(PROC_FIXTURES / "basic"),
+                              "SIC_HOST_ROOT": str(root), "SIC_COLLECTORS": "memory,disk",
+                              "SIC_SINKS": "stdout"})  # fmt: skip
+    metrics = Metrics()
+    agent = Agent(settings, build_providers(settings), [StdoutSink(io.StringIO())], metrics,
+                  host="h1")  # fmt: skip
+    value = metrics.registry.get_sample_value
+    # Before anything happened, alerts on rate()/increase() already have a series to look at.
+    assert value("sic_sink_write_errors_total", {"sink": "stdout", "class": "transient"}) == 0
+    assert value("sic_sink_rows_written_total", {"sink": "stdout"}) == 0
+    assert value("sic_collector_errors_total", {"collector": "disk"}) == 0
+    agent.start()
+    try:
+        records = agent.tick(tick(1_000, 1.0))
+        agent.tick(tick(1_001, 1.0))
+    finally:
+        agent.close()
+    assert [r.tags["mountpoint"] for r in records if r.measurement == "disk"] == ["/"]
+    assert value("sic_collector_partial_errors_total", {"collector": "disk"}) == 2  # each tick
+    assert value("sic_collector_errors_total", {"collector": "disk"}) == 0  # the rest worked
+
+
+class SlowOnce:
+    """A provider whose second run takes 2.5 intervals; the agent stops on its sixth run."""
+
+    name = "memory"
+
+    def __init__(self, agent_stop: list[Agent]) -> None:
+        self.runs = 0
+        self._agent = agent_stop
+
+    def prime(self) -> None:
+        pass
+
+    def collect(self) -> list[Sample]:
+        self.runs += 1
+        if self.runs == 2:
+            time.sleep(0.25)  # the work of an overrunning tick, not a synchronisation
+        if self.runs == 6:
+            self._agent[0].stop_event.set()
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_overrunning_tick_is_counted_and_its_missed_slots_skipped() -> None:
+    settings = load_settings({"SIC_INTERVAL": "100ms", "SIC_SINKS": "stdout"})
+    metrics = Metrics()
+    holder: list[Agent] = []
+    provider = SlowOnce(holder)
+    agent = Agent(settings, [provider], [StdoutSink(io.StringIO())], metrics, host="h1")
+    holder.append(agent)
+    agent.start()
+    try:
+        agent.run()
+    finally:
+        agent.close()
+    value = metrics.registry.get_sample_value
+    assert value("sic_tick_overruns_total") == 1
+    assert value("sic_ticks_skipped_total") >= 2  # 250 ms of work: the next two slots are gone
+    assert value("sic_ticks_total") == 6

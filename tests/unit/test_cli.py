@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
 from system_info_collector import __version__
-from tests.helpers import PROC_FIXTURES, clean_env, run_cli
+from tests.helpers import EXE, PROC_FIXTURES, clean_env, poll, run_cli
 
 
 def test_version() -> None:
@@ -17,7 +21,7 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.strip().endswith(__version__)
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["once"], ["check"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["once"], ["check"], ["health"], ["replay"]])
 def test_help_on_every_command(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0
@@ -97,3 +101,97 @@ def test_check_passes_on_this_machine_and_fails_on_a_broken_proc(tmp_path: objec
     assert bad.returncode == 1
     failing = [line for line in bad.stdout.splitlines() if line.startswith("FAIL")]
     assert len(failing) >= 4 and "Traceback" not in bad.stderr
+
+
+class Blocked:
+    """``run`` with its stdout sink stuck on a full pipe nobody reads, so the flush at shutdown
+    waits (up to SIC_SHUTDOWN_TIMEOUT) -- the time a second signal arrives in."""
+
+    def __init__(self) -> None:
+        read_end, write_end = os.pipe()
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+        env = clean_env(SIC_SINKS="stdout", SIC_INTERVAL="100ms", SIC_LOG_LEVEL="DEBUG",
+                        SIC_SHUTDOWN_TIMEOUT="60s", SIC_COLLECTORS="memory",
+                        SIC_HTTP_LISTEN="127.0.0.1:0")  # fmt: skip
+        self.proc = subprocess.Popen(
+            [EXE, "run"], env=env, stdout=write_end, stderr=subprocess.PIPE, text=True
+        )
+        os.close(write_end)
+        self.stdout = read_end
+        self.events: list[dict[str, object]] = []
+        self.stderr = self.proc.stderr
+        assert self.stderr is not None
+        os.set_blocking(self.stderr.fileno(), False)
+        url = str(self.wait_event("http_listening")["url"])
+
+        def stuck() -> bool:  # a batch blocked in the write and another one waiting behind it
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
+                return bool(json.load(response)["sinks"][0]["pending_batches"] >= 2)
+
+        poll(stuck, what="the stdout sink to block on the full pipe")
+
+    def wait_event(self, name: str) -> dict[str, object]:
+        def seen() -> dict[str, object] | None:
+            assert self.stderr is not None
+            for line in self.stderr.readlines():
+                self.events.append(json.loads(line))
+            return next((e for e in self.events if e["event"] == name), None)
+
+        return poll(seen, what=f"event {name}")
+
+    def drain(self) -> None:
+        with os.fdopen(self.stdout, "rb") as out:
+            out.read()
+
+    def finish(self, timeout: float = 10) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+            assert self.stderr is not None
+            os.set_blocking(self.stderr.fileno(), True)
+            self.events += [json.loads(line) for line in self.stderr.readlines()]
+            self.stderr.close()
+
+
+def test_a_repeated_sigterm_during_the_flush_changes_nothing() -> None:
+    run = Blocked()
+    run.proc.send_signal(signal.SIGTERM)
+    run.wait_event("shutdown_requested")
+    run.proc.send_signal(signal.SIGTERM)  # as `timeout` does: to the process and to its group
+    run.wait_event("shutdown_signal_repeated")
+    assert run.proc.poll() is None  # still flushing
+    run.drain()  # the reader comes back: the sink writes everything and the process exits
+    assert run.finish() == 0
+    names = [e["event"] for e in run.events]
+    assert names.count("shutdown_requested") == 1
+    stopped = next(e for e in run.events if e["event"] == "collector_stopped")
+    assert stopped["flushed"] is True
+
+
+def test_a_second_sigint_during_the_flush_exits_at_once() -> None:
+    run = Blocked()
+    run.proc.send_signal(signal.SIGINT)
+    run.wait_event("shutdown_requested")
+    run.proc.send_signal(signal.SIGINT)  # Ctrl-C again: the user does not want to wait
+    assert run.finish(timeout=5) == 130
+    os.close(run.stdout)
+    forced = next(e for e in run.events if e["event"] == "shutdown_forced")
+    assert forced["level"] == "ERROR" and forced["unflushed_records"]
+
+
+def test_run_stops_like_a_unix_filter_when_its_stdout_reader_leaves() -> None:
+    """``run | head -1``: the reader exits, the collector stops at once instead of retrying."""
+    env = clean_env(SIC_SINKS="stdout", SIC_INTERVAL="100ms", SIC_COLLECTORS="memory")
+    proc = subprocess.Popen(
+        [EXE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader is gone: the next write gets EPIPE
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    events = [json.loads(line)["event"] for line in err.splitlines()]
+    assert "stdout_closed" in events and events[-1] == "collector_stopped"

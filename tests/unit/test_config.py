@@ -88,3 +88,29 @@ def test_postgres_sink_without_dsn_is_an_error() -> None:
 def test_tag_keys_must_not_shadow_columns() -> None:
     with pytest.raises(ConfigError, match="'host' is a column name"):
         load_settings({"SIC_TAGS": "host=x"})
+
+
+def test_a_bad_base_interval_is_reported_once_not_per_collector() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"SIC_INTERVAL": "-1s"})
+    assert info.value.problems == [
+        "SIC_INTERVAL='-1s': '-1s' is not a duration (expected e.g. 250ms, 1s, 5m, 24h, 7d)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("SIC_INTERVAL", "9" * 400 + "d", "too long"),
+        ("SIC_SHUTDOWN_TIMEOUT", "9" * 400, "too long"),
+        ("SIC_CSV_ROTATE_SIZE", "9" * 400 + "GB", "too large"),
+        ("SIC_CSV_FILE_MODE", "9", "not an octal file mode such as 0640"),
+        ("SIC_CSV_FILE_MODE", "1777", "not an octal file mode such as 0640"),
+        ("SIC_DISK_TIMEOUT", "0", "must be more than 0"),
+    ],
+)
+def test_out_of_range_values_are_clear_errors(variable: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: value})
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{variable}=") and expected in problem

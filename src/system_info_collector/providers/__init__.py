@@ -10,6 +10,9 @@ from system_info_collector.model import Sample
 
 
 class Provider(Protocol):
+    """One measurement. A provider may also keep ``failed_parts``: how many parts of its last
+    ``collect()`` failed while the rest was collected (counted by the agent)."""
+
     name: str
 
     def prime(self) -> None:

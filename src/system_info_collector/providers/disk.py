@@ -2,16 +2,18 @@
 
 The mount table is ``<proc>/1/mountinfo`` (PID 1's mount namespace: the host's, when the host's
 procfs is mounted), never ``<proc>/self/…``, which inside a container is the container's.
-Each mount is measured with ``statvfs(<root>/<mountpoint>)`` in a small thread pool with a
-deadline, so one hung network filesystem cannot freeze a tick: a mount whose previous call has
-not returned is skipped until it does.
+Each mount is measured with ``statvfs(<root>/<mountpoint>)``. Network and userspace filesystems
+are measured in a daemon thread of their own with a deadline, so one hung NFS or FUSE mount cannot
+freeze a tick nor keep the process from exiting (a thread pool's threads are joined at exit): a
+mount whose previous call has not returned is skipped until it does, so hung calls never pile up.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 from system_info_collector.errors import ProviderError
@@ -101,12 +103,23 @@ def usage_fields(st: os.statvfs_result) -> dict[str, float | int]:
     }
 
 
-def _inline_statvfs(path: str) -> Future[os.statvfs_result]:
-    future: Future[os.statvfs_result] = Future()
+def _statvfs_into(future: Future[os.statvfs_result], path: str) -> None:
     try:
         future.set_result(os.statvfs(path))
     except OSError as exc:
         future.set_exception(exc)
+
+
+def _inline_statvfs(path: str) -> Future[os.statvfs_result]:
+    future: Future[os.statvfs_result] = Future()
+    _statvfs_into(future, path)
+    return future
+
+
+def _background_statvfs(path: str) -> Future[os.statvfs_result]:
+    """``statvfs(path)`` in a daemon thread: a call that never returns cannot block the exit."""
+    future: Future[os.statvfs_result] = Future()
+    threading.Thread(target=_statvfs_into, args=(future, path), name="statvfs", daemon=True).start()
     return future
 
 
@@ -128,9 +141,9 @@ class DiskProvider:
         self._mountpoints_exclude = mountpoints_exclude
         self._fstypes_exclude = fstypes_exclude
         self._timeout = timeout
-        self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[str, Future[os.statvfs_result]] = {}
         self._failing: set[str] = set()
+        self.failed_parts = 0  # mounts the last collect() could not measure
 
     def mounts(self) -> list[Mount]:
         text = self._file.read()
@@ -144,8 +157,6 @@ class DiskProvider:
         pass
 
     def collect(self) -> list[Sample]:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="statvfs")
         mounts = self.mounts()
         futures: dict[str, Future[os.statvfs_result]] = {}
         for mount in mounts:
@@ -156,10 +167,11 @@ class DiskProvider:
             if pending is not None and not pending.done():
                 continue  # still hung from an earlier tick: do not pile up calls
             path = self._paths.root_path(mount.mountpoint)
-            futures[mount.mountpoint] = self._pool.submit(os.statvfs, path)
+            futures[mount.mountpoint] = _background_statvfs(path)
         if futures:
             wait([f for f in futures.values() if not f.done()], timeout=self._timeout)
         samples = []
+        self.failed_parts = 0
         for mount in mounts:
             future = futures.get(mount.mountpoint)
             if future is None or not future.done():
@@ -181,6 +193,7 @@ class DiskProvider:
         return samples
 
     def _fail(self, mount: Mount, reason: str) -> None:
+        self.failed_parts += 1
         if mount.mountpoint not in self._failing:
             self._failing.add(mount.mountpoint)
             event(
@@ -205,6 +218,3 @@ class DiskProvider:
 
     def close(self) -> None:
         self._file.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None

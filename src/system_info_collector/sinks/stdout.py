@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from system_info_collector.errors import TransientSinkError
+from system_info_collector.errors import PermanentSinkError, TransientSinkError
+from system_info_collector.logging import event
 from system_info_collector.model import Record
 from system_info_collector.sinks import CheckResult
 
@@ -30,17 +34,39 @@ class StdoutSink:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
+        self._closed = False
 
     def open(self) -> None:
         pass
 
     def write(self, batch: Sequence[Record]) -> None:
         stream = self._stream or sys.stdout
+        if self._closed:
+            raise PermanentSinkError("standard output was closed by its reader")
         try:
             stream.write("".join(record_json(r) + "\n" for r in batch))
             stream.flush()
+        except BrokenPipeError as exc:
+            self._reader_gone(stream)
+            raise PermanentSinkError("standard output was closed by its reader") from exc
         except OSError as exc:
             raise TransientSinkError(f"cannot write to stdout: {exc}") from exc
+
+    def _reader_gone(self, stream: TextIO) -> None:
+        """Like any Unix filter (``run | head``): the reader left, so the collector stops.
+
+        Nothing written to stdout can ever be read again, so retrying is pointless; the
+        process is asked to stop as by SIGTERM (the other sinks still flush), and stdout is
+        pointed at /dev/null so the interpreter's final flush does not fail as well.
+        """
+        self._closed = True
+        event("ERROR", "stdout_closed", "standard output closed by its reader; stopping")
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        if self._stream is None:  # the process's own stdout, not a test's stream
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def close(self) -> None:
         pass
