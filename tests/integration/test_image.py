@@ -16,13 +16,15 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from system_info_collector import __version__
 from tests.helpers import poll
+from tests.integration.conftest import PgServer
 
 pytestmark = pytest.mark.integration
 
@@ -172,15 +174,58 @@ def test_image_holds_no_sources_caches_or_build_tools(image: str) -> None:
         assert f"cannot access '{path}'" in out + listing.stderr, f"{path} is in the image"
 
 
-def test_image_size(image: str) -> None:
-    """Records the size; the collector's own layers (the venv) stay small whatever the base."""
+# Run with the base interpreter inside the image: what the Dockerfile's rootfs stage prunes.
+PRUNED_PROBE = """
+import importlib.util, json, os, subprocess, sys, sysconfig
+gone = [m for m in ("pip", "setuptools", "ensurepip", "idlelib", "lib2to3", "pydoc_data", "test")
+        if importlib.util.find_spec(m) is not None]
+setid = subprocess.run("find / -xdev -type f -perm /6000 2>/dev/null", shell=True,
+                       capture_output=True, text=True).stdout.split()
+docs = [d for d in ("/usr/share/doc", "/usr/share/man", "/usr/share/locale")
+        if os.path.isdir(d) and os.listdir(d)]
+print(json.dumps({"importable": gone, "setid": setid, "docs": docs}))
+"""
+
+# Run with the venv's interpreter: every stdlib module the collector imports has its bytecode
+# in the image (a read-only root cannot cache it: each start, health checks included, would
+# compile them again).
+BYTECODE_PROBE = """
+import importlib.util, json, os, sys, sysconfig
+import system_info_collector.cli, system_info_collector.http, system_info_collector.agent
+import system_info_collector.sinks.csv, system_info_collector.sinks.postgres, psycopg
+stdlib = sysconfig.get_path("stdlib")
+files = [m.__file__ for m in list(sys.modules.values())
+         if getattr(m, "__file__", None) and m.__file__.startswith(stdlib + "/")
+         and m.__file__.endswith(".py")]
+missing = [f for f in files if not os.path.exists(importlib.util.cache_from_source(f))]
+print(json.dumps({"modules": len(files), "missing": missing}))
+"""
+
+
+def test_runtime_is_the_pruned_base_in_one_layer(image: str) -> None:
+    """Docs, translations, pip and the developer parts of the stdlib are gone (copied into an
+    empty image: deleting them in a layer on top of the base would save nothing), no file is
+    set-user-ID, and the stdlib bytecode is there."""
     (info,) = json.loads(docker("image", "inspect", image).stdout)
-    history = docker("history", "--no-trunc", "--format", "{{.Size}}\t{{.CreatedBy}}", image)
-    venv_layers = [line for line in history.stdout.splitlines() if "COPY" in line]
+    assert len(info["RootFS"]["Layers"]) == 1, info["RootFS"]
+    base_python = docker("run", "--rm", "--read-only", "--entrypoint", "readlink", image,
+                         "-f", "/opt/venv/bin/python").stdout.strip()  # fmt: skip
+    pruned = docker("run", "--rm", "--read-only", "--entrypoint", base_python, image,
+                    "-c", PRUNED_PROBE)  # fmt: skip
+    assert json.loads(pruned.stdout) == {"importable": [], "setid": [], "docs": []}
+    probe = docker("run", "--rm", "--read-only", "--entrypoint", "/opt/venv/bin/python", image,
+                   "-c", BYTECODE_PROBE)  # fmt: skip
+    bytecode = json.loads(probe.stdout)
+    assert bytecode["modules"] > 50 and bytecode["missing"] == [], bytecode
+
+
+def test_image_size(image: str) -> None:
+    """Records the size (uncompressed and as pulled, gzip); the collector's own files (the venv)
+    stay small whatever the base."""
+    (info,) = json.loads(docker("image", "inspect", image).stdout)
     added = docker("run", "--rm", "--read-only", "--entrypoint", "du", image, "-sb", "/opt/venv")
     venv_bytes = int(added.stdout.split()[0])
     print(f"\nimage {image}: {info['Size'] / 1e6:.1f} MB, /opt/venv {venv_bytes / 1e6:.1f} MB")
-    assert venv_layers, history.stdout
     assert venv_bytes < MAX_ADDED_BYTES
 
 
@@ -257,3 +302,94 @@ def test_healthcheck_asks_the_running_collector(container: str) -> None:
 
 def image_of(container: str) -> str:
     return docker("inspect", "--format", "{{.Config.Image}}", container).stdout.strip()
+
+
+def health_status(name: str) -> Callable[[], dict[str, Any] | None]:
+    def final() -> dict[str, Any] | None:
+        out = docker("inspect", "--format", "{{json .State.Health}}", name).stdout
+        health: dict[str, Any] = json.loads(out)
+        return health if health["Status"] != "starting" else None
+
+    return final
+
+
+def test_docker_reports_the_running_collector_healthy(image: str, data_dir: Path) -> None:
+    """The image's own HEALTHCHECK (only its interval shortened) turns the container healthy; a
+    collector without its HTTP endpoint turns unhealthy: the check can fail."""
+    names = {
+        "up": f"sic-health-{uuid.uuid4().hex[:8]}",
+        "down": f"sic-health-{uuid.uuid4().hex[:8]}",
+    }
+    fast = ["--health-interval", "1s", "--health-start-period", "1s", "--health-retries", "2"]
+    try:
+        docker("run", "-d", "--name", names["up"], *fast, "-e", "SIC_INTERVAL=500ms",
+               *run_args(image, data_dir), "run")  # fmt: skip
+        docker("run", "-d", "--name", names["down"], *fast, "-e", "SIC_INTERVAL=500ms",
+               "-e", "SIC_HTTP_LISTEN=", "-e", "SIC_SINKS=stdout",
+               *run_args(image, data_dir), "run")  # fmt: skip
+        up = poll(health_status(names["up"]), timeout=30, interval=0.3, what="a health status")
+        assert up["Status"] == "healthy", up
+        assert "healthy: HTTP 200" in up["Log"][-1]["Output"], up
+        down = poll(health_status(names["down"]), timeout=30, interval=0.3, what="a health status")
+        assert down["Status"] == "unhealthy", down
+        assert "SIC_HTTP_LISTEN is empty" in down["Log"][-1]["Output"], down
+    finally:
+        for name in names.values():
+            docker("rm", "-f", name, check=False)
+
+
+def test_check_in_the_image_passes_for_every_sink(
+    image: str, data_dir: Path, pg_up: PgServer, db_schema: str
+) -> None:
+    """`check` as the container runs it (host network: the test server is published on this
+    machine), CSV and PostgreSQL sinks: every line is ok, exit 0."""
+    result = docker("run", "--rm", "--network", "host", "-e", "SIC_SINKS=csv,postgres,stdout",
+                    "-e", f"SIC_DB_DSN={pg_up.dsn()}", "-e", f"SIC_DB_SCHEMA={db_schema}",
+                    "-e", "SIC_DB_CONNECT_TIMEOUT=5s", "-e", "SIC_HTTP_LISTEN=",
+                    *run_args(image, data_dir), "check", check=False)  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lines and all(line.startswith("ok ") for line in lines), result.stdout
+    checked = " ".join(lines)
+    for needle in ("configuration", "proc meminfo", "mount table", "sink csv", "sink postgres"):
+        assert needle in checked, needle
+    assert pg_up.password not in result.stdout + result.stderr
+
+
+def test_run_writes_to_postgresql_from_the_image(
+    image: str, data_dir: Path, pg_up: PgServer, db_schema: str,
+    query: Callable[..., list[tuple[Any, ...]]],
+) -> None:  # fmt: skip
+    """`run` with the PostgreSQL sink (spool in /data/.spool on the read-only root) writes this
+    machine's samples; SIGTERM leaves nothing behind in the spool."""
+    name = f"sic-pg-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "--network", "host", "-e", "SIC_SINKS=postgres",
+           "-e", f"SIC_DB_DSN={pg_up.dsn()}", "-e", f"SIC_DB_SCHEMA={db_schema}",
+           "-e", "SIC_INTERVAL=200ms", "-e", "SIC_DB_FLUSH_INTERVAL=100ms",
+           "-e", "SIC_HOSTNAME=node-pg", "-e", "SIC_HTTP_LISTEN=",
+           *run_args(image, data_dir), "run")  # fmt: skip
+    try:
+
+        def memory_rows() -> list[tuple[Any, ...]] | None:
+            try:
+                rows = query(f'SELECT host, total_bytes FROM "{db_schema}".memory')
+            except Exception:  # the table appears with the first batch
+                return None
+            return rows if len(rows) >= 3 else None
+
+        rows = poll(memory_rows, timeout=30, interval=0.2, what="3 memory rows in PostgreSQL")
+        assert {r[0] for r in rows} == {"node-pg"}
+        assert {int(r[1]) for r in rows} == {meminfo_total()}
+        docker("stop", "--time", "20", name, timeout=40)
+        state = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
+        logs = docker("logs", name)
+        assert state["ExitCode"] == 0, logs.stderr[-3000:]
+        assert pg_up.password not in logs.stdout + logs.stderr
+        cpu = query(f'SELECT count(*) FROM "{db_schema}".cpu WHERE host = %s', "node-pg")
+        assert cpu[0][0] > 0
+        # Everything was committed: no spool segment is left behind (owned by the image's UID).
+        spool = data_dir / ".spool"
+        assert spool.stat().st_uid == UID
+        assert not list(spool.glob("*.seg")), sorted(p.name for p in spool.iterdir())
+    finally:
+        docker("rm", "-f", name, check=False)
