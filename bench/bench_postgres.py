@@ -11,9 +11,12 @@ Measures, on the same generated rows (the ``cpu`` table, 14 columns):
 * ``executemany`` and ``INSERT … ON CONFLICT`` (executemany) for reference;
 * ``replay``: :func:`system_info_collector.replay.replay` of the same rows as CSV files
   (COPY into a staging table + ``INSERT … SELECT … ON CONFLICT DO NOTHING``);
-* ``live sink``: :meth:`PostgresSink.write` of 5000-record batches (``COPY`` of Records);
+* ``live sink``: :meth:`PostgresSink.write` of 5000-record batches (one ``COPY`` into the wide
+  staging table and the ``INSERT``s, sent as one query);
 * ``write-ahead``: what the spool costs per tick (encode + append in the sampling thread, the
-  fsync in the sink's thread), for a real tick of this host's records.
+  fsync in the sink's thread), for a real tick of this host's records;
+* ``per-tick cycle``: CPU of one 1 s tick through the spool and the sink as the worker runs it
+  (append, read back, write, commit), warm and with 0.3 s pauses between ticks (cold caches).
 
 For the collector's CPU % and RSS with both sinks on, run ``bench/run.py --sinks csv,postgres
 --env SIC_DB_DSN=...`` (it puts the psutil floor side by side).
@@ -28,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -158,8 +162,50 @@ def run(dsn: str, n: int) -> None:
     for label, seconds in results.items():
         print(f"{label:<30} {rate(n, seconds)}   {ceiling / seconds:6.1%}")
     write_ahead_cost()
+    tick_cycle_cost(settings)
     with connect(settings) as conn:
         conn.execute("DROP SCHEMA IF EXISTS bench CASCADE")
+
+
+def real_tick() -> list[Record]:
+    from system_info_collector.agent import resolve_hostname
+    from system_info_collector.providers import build_providers
+
+    settings = load_settings({"SIC_HTTP_LISTEN": ""})
+    providers = build_providers(settings)
+    for p in providers:
+        p.prime()
+    time.sleep(0.2)
+    host = resolve_hostname(settings)
+    ts = datetime.now(UTC)
+    tick = [Record(p.name, ts, host, s.tags, s.fields) for p in providers for s in p.collect()]
+    for p in providers:
+        p.close()
+    return tick
+
+
+def tick_cycle_cost(settings: PostgresSettings) -> None:
+    """The sink thread's (and the append's) CPU per tick, as SpoolWorker runs them."""
+    tick = real_tick()
+    sink = PostgresSink(settings, retry=RetrySettings(), metrics=Metrics())
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SIC_BENCH_SPOOL_DIR")) as tmp:
+        spool = Spool(tmp, max_size=1 << 30, metrics=Metrics())
+        spool.open()
+        for label, n, pause in (("warm", 300, 0.0), ("cold", 40, 0.3)):
+            cpu = 0.0
+            for i in range(n):
+                time.sleep(pause)
+                shifted = [replace(r, ts=r.ts + timedelta(seconds=i)) for r in tick]
+                t = time.thread_time()
+                spool.append(shifted)
+                entries = spool.peek(5000)
+                sink.write([r for e in entries for r in e.records])
+                spool.commit(entries)
+                cpu += time.thread_time() - t
+            print(f"per-tick cycle ({len(tick)} records, {label}): CPU {cpu / n * 1e6:.0f} µs "
+                  f"= {cpu / n * 100:.3f} % of a core at 1 s")  # fmt: skip
+        spool.close()
+    sink.close()
 
 
 def write_ahead_cost() -> None:

@@ -111,7 +111,7 @@ class Replayer:
         self.retry = retry
         self.progress = progress
         self.password = postgres.read_password(settings)
-        self._secrets = [self.password] if self.password else []
+        self._secrets = postgres.dsn_secrets(settings, self.password)
         self._conn: Any = None
         self._watchdog = postgres.Watchdog()
         self._direct = True

@@ -14,11 +14,13 @@ A :class:`SpoolWorker` is the :class:`~system_info_collector.worker.SinkWorker` 
 declares a spool (the PostgreSQL sink). ``submit`` appends the batch to the spool in the
 sampling thread -- one buffered ``write(2)``, no fsync, no network -- so a sample is in the
 kernel before ``submit`` returns and a kill -9 of the collector cannot lose it. The worker
-thread fsyncs what was appended (group commit), then reads batches from the spool and writes
-them with the usual retries, backoff and degraded probing; the spool, not memory, holds what the
-destination has not committed. If the spool itself cannot be written (disk full, read-only),
-batches wait in the bounded in-memory backlog of the base worker and go to the spool, in order,
-as soon as it works again.
+thread reads batches from the spool (from memory while they are recent) and writes them with
+the usual retries, backoff and degraded probing; the spool, not memory, holds what the
+destination has not committed. Group commit: what the destination commits is durable there, so
+the worker fsyncs the spool after a failed attempt and before each attempt while failing (and
+whenever a segment was created), not after every successful one. If the spool itself cannot
+be written (disk full, read-only), batches wait in the bounded in-memory backlog of the base
+worker and go to the spool, in order, as soon as it works again.
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ _LENGTH_ROWS = struct.Struct("<II")
 MAX_ENTRY_BYTES = 256 * 1024 * 1024
 SEGMENT_RE = re.compile(r"^spool-(\d{16})\.seg$")
 ACK_FILE = "committed"
+# The marker: two 32-byte slots written alternately in place (one pwrite per commit, no rename):
+# magic, generation, segment, offset, crc32 of the rest. The valid slot with the highest
+# generation wins, so a torn write falls back to the previous position (replaying rows that
+# were already committed is harmless: the sink's writes are idempotent).
+ACK_SLOT = struct.Struct("<4sQQQI")
+ACK_MAGIC = b"SICa"
+CACHE_ROWS = 2000  # records of the newest appended batches kept in memory for peek()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -158,12 +167,23 @@ class Spool:
         self._dirty = False
         self._dir_dirty = False
         self._opened = False
+        self._ack_fd: int | None = None
+        self._ack_generation = 0
+        # the newest appended batches, by (segment, offset): peek() need not read them back
+        self._cache: dict[tuple[int, int], Entry] = {}
+        self._cache_rows = 0
+        self.cache_limit = CACHE_ROWS
 
     # -- start-up ----------------------------------------------------------------------
     def open(self) -> None:
         """Create the directory, recover every segment, start a new segment for appends."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         ack_seq, ack_off = self._read_ack()
+        if self._ack_fd is not None:  # an earlier open() failed half-way
+            os.close(self._ack_fd)
+        self._ack_fd = os.open(
+            os.path.join(self.directory, ACK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
         found = sorted(
             (int(m.group(1)), name)
             for name in os.listdir(self.directory)
@@ -197,12 +217,33 @@ class Spool:
                   records=self.pending_rows, bytes=self.pending_bytes)  # fmt: skip
 
     def _read_ack(self) -> tuple[int, int]:
+        """The committed position ``(segment, offset)``; ``(0, 0)``: replay everything."""
+        path = os.path.join(self.directory, ACK_FILE)
         try:
-            with open(os.path.join(self.directory, ACK_FILE), encoding="ascii") as handle:
-                seq, off = handle.read().split()
-            return int(seq), int(off)
-        except (OSError, ValueError):
-            return 0, 0  # no (or a torn) marker: replay everything; writes are idempotent
+            data = _read_file(path)
+        except FileNotFoundError:
+            return 0, 0
+        if not data:
+            return 0, 0  # created, never written: nothing was committed yet
+        best: tuple[int, int, int] | None = None
+        for start in range(0, 2 * ACK_SLOT.size, ACK_SLOT.size):
+            chunk = data[start : start + ACK_SLOT.size]
+            if len(chunk) < ACK_SLOT.size:
+                continue
+            magic, generation, seq, off, crc = ACK_SLOT.unpack(chunk)
+            valid = magic == ACK_MAGIC and zlib.crc32(chunk[:-4]) == crc
+            if valid and (best is None or generation > best[0]):
+                best = (generation, seq, off)
+        if best is not None:
+            self._ack_generation = best[0]
+            return best[1], best[2]
+        aside = f"{path}.torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+        os.replace(path, aside)
+        event("ERROR", "spool_marker_damaged",
+              "the spool's committed-position marker is damaged; moved it aside and replaying "
+              "every spooled record (rows already in the database are skipped, not duplicated)",
+              file=path, moved_to=aside, size_bytes=len(data))  # fmt: skip
+        return 0, 0
 
     def _apply_ack(self, segment: _Segment, ack_off: int) -> None:
         data = _read_file(segment.path)
@@ -275,10 +316,14 @@ class Spool:
             if written != len(data):
                 self._repair_tail(active)
                 raise OSError(f"short write to the spool ({written} of {len(data)} bytes)")
+            start = active.size
             active.size += len(data)
             active.rows += len(batch)
             active.entries += 1
             self._dirty = True
+            self._remember(Entry(active.seq, start, active.size, len(batch), list(batch)))
+            if dropped_files:
+                self._forget(self._segments[0].seq, self._segments[0].acked_offset)
             self._update_metrics()
         for path in dropped_files:
             _unlink(path)
@@ -288,6 +333,21 @@ class Spool:
                   "spool reached SIC_DB_SPOOL_MAX_SIZE: dropped the oldest spooled records",
                   directory=self.directory, dropped_records=dropped_rows,
                   dropped_segments=len(dropped_files), max_size_bytes=self.max_size)  # fmt: skip
+
+    def _remember(self, entry: Entry) -> None:
+        self._cache[(entry.seq, entry.offset)] = entry
+        self._cache_rows += entry.rows
+        while self._cache_rows > self.cache_limit and self._cache:
+            oldest = next(iter(self._cache))  # still on disk: peek() reads it back
+            self._cache_rows -= self._cache.pop(oldest).rows
+
+    def _forget(self, seq: int, offset: int) -> None:
+        """Drop cached entries before position ``(seq, offset)`` (committed or dropped)."""
+        while self._cache:
+            key = next(iter(self._cache))
+            if key >= (seq, offset):
+                break
+            self._cache_rows -= self._cache.pop(key).rows
 
     def _repair_tail(self, active: _Segment) -> None:
         """After a failed/short write, cut the segment back to its last intact entry."""
@@ -313,10 +373,16 @@ class Spool:
         self._dir_dirty = True
 
     # -- the worker thread -------------------------------------------------------------
-    def sync(self) -> None:
-        """fsync what was appended since the last call (and the directory, for new files)."""
+    def sync(self, *, appended: bool = True) -> None:
+        """fsync what was appended since the last call (and the directory, for new files).
+
+        ``appended=False``: only if segments were rotated or created meanwhile (their fds wait
+        here to be fsync'ed and closed); appends to the active segment alone are left.
+        """
         with self._lock:
             if not (self._dirty or self._unsynced or self._dir_dirty) or self._fd is None:
+                return
+            if not appended and not (self._unsynced or self._dir_dirty):
                 return
             fds = self._unsynced
             self._unsynced = []
@@ -339,10 +405,19 @@ class Spool:
         """The oldest uncommitted batches, at least one, up to ``max_rows`` records."""
         with self._lock:
             plan = [(s.seq, s.path, s.acked_offset, s.size) for s in self._segments if s.size]
+            cache = dict(self._cache)
         entries: list[Entry] = []
         rows = 0
         for seq, path, start, size in plan:
+            while start < size and (cached := cache.get((seq, start))) is not None:
+                if entries and rows + cached.rows > max_rows:
+                    return entries
+                entries.append(cached)
+                rows += cached.rows
+                start = cached.end
             if start >= size:
+                if rows >= max_rows:
+                    break
                 continue
             try:
                 with open(path, "rb") as handle:
@@ -393,17 +468,26 @@ class Spool:
             self._segments = keep
             head = keep[0] if keep else None
             ack = (head.seq, head.acked_offset) if head else (last.seq, last.end)
+            self._forget(*ack)
             self._update_metrics()
         self._write_ack(*ack)
         for path in done:
             _unlink(path)
 
     def _write_ack(self, seq: int, offset: int) -> None:
-        path = os.path.join(self.directory, ACK_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="ascii") as handle:
-            handle.write(f"{seq} {offset}\n")
-        os.replace(tmp, path)  # no fsync: a stale marker only replays committed rows again
+        """Record the committed position in the older slot (no fsync: a stale marker only
+        replays committed rows again)."""
+        if self._ack_fd is None:
+            return
+        self._ack_generation += 1
+        generation = self._ack_generation
+        head = ACK_SLOT.pack(ACK_MAGIC, generation, seq, offset, 0)[:-4]
+        slot = head + struct.pack("<I", zlib.crc32(head))
+        try:
+            os.pwrite(self._ack_fd, slot, (generation % 2) * ACK_SLOT.size)
+        except OSError as exc:  # the rows are written; at worst they are replayed again
+            event("WARNING", "spool_marker_failed", "cannot record the committed position",
+                  directory=self.directory, error=str(exc))  # fmt: skip
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -436,6 +520,11 @@ class Spool:
             for fd in [*self._unsynced, *([self._fd] if self._fd is not None else [])]:
                 os.close(fd)
             self._unsynced, self._fd = [], None
+            if self._ack_fd is not None:
+                os.close(self._ack_fd)
+                self._ack_fd = None
+            self._cache.clear()
+            self._cache_rows = 0
             # an empty active segment is not worth keeping
             for segment in list(self._segments):
                 if segment.size == 0 or segment.pending_entries == 0:
@@ -565,6 +654,13 @@ class SpoolWorker(SinkWorker):
         return in_memory == 0 and spooled == 0 and not self._thread.is_alive()
 
     # -- the worker thread -------------------------------------------------------------
+    def _sync_spool(self, *, appended: bool = True) -> None:
+        try:
+            self.spool.sync(appended=appended)
+        except OSError as exc:
+            event("ERROR", "spool_sync_failed", "cannot fsync the spool",
+                  sink=self.name, error=str(exc))  # fmt: skip
+
     def _update_gauges(self) -> None:
         self._metrics.queue_depth.labels(self.name).set(self.pending_batches)
         self._metrics.backlog_records.labels(self.name).set(self.pending_records)
@@ -612,17 +708,17 @@ class SpoolWorker(SinkWorker):
                     self.sink.open()
                     self._opened = True
                 except Exception as exc:  # keep the data, keep probing
+                    self._sync_spool()
                     if self._closing:
                         return
                     self._on_transient(exc)
                 continue
             if self._pending:
                 self._drain_memory()
-            try:
-                self.spool.sync()
-            except OSError as exc:
-                event("ERROR", "spool_sync_failed", "cannot fsync the spool",
-                      sink=self.name, error=str(exc))  # fmt: skip
+            # Group commit: while the destination works, what it commits is durable there, so
+            # the spool is fsync'ed only when a write fails (below) and before every attempt
+            # while it keeps failing -- one fsync per attempt, never in the sampling thread.
+            self._sync_spool(appended=self._failing)
             entries: list[Entry] = []
             memory_batch: Sequence[Record] | None = None
             if self.spool.pending_batches:
@@ -637,6 +733,7 @@ class SpoolWorker(SinkWorker):
                 if batch:
                     self.sink.write(batch)
             except TransientSinkError as exc:
+                self._sync_spool()  # the batch stays in the spool: make it durable
                 if self._closing:
                     return  # the spool keeps it for the next start
                 self._on_transient(exc)

@@ -226,6 +226,38 @@ def _start_local(bindir: str) -> PgServer:
     return server
 
 
+def start_server() -> tuple[PgServer | None, list[str]]:
+    """A server by the rules of the module docstring (2. then 3.), or the reasons for none."""
+    reasons: list[str] = []
+    docker_problem = _docker_reason()
+    if docker_problem is None:
+        try:
+            return _start_docker(), reasons
+        except Exception as exc:
+            reasons.append(f"testcontainers failed ({type(exc).__name__}: {exc})")
+    else:
+        reasons.append(docker_problem)
+    bindir = _local_bin()
+    if bindir is None:
+        reasons.append("no local PostgreSQL server binaries (initdb)")
+        return None, reasons
+    try:
+        return _start_local(bindir), reasons
+    except Exception as exc:
+        reasons.append(f"local cluster failed ({type(exc).__name__}: {exc})")
+    return None, reasons
+
+
+def stop_server(server: PgServer) -> None:
+    if server.kind == "docker":
+        with contextlib.suppress(Exception):
+            server.container.stop()
+    elif server.kind == "local":
+        with contextlib.suppress(Exception):
+            server._pg_ctl("stop", "-m", "immediate", "-w")
+        shutil.rmtree(server.extra["base"], ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgServer]:
     dsn = os.environ.get("SIC_TEST_DSN")
@@ -237,37 +269,13 @@ def pg() -> Iterator[PgServer]:
                        user=str(p.get("user", "")), password=str(p.get("password", "")),
                        dbname=str(p.get("dbname", "")))  # fmt: skip
         return
-    reasons: list[str] = []
-    docker_problem = _docker_reason()
-    server: PgServer | None = None
-    if docker_problem is None:
-        try:
-            server = _start_docker()
-        except Exception as exc:
-            reasons.append(f"testcontainers failed ({type(exc).__name__}: {exc})")
-    else:
-        reasons.append(docker_problem)
-    if server is None:
-        bindir = _local_bin()
-        if bindir is None:
-            reasons.append("no local PostgreSQL server binaries (initdb)")
-        else:
-            try:
-                server = _start_local(bindir)
-            except Exception as exc:
-                reasons.append(f"local cluster failed ({type(exc).__name__}: {exc})")
+    server, reasons = start_server()
     if server is None:
         pytest.skip("no PostgreSQL server: " + "; ".join(reasons))
     try:
         yield server
     finally:
-        if server.kind == "docker":
-            with contextlib.suppress(Exception):
-                server.container.stop()
-        else:
-            with contextlib.suppress(Exception):
-                server._pg_ctl("stop", "-m", "immediate", "-w")
-            shutil.rmtree(server.extra["base"], ignore_errors=True)
+        stop_server(server)
 
 
 @pytest.fixture

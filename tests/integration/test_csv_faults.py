@@ -6,6 +6,9 @@
    line and, retried after the volume grows, lands exactly once.
 3. (root) A tiny tmpfs fills up: CSV writes fail, the collector keeps ticking (the stdout sink
    shows it), and once space is freed the backlog lands in order without a gap.
+4. (root + PostgreSQL) The same with the PostgreSQL sink on: the database keeps receiving while
+   the CSV volume is full (with its spool elsewhere, or on the same full volume), and in the end
+   the CSV files, the database and stdout hold exactly the same tick slots.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import signal
 import subprocess
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from system_info_collector.errors import TransientSinkError
@@ -32,10 +36,12 @@ from system_info_collector.model import Record
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks.csv import CsvSink
 from tests.helpers import EXE, clean_env, poll
+from tests.integration.conftest import PgServer
 from tests.unit.test_csv_sink import Clock, expected, keys, read_directory, settings, tick
 
 pytestmark = pytest.mark.integration
 SLOT = timedelta(milliseconds=100)
+Query = Callable[..., list[tuple[Any, ...]]]
 
 
 class Collector:
@@ -252,3 +258,73 @@ def test_full_filesystem_backlog_lands_in_order(tmp_path: Path, tiny_tmpfs: Path
     assert gaps == skipped, f"{gaps} missing 100ms slots, {skipped} skipped by overruns"
     assert not collector.events("sink_backlog_overflow")
     assert_increasing_per_entity(data)
+
+
+@pytest.mark.parametrize("spool", ["elsewhere", "on the full volume"])
+def test_full_csv_volume_while_the_database_sink_keeps_receiving(
+    tmp_path: Path, tiny_tmpfs: Path, pg_up: PgServer, db_schema: str, query: Query, spool: str
+) -> None:
+    """Issue 3: the CSV volume fills up; sampling goes on, PostgreSQL keeps receiving; after
+    space is freed both hold exactly the same rows: every tick slot once, in order, no gap."""
+    data = tiny_tmpfs / "data"
+    env = {
+        "SIC_SINKS": "csv,stdout,postgres", "SIC_CSV_DIR": str(data), "SIC_CSV_COMPRESS": "none",
+        "SIC_COLLECTORS": "cpu,memory", "SIC_RETRY_INITIAL": "50ms", "SIC_RETRY_MAX_WAIT": "300ms",
+        "SIC_DB_DSN": pg_up.dsn(), "SIC_DB_SCHEMA": db_schema, "SIC_DB_FLUSH_INTERVAL": "100ms",
+    }  # fmt: skip
+    if spool == "elsewhere":
+        env["SIC_DB_SPOOL_DIR"] = str(tmp_path / "spool")
+    else:  # the default <csv dir>/.spool, small segments so committed ones are trimmed often
+        env["SIC_DB_SPOOL_MAX_SIZE"] = "64KB"
+    collector = Collector(tmp_path, "both", **env)
+    ballast = tiny_tmpfs / "ballast"
+    try:
+        poll(lambda: rows_in(data / "memory.csv") >= 5 and db_memory_ts(query, db_schema),
+             timeout=20, what="first rows in the CSV file and the database")  # fmt: skip
+        assert fill(ballast) > 0
+        failed = poll(lambda: [e for e in collector.events("sink_write_failed")
+                               if e["sink"] == "csv"], timeout=30,
+                      what="the CSV sink to report the full disk")  # fmt: skip
+        assert "No space left on device" in failed[0]["error"]
+        csv_rows = rows_in(data / "memory.csv")
+        in_db = len(db_memory_ts(query, db_schema))
+        # the database keeps receiving while the CSV files cannot grow
+        poll(lambda: len(db_memory_ts(query, db_schema)) >= in_db + 15, timeout=20,
+             what="rows reaching PostgreSQL while the CSV volume is full")  # fmt: skip
+        assert rows_in(data / "memory.csv") == csv_rows, "the CSV file grew on a full volume"
+        ballast.unlink()
+        poll(lambda: [e for e in collector.events("sink_recovered") if e["sink"] == "csv"],
+             timeout=20, what="the CSV sink to recover")  # fmt: skip
+        target = collector.stdout_records("memory")[-1]["ts"]
+        poll(lambda: target.encode() in (data / "memory.csv").read_bytes(), timeout=20,
+             what="the CSV backlog to land")  # fmt: skip
+        assert collector.stop() == 0
+    finally:
+        collector.kill()
+        ballast.unlink(missing_ok=True)
+    assert not collector.events("sink_backlog_overflow")
+    assert not collector.events("sink_batch_rejected")
+    for m in ("cpu", "memory"):
+        spec = MEASUREMENTS[m]
+        sampled = [(datetime.fromisoformat(r["ts"]), *(r["tags"][c] for c in spec.entity))
+                   for r in collector.stdout_records(m)]  # fmt: skip
+        in_csv = [(r["ts"], *(r[c] for c in spec.entity)) for r in read_directory(data, m)]
+        order = ", ".join(f'"{c}"' for c in ("ts", *spec.entity))
+        in_pg = [tuple(r) for r in query(f'SELECT {order} FROM "{db_schema}"."{m}" '
+                                         f"ORDER BY {order}")]  # fmt: skip
+        assert in_csv == sampled, f"{m}: the CSV files differ from what was sampled"
+        assert in_pg == sorted(sampled), f"{m}: PostgreSQL differs from what was sampled"
+    slots = [ts for ts, *_ in in_pg]  # memory: one row per tick
+    assert len(slots) == len(set(slots))
+    skipped = sum(e["skipped_slots"] for e in collector.events("tick_overrun"))
+    gaps = sum(round((b - a) / SLOT) - 1 for a, b in itertools.pairwise(slots))
+    assert gaps == skipped, f"{gaps} missing 100ms slots, {skipped} skipped by overruns"
+    if spool == "on the full volume":  # the spool could not be written either: memory took it
+        assert [e for e in collector.events("spool_unavailable") if e["level"] == "ERROR"]
+
+
+def db_memory_ts(query: Query, schema: str) -> list[datetime]:
+    try:
+        return [r[0] for r in query(f'SELECT ts FROM "{schema}".memory ORDER BY ts')]
+    except psycopg.errors.UndefinedTable:
+        return []

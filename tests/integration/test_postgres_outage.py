@@ -7,10 +7,11 @@ after each scenario every sampled record is in the database exactly once.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 Query = Callable[..., list[tuple[Any, ...]]]
 Key = tuple[str, str, str, tuple[str, ...]]
-TICK_RECORDS = 2  # at least: cpu-total and memory per tick
+SLOT = timedelta(milliseconds=100)
 
 
 def stdout_keys(records: list[dict[str, Any]]) -> list[Key]:
@@ -57,8 +58,14 @@ def caught_up(c: Collector, query: Query, schema: str) -> bool:
     return printed <= set(db_keys(query, schema))
 
 
+def ticks_printed(c: Collector) -> int:
+    """Ticks the collector has printed: one memory record per tick."""
+    return sum(1 for line in list(c.stdout) if '"measurement":"memory"' in line)
+
+
 def wait_ticks(c: Collector, ticks: int, timeout: float = 10.0) -> None:
-    c.wait_records(len(c.stdout) + ticks * TICK_RECORDS, timeout=timeout)
+    target = ticks_printed(c) + ticks
+    poll(lambda: ticks_printed(c) >= target, timeout=timeout, what=f"{ticks} more ticks")
 
 
 def assert_exactly_once(reference: list[Key], in_db: list[Key]) -> None:
@@ -70,6 +77,16 @@ def assert_exactly_once(reference: list[Key], in_db: list[Key]) -> None:
         f"{len(missing)} sampled records are not in the database: {sorted(missing)[:5]}"
     )
     assert not extra, f"{len(extra)} rows in the database were never sampled: {sorted(extra)[:5]}"
+
+
+def assert_every_slot_sampled(c: Collector) -> None:
+    """The run sampled every 100 ms slot (bar the ones it reported skipping), each once."""
+    slots = sorted(datetime.fromisoformat(k[1]) for k in stdout_keys(c.records())
+                   if k[0] == "memory")  # fmt: skip
+    assert len(slots) == len(set(slots)) and len(slots) >= 3
+    skipped = sum(e["skipped_slots"] for e in c.events("tick_overrun"))
+    gaps = sum(round((b - a) / SLOT) - 1 for a, b in itertools.pairwise(slots))
+    assert gaps == skipped, f"{gaps} missing 100ms slots, {skipped} skipped by overruns"
 
 
 def test_refused_cut_black_holed_and_restarted_server_lose_nothing(
@@ -114,6 +131,7 @@ def test_refused_cut_black_holed_and_restarted_server_lose_nothing(
     assert c.stop() == 0
     assert c.events("sink_recovered")
     assert_exactly_once(stdout_keys(c.records()), db_keys(query, db_schema))
+    assert_every_slot_sampled(c)
     assert not [e for e in c.events() if e.get("level") == "CRITICAL"]
 
 
@@ -148,6 +166,8 @@ def test_kill_9_during_an_outage_then_restart_loses_nothing(
     in_flight = {k for k in set(in_db) - set(reference) if k[1] > last_printed}
     assert_exactly_once(reference, [k for k in in_db if k not in in_flight])
     assert len({k[1] for k in in_flight}) <= 1
+    assert_every_slot_sampled(first)
+    assert_every_slot_sampled(second)
     leftover = [n for n in os.listdir(spool) if n.endswith(".seg") and
                 os.path.getsize(os.path.join(spool, n))]  # fmt: skip
     assert not leftover, "committed spool segments were not trimmed"
@@ -180,3 +200,4 @@ def test_paused_and_restarted_container(
     poll(lambda: caught_up(c, query, db_schema), timeout=20, what="catch-up after restart")
     assert c.stop() == 0
     assert_exactly_once(stdout_keys(c.records()), db_keys(query, db_schema))
+    assert_every_slot_sampled(c)

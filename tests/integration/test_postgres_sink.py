@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from loguru import logger
 
@@ -19,6 +22,7 @@ from system_info_collector.model import Record
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks.postgres import PostgresSink
 from tests.helpers import clean_env, run_cli
+from tests.integration import conftest
 from tests.integration.conftest import PgServer
 from tests.integration.faultproxy import FaultProxy
 
@@ -133,6 +137,31 @@ def test_writes_are_idempotent_and_application_name_is_set(
     sink.close()
 
 
+def test_every_value_round_trips_exactly_through_the_copy_text_format(
+    pg_up: PgServer, db_schema: str, query: Query, make_sink: MakeSink
+) -> None:
+    awkward = 'tab\there, new\nline, cr\r, back\\slash \\N, "quoted", é, 😀'
+    floats = [0.1, 1e-300, 1.7976931348623157e308, -0.0, 123456789.123456789, 5e-324]
+    cpu_fields = {f.name: floats[i % len(floats)] for i, f in enumerate(MEASUREMENTS["cpu"].fields)}
+    disk_fields: dict[str, float | int] = {f.name: 2**63 - 1 if f.sql_type == "bigint" else 0.5
+                                           for f in MEASUREMENTS["disk"].fields}  # fmt: skip
+    ts = T0 + timedelta(microseconds=123457)
+    batch = [
+        Record("cpu", ts, "h\\1", {"cpu": awkward, "note": awkward, "k\\": "v\t"}, cpu_fields),
+        Record("disk", ts, "h1", {"mountpoint": "/mnt/" + awkward, "device": "sda",
+                                  "fstype": "ext4"}, disk_fields),
+    ]  # fmt: skip
+    sink, _ = make_sink(pg_up.dsn(), db_schema)
+    sink.write(batch)
+    [row] = query(f'SELECT * FROM "{db_schema}".cpu')
+    assert row[:3] == (ts, "h\\1", awkward)
+    assert list(row[3:-1]) == [cpu_fields[f.name] for f in MEASUREMENTS["cpu"].fields]
+    assert row[-1] == {"note": awkward, "k\\": "v\t"}
+    [drow] = query(f'SELECT mountpoint, device, fstype FROM "{db_schema}".disk')
+    assert drow == ("/mnt/" + awkward, "sda", "ext4")
+    assert query(f'SELECT total_bytes FROM "{db_schema}".disk') == [(2**63 - 1,)]
+
+
 def test_rejected_rows_are_bisected_out_to_the_dead_letter_file(
     pg_up: PgServer,
     db_schema: str,
@@ -141,13 +170,23 @@ def test_rejected_rows_are_bisected_out_to_the_dead_letter_file(
     events: list[dict[str, Any]],
 ) -> None:
     sink, metrics = make_sink(pg_up.dsn(), db_schema)
+    # a dead-letter file left by a crash: one complete line, then one torn mid-line
+    earlier = '{"measurement":"memory","error":"22003: earlier"}\n'
+    Path(sink.dead_letter_path).parent.mkdir(parents=True)
+    Path(sink.dead_letter_path).write_text(earlier + '{"measurement":"mem')
     batch = [mem(i) for i in range(16)] + [disk(i) for i in range(4)]
     batch[5] = mem(5, total=2**70)  # bigint out of range: the server rejects this row only
     batch[11] = mem(11, total=2**65)
     sink.write(batch)
     assert count(query, db_schema, "memory") == 14
     assert count(query, db_schema, "disk") == 4
-    lines = [json.loads(x) for x in Path(sink.dead_letter_path).read_text().splitlines()]
+    text = Path(sink.dead_letter_path).read_text()
+    assert text.startswith(earlier)
+    lines = [json.loads(x) for x in text.splitlines()[1:]]  # every line parses
+    [aside] = Path(sink.dead_letter_path).parent.glob("dead-letter.jsonl.torn-*")
+    assert aside.read_text() == '{"measurement":"mem'
+    torn = [e for e in events if e.get("event") == "dead_letter_torn_tail"]
+    assert len(torn) == 1 and torn[0]["level"] == "ERROR"
     assert sorted(x["ts"] for x in lines) == [(T0 + timedelta(seconds=s)).isoformat()
                                                for s in (5, 11)]  # fmt: skip
     assert all(x["error"].startswith("22003") for x in lines), lines
@@ -195,6 +234,12 @@ def test_check_command_reports_the_server_and_the_spool(
     assert "not-it-123" not in bad.stdout + bad.stderr
     missing = run_cli("check", env={**env, "SIC_DB_DSN": pg_up.dsn(dbname="no_such_db")})
     assert missing.returncode == 1 and 'database "no_such_db" does not exist' in missing.stdout
+    assert pg_up.password not in missing.stdout + missing.stderr
+    uri = f"postgresql://{pg_up.user}:wrong-uri-pw-5@{pg_up.host}:{pg_up.port}/{pg_up.dbname}"
+    bad_uri = run_cli("check", env={**env, "SIC_DB_DSN": uri})
+    assert bad_uri.returncode == 1 and "password authentication failed" in bad_uri.stdout
+    assert "wrong-uri-pw-5" not in bad_uri.stdout + bad_uri.stderr
+    assert "Traceback" not in bad.stderr + missing.stderr + bad_uri.stderr
 
 
 def test_a_black_holed_server_times_out_instead_of_hanging(
@@ -215,3 +260,42 @@ def test_a_black_holed_server_times_out_instead_of_hanging(
     proxy.heal()
     sink.write([mem(1)])
     assert count(query, db_schema, "memory") == 2
+
+
+def test_without_docker_the_server_is_a_local_cluster_run_unprivileged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fixture's fallback, for real: no Docker engine reachable -> initdb/pg_ctl."""
+    if conftest._local_bin() is None:
+        pytest.skip("no local PostgreSQL server binaries (initdb) on this machine")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    server, reasons = conftest.start_server()
+    assert server is not None, reasons
+    try:
+        assert server.kind == "local"
+        assert reasons and "no Docker engine at /nonexistent/docker.sock" in reasons[0]
+        with Path(server.datadir, "postmaster.pid").open() as pidfile:
+            postmaster = int(pidfile.readline())
+        uid = int(Path(f"/proc/{postmaster}/status").read_text().split("Uid:")[1].split()[0])
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the fixture drops to nobody
+            assert uid == pwd.getpwnam("nobody").pw_uid
+        with psycopg.connect(server.dsn(), connect_timeout=5) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (server.user,)
+        server.stop()  # the outage tests stop and start it
+        assert not server.running()
+        server.start()
+        with psycopg.connect(server.dsn(), connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        conftest.stop_server(server)
+    assert not Path(server.extra["base"]).exists()
+
+
+def test_a_dsn_that_is_only_a_password_never_shows_it(tmp_path: Path) -> None:
+    """libpq quotes an unparsable conninfo back in its error; check must not print it."""
+    env = clean_env(SIC_DB_DSN="hunter2secret", SIC_SINKS="postgres",
+                    SIC_DB_SPOOL_DIR=str(tmp_path / "spool"))  # fmt: skip
+    result = run_cli("check", env=env)
+    assert result.returncode == 1
+    assert "FAIL  sink postgres" in result.stdout
+    assert "hunter2secret" not in result.stdout + result.stderr

@@ -26,6 +26,7 @@ import contextlib
 import json
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from system_info_collector import __version__
@@ -108,6 +109,22 @@ def read_password(settings: PostgresSettings) -> str | None:
         return None
     with open(settings.password_file, encoding="utf-8") as handle:
         return handle.read().rstrip("\r\n")
+
+
+def dsn_secrets(settings: PostgresSettings, password: str | None) -> list[str]:
+    """Literal strings no message may show: the password (file or DSN), or, when the DSN does
+    not even parse (libpq then quotes pieces of it back), the whole DSN."""
+    secrets = [password] if password else []
+    try:
+        from_dsn = conninfo_to_dict(settings.dsn or "").get("password")
+    except psycopg.Error:
+        if settings.dsn:
+            secrets.append(settings.dsn)
+            secrets.extend(part for part in settings.dsn.split() if len(part) >= 4)
+    else:
+        if from_dsn:
+            secrets.append(str(from_dsn))
+    return secrets
 
 
 def connect_kwargs(settings: PostgresSettings, password: str | None) -> dict[str, Any]:
@@ -315,21 +332,169 @@ def create_stages(conn: psycopg.Connection[Any], schema: str) -> None:
         )
 
 
-def row_statements(
-    conn: psycopg.Connection[Any], schema: str, m: Measurement
-) -> tuple[bytes, bytes]:
-    """The COPY and INSERT statements of :func:`copy_rows`, rendered once (they never change)."""
-    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(stage_ident(m), columns_sql(m))
-    return copy.as_bytes(conn), insert_sql(schema, m).as_bytes(conn)
+# The live sink stages every measurement of a batch in ONE temporary table, so that a batch is
+# one COPY whatever it holds: a column ``m`` (the measurement's index in MEASUREMENTS), then the
+# columns of every measurement, each prefixed ``<measurement>.`` and typed as in its table. A
+# row fills its own measurement's columns; the others stay NULL. Per measurement, ``INSERT …
+# SELECT <its columns> FROM sic_stage WHERE m = <index> ON CONFLICT DO NOTHING`` moves the rows.
+WIDE_STAGE = "sic_stage"
+_ORDER = tuple(MEASUREMENTS)
 
 
-def copy_rows(
-    conn: psycopg.Connection[Any], copy_sql: bytes, rows: Sequence[Sequence[object]]
-) -> None:
-    """COPY rows into a measurement's stage (the caller holds the transaction, then inserts)."""
-    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
-        for row in rows:
-            copy.write_row(row)
+def column_types(m: Measurement) -> list[tuple[str, str]]:
+    """``(column, SQL type)`` of a measurement's table, in :attr:`Measurement.columns` order."""
+    types = {f.name: f.sql_type for f in m.fields}
+    out = [("ts", "timestamptz"), ("host", "text")]
+    out += [(c, "text") for c in m.label_columns]
+    out += [(f, types[f]) for f in m.columns if f in types]
+    out.append(("tags", "jsonb"))
+    assert [c for c, _ in out] == list(m.columns)
+    return out
+
+
+def create_wide_stage(conn: psycopg.Connection[Any]) -> None:
+    """The per-connection staging table of :class:`PostgresSink` (emptied at every commit)."""
+    cols: list[sql.Composable] = [sql.SQL("m smallint NOT NULL")]
+    for m in MEASUREMENTS.values():
+        cols += [
+            sql.SQL("{} {}").format(sql.Identifier(f"{m.name}.{c}"), sql.SQL(t))
+            for c, t in column_types(m)
+        ]
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
+            sql.Identifier(WIDE_STAGE), sql.SQL(", ").join(cols)
+        )
+    )
+
+
+def wide_copy_sql() -> sql.Composed:
+    return sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(WIDE_STAGE))
+
+
+def wide_insert_sql(schema: str, m: Measurement) -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {} ({}) SELECT {} FROM {} WHERE m = {} ON CONFLICT ({}) DO NOTHING"
+    ).format(
+        table_ident(schema, m),
+        columns_sql(m),
+        sql.SQL(", ").join(sql.Identifier(f"{m.name}.{c}") for c in m.columns),
+        sql.Identifier(WIDE_STAGE),
+        sql.Literal(_ORDER.index(m.name)),
+        sql.SQL(", ").join(sql.Identifier(c) for c in m.primary_key),
+    )
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def copy_text(value: object) -> str:
+    """One value in ``COPY … FROM STDIN`` text format (the common types first: it is hot)."""
+    kind = type(value)
+    if kind is float:
+        return repr(value)
+    if kind is str:
+        text: str = value  # type: ignore[assignment]
+        if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+            return text.translate(_COPY_ESCAPES)
+        return text
+    if value is None:
+        return "\\N"
+    if kind is int:
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(float(value))
+    if isinstance(value, str):
+        return copy_text(str(value))
+    return str(value)
+
+
+class RowShaper:
+    """Records as rows of the wide stage in COPY text format: ``m``, NULLs, their columns."""
+
+    def __init__(self) -> None:
+        widths = [len(MEASUREMENTS[name].columns) for name in _ORDER]
+        total = sum(widths)
+        self._parts: dict[str, tuple[str, str]] = {}
+        offset = 0
+        for index, (name, width) in enumerate(zip(_ORDER, widths, strict=True)):
+            before = f"{index}\t" + "\\N\t" * offset
+            after = "\t\\N" * (total - offset - width) + "\n"
+            self._parts[name] = (before, after)
+            offset += width
+
+    def text(self, name: str, records: Sequence[Record]) -> str:
+        before, after = self._parts[name]
+        row = MEASUREMENTS[name].row
+        return "".join([before + "\t".join(map(copy_text, row(r))) + after for r in records])
+
+
+# -- one batch, two round trips ----------------------------------------------------------
+COPY_CHUNK = 1 << 18
+
+
+def _wait(fd: int, events: int) -> None:
+    """Block (GIL released) until the socket is ready; the watchdog's shutdown wakes it."""
+    poller = select.poll()
+    poller.register(fd, events)
+    while not poller.poll():
+        pass
+
+
+def _result(pgconn: Any, fd: int) -> Any:
+    """The next result of the running query (None: the query is done)."""
+    while pgconn.is_busy():
+        _wait(fd, select.POLLIN)
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
+def _flush(pgconn: Any, fd: int) -> None:
+    while pgconn.flush():
+        _wait(fd, select.POLLIN | select.POLLOUT)
+        pgconn.consume_input()
+
+
+def copy_batch(conn: psycopg.Connection[Any], query: bytes, data: bytes) -> None:
+    """Run ``query`` -- ``COPY … FROM STDIN`` then other statements, sent as one simple query,
+    so the server runs them as ONE (implicit) transaction -- streaming ``data`` into the COPY.
+
+    Two round trips (the query; the data), where psycopg's ``BEGIN``, ``cursor.copy()``,
+    ``execute()``, ``COMMIT`` take four. Raises the server's error (the transaction is then
+    rolled back and the connection is ready for the next query); on any other failure the
+    connection is closed (its protocol state is unknown).
+    """
+    pgconn = conn.pgconn
+    error: Any = None
+    try:
+        fd = pgconn.socket
+        pgconn.send_query(query)
+        _flush(pgconn, fd)
+        result = _result(pgconn, fd)
+        if result is not None and result.status == pq.ExecStatus.COPY_IN:
+            view = memoryview(data)
+            for start in range(0, len(view), COPY_CHUNK):
+                while not pgconn.put_copy_data(view[start : start + COPY_CHUNK]):
+                    _wait(fd, select.POLLOUT)
+            while not pgconn.put_copy_end(None):
+                _wait(fd, select.POLLOUT)
+            _flush(pgconn, fd)
+            result = _result(pgconn, fd)
+        while result is not None:
+            if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
+                error = result
+            elif result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+                raise psycopg.OperationalError(f"unexpected result {result.status!r}")
+            result = _result(pgconn, fd)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.close()
+        raise
+    if error is not None:
+        raise psycopg.errors.error_from_result(error, encoding=conn.info.encoding)
 
 
 def copy_csv(
@@ -354,6 +519,46 @@ def copy_csv(
             return max(cur.rowcount, 0)
         cur.execute(insert_sql(schema, m))
         return max(cur.rowcount, 0)
+
+
+# -- the dead-letter file -----------------------------------------------------------------
+def append_line(path: str, line: bytes) -> None:
+    """Append one complete line (fsync'ed). A torn last line left by a crash or a failed
+    write is first set aside to ``<path>.torn-<time>`` with an ERROR log, so the new line
+    never glues onto it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            keep = _last_newline(fd, size) + 1
+            aside = f"{path}.torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+            with open(aside, "wb") as out:
+                out.write(os.pread(fd, size - keep, keep))
+                out.flush()
+                os.fsync(out.fileno())
+            os.ftruncate(fd, keep)
+            event("ERROR", "dead_letter_torn_tail",
+                  "the dead-letter file ends in an incomplete line; moved it aside",
+                  file=path, kept_bytes=keep, damaged_bytes=size - keep,
+                  moved_to=aside)  # fmt: skip
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_newline(fd: int, size: int, window: int = 64 * 1024) -> int:
+    """Offset of the last ``\\n`` before ``size``, or -1."""
+    end = size
+    while end > 0:
+        start = max(0, end - window)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        end = start
+    return -1
 
 
 # -- the sink -----------------------------------------------------------------------------
@@ -382,7 +587,8 @@ class PostgresSink:
         self._watchdog = Watchdog()
         self._last_problem: str | None = None
         self._secrets: list[str] = []
-        self._statements: dict[str, tuple[bytes, bytes]] = {}
+        self._statements: dict[tuple[str, ...], bytes] = {}  # COPY + INSERTs per key set
+        self._shaper = RowShaper()
 
     # -- Sink ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -422,7 +628,7 @@ class PostgresSink:
             password = read_password(self.settings)
         except OSError as exc:
             return [CheckResult("sink postgres", False, f"SIC_DB_PASSWORD_FILE: {exc}")]
-        secrets = [password] if password else []
+        secrets = dsn_secrets(self.settings, password)
         try:
             with connect(self.settings, password) as conn:
                 version = conn.info.server_version
@@ -462,7 +668,7 @@ class PostgresSink:
         except OSError as exc:
             self._problem(CONFIG, f"cannot read SIC_DB_PASSWORD_FILE: {exc}")
             raise TransientSinkError(f"cannot read the password file: {exc}") from exc
-        self._secrets = [password] if password else []
+        self._secrets = dsn_secrets(self.settings, password)
         self._watchdog.fired = False
         try:
             conn = connect(self.settings, password)
@@ -475,7 +681,7 @@ class PostgresSink:
                     self._schema_ready = True
                     event("INFO", "postgres_schema_ready", summary, sink=self.name,
                           target=describe(conn))  # fmt: skip
-                create_stages(conn, self.settings.schema)
+                create_wide_stage(conn)
         except psycopg.Error as exc:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -487,18 +693,18 @@ class PostgresSink:
         return self.settings.statement_timeout + WATCHDOG_GRACE
 
     def _write_groups(self, conn: psycopg.Connection[Any], groups: dict[str, list[Record]]) -> None:
-        schema = self.settings.schema
-        guard = self._watchdog.guard(self._deadline(), lambda: abort_socket(conn))
-        with guard, conn.transaction():
-            inserts: list[bytes] = []
-            for name, records in groups.items():
-                m = MEASUREMENTS[name]
-                statements = self._statements.get(name)
-                if statements is None:
-                    statements = self._statements[name] = row_statements(conn, schema, m)
-                copy_rows(conn, statements[0], [m.row(r) for r in records])
-                inserts.append(statements[1])
-            conn.execute(b"; ".join(inserts))  # one round trip for every table
+        """One transaction, two round trips: ``COPY`` every record of the batch into the wide
+        stage, then ``INSERT … ON CONFLICT DO NOTHING`` into each table (:func:`copy_batch`)."""
+        key = tuple(groups)
+        query = self._statements.get(key)
+        if query is None:
+            schema = self.settings.schema
+            parts = [wide_copy_sql(), *(wide_insert_sql(schema, MEASUREMENTS[n]) for n in key)]
+            query = self._statements[key] = b"; ".join(p.as_bytes(conn) for p in parts)
+        shaper = self._shaper
+        data = "".join(shaper.text(name, records) for name, records in groups.items()).encode()
+        with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+            copy_batch(conn, query, data)
 
     def _bisect(self, name: str, records: list[Record]) -> None:
         """Write ``records`` in halves until the rows the server rejects are isolated."""
@@ -559,10 +765,7 @@ class PostgresSink:
             default=str,
         )
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
-        with open(self.dead_letter_path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_line(self.dead_letter_path, (line + "\n").encode())
         self._metrics.dead_lettered.inc()
         event("ERROR", "postgres_row_rejected",
               "PostgreSQL rejected a row; wrote it to the dead-letter file",
