@@ -8,9 +8,11 @@ into a failure, so the integration suite can never silently disappear.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
+from loguru import logger
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -25,3 +27,17 @@ def pytest_runtest_makereport(
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"integration test skipped under CI=true (not allowed): {reason}"
+
+
+@pytest.fixture
+def events() -> Iterator[list[dict[str, Any]]]:
+    """Every structured log event emitted during the test (its fields plus ``level``)."""
+    seen: list[dict[str, Any]] = []
+    handler = logger.add(
+        lambda m: seen.append(
+            {**m.record["extra"], "level": m.record["level"].name, "msg": m.record["message"]}
+        ),
+        level="DEBUG",
+    )
+    yield seen
+    logger.remove(handler)

@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from loguru import logger
 
 from system_info_collector.config import PostgresSettings, RetrySettings
 from system_info_collector.errors import TransientSinkError
@@ -48,19 +47,6 @@ def disk(i: int) -> Record:
     fields: dict[str, float | int] = {f.name: 2 for f in MEASUREMENTS["disk"].fields}
     tags = {"mountpoint": "/", "device": "vda1", "fstype": "ext4"}
     return Record("disk", T0 + timedelta(seconds=i), "h1", tags, fields)
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    handler = logger.add(
-        lambda m: seen.append(
-            {**m.record["extra"], "level": m.record["level"].name, "msg": m.record["message"]}
-        ),
-        level="DEBUG",
-    )
-    yield seen
-    logger.remove(handler)
 
 
 @pytest.fixture

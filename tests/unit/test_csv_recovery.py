@@ -6,12 +6,10 @@ the next rows follow on a fresh line, and there is never a second header.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from loguru import logger
 
 from system_info_collector.metrics import Metrics
 from system_info_collector.schema import MEASUREMENTS
@@ -28,16 +26,6 @@ from tests.unit.test_csv_sink import (
 )
 
 MEM = ("memory",)
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    handler = logger.add(lambda m: seen.append({**m.record["extra"],
-                                                "level": m.record["level"].name}),
-                         level="DEBUG")  # fmt: skip
-    yield seen
-    logger.remove(handler)
 
 
 def run_once(directory: Path, *batches: list[Any], **overrides: object) -> CsvSink:

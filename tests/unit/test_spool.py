@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from loguru import logger
 
 from system_info_collector.config import RetrySettings
 from system_info_collector.errors import TransientSinkError
@@ -40,16 +39,6 @@ def batch(i: int, n: int = 3) -> list[Record]:
 
 def ticks(entries: Sequence[Any]) -> list[int]:
     return [int((e.records[0].ts - T0).total_seconds()) for e in entries]
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    handler = logger.add(lambda m: seen.append({**m.record["extra"],
-                                                "level": m.record["level"].name}),
-                         level="DEBUG")  # fmt: skip
-    yield seen
-    logger.remove(handler)
 
 
 def open_spool(path: Path, max_size: int = 1 << 20, **kw: Any) -> tuple[Spool, Metrics]:
