@@ -303,6 +303,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append(
             f"SIC_HTTP_LISTEN={http.listen!r}: expected [host]:port, e.g. :9808 or 127.0.0.1:9808"
         )
+    if csv_dir.lower().endswith((".csv", ".csv.gz")) and not os.path.isdir(csv_dir):
+        problems.append(
+            f"SIC_CSV_DIR={csv_dir!r}: looks like a file name, but it is the directory the CSV "
+            "files go in (one file per measurement, e.g. --csv ./metrics)"
+        )
     if password_file and not os.path.isfile(password_file):
         problems.append(f"SIC_DB_PASSWORD_FILE={password_file!r}: not a readable file")
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from system_info_collector.config import load_settings
@@ -114,3 +116,12 @@ def test_out_of_range_values_are_clear_errors(variable: str, value: str, expecte
         load_settings({variable: value})
     (problem,) = info.value.problems
     assert problem.startswith(f"{variable}=") and expected in problem
+
+
+def test_a_csv_file_name_where_a_directory_belongs_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="looks like a file name"):
+        load_settings({"SIC_CSV_DIR": str(tmp_path / "metrics.csv")})
+    (tmp_path / "odd.csv").mkdir()  # an existing directory with that name is fine
+    assert load_settings({"SIC_CSV_DIR": str(tmp_path / "odd.csv")}).csv.directory.endswith(
+        "odd.csv"
+    )

@@ -136,9 +136,10 @@ def test_host_metrics_come_from_the_last_tick() -> None:
         # CPU shares need clock ticks to pass between two readings of /proc/stat
         def tick_with_cpu() -> list[Record] | None:
             records = tick(agent)
-            return records if any(r.measurement == "cpu" for r in records) else None
+            has_total = any(r.tags.get("cpu") == "cpu-total" for r in records)
+            return records if has_total else None
 
-        records = poll(tick_with_cpu, what="a tick with CPU records")
+        records = poll(tick_with_cpu, what="a tick with a cpu-total record")
         metrics = scrape(server)
     memory = next(r for r in records if r.measurement == "memory")
     [available] = metrics["sic_memory_available_bytes"]
