@@ -15,6 +15,7 @@ from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import Provider
 from system_info_collector.scheduler import Tick, Ticker
+from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks import Sink
 from system_info_collector.validate import validate
 from system_info_collector.worker import SinkWorker
@@ -63,6 +64,22 @@ def _make_worker(sink: Sink, settings: Settings, metrics: Metrics) -> SinkWorker
         backlog_limit=getattr(sink, "backlog_limit", DEFAULT_BACKLOG_RECORDS),
         metrics=metrics,
     )
+
+
+def merge_latest(
+    latest: dict[str, list[Record]], records: Sequence[Record]
+) -> dict[str, list[Record]]:
+    """The newest record of every entity: ``records`` replace those with the same measurement
+    and entity labels; entities this tick did not report (a CPU whose counters did not move, a
+    collector that runs less often) keep their previous record until it goes stale."""
+    merged = {name: {_entity(r): r for r in recs} for name, recs in latest.items()}
+    for record in records:
+        merged.setdefault(record.measurement, {})[_entity(record)] = record
+    return {name: list(by_entity.values()) for name, by_entity in merged.items()}
+
+
+def _entity(record: Record) -> tuple[str, ...]:
+    return tuple(record.tags.get(k, "") for k in MEASUREMENTS[record.measurement].entity)
 
 
 class Agent:
@@ -172,12 +189,7 @@ class Agent:
             worker.submit(accepted)
         self.last_records = accepted
         if accepted:
-            latest = dict(self.latest)
-            fresh: dict[str, list[Record]] = {}
-            for record in accepted:
-                fresh.setdefault(record.measurement, []).append(record)
-            latest.update(fresh)
-            self.latest = latest
+            self.latest = merge_latest(self.latest, accepted)
         self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.metrics.last_tick.set(time.time())

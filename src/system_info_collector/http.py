@@ -92,8 +92,9 @@ class HostMetricsCollector:
         fresh = {}
         for name, recs in latest.items():
             limit = STALE_TICKS * self._agent.settings.collector_interval(name)
-            if recs and now - recs[0].ts.timestamp() <= limit:
-                fresh[name] = recs
+            alive = [r for r in recs if now - r.ts.timestamp() <= limit]
+            if alive:
+                fresh[name] = alive
         return fresh
 
     def collect(self) -> Iterator[Metric]:
@@ -104,7 +105,7 @@ class HostMetricsCollector:
             labels=["measurement"],
         )
         for name, records in latest.items():
-            stamp.add_metric([name], records[0].ts.timestamp())
+            stamp.add_metric([name], max(r.ts for r in records).timestamp())
         yield stamp
         for name, measurement in MEASUREMENTS.items():
             if name in latest:

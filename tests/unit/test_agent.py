@@ -8,10 +8,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from system_info_collector.agent import Agent, resolve_hostname
+from system_info_collector.agent import Agent, merge_latest, resolve_hostname
 from system_info_collector.config import load_settings
 from system_info_collector.metrics import Metrics
-from system_info_collector.model import Sample
+from system_info_collector.model import Record, Sample
 from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
 from system_info_collector.sinks.stdout import StdoutSink
@@ -127,3 +127,13 @@ def test_an_overrunning_tick_is_counted_and_its_missed_slots_skipped() -> None:
     assert value("sic_tick_overruns_total") == 1
     assert value("sic_ticks_skipped_total") >= 2  # 250 ms of work: the next two slots are gone
     assert value("sic_ticks_total") == 6
+
+
+def test_latest_keeps_entities_a_tick_did_not_report() -> None:
+    t0, t1 = datetime.fromtimestamp(1_000, UTC), datetime.fromtimestamp(1_001, UTC)
+    cpu = {"user_percent": 1.0}
+    first = [Record("cpu", t0, "h", {"cpu": name}, cpu) for name in ("cpu-total", "cpu0")]
+    second = [Record("cpu", t1, "h", {"cpu": "cpu0"}, cpu)]  # cpu-total did not move
+    latest = merge_latest(merge_latest({}, first), second)
+    by_cpu = {r.tags["cpu"]: r.ts for r in latest["cpu"]}
+    assert by_cpu == {"cpu-total": t0, "cpu0": t1}
