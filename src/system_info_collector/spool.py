@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from system_info_collector.config import RetrySettings
+from system_info_collector.durable import fsync_dir, set_aside_tail, torn_path
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -237,7 +238,7 @@ class Spool:
         if best is not None:
             self._ack_generation = best[0]
             return best[1], best[2]
-        aside = f"{path}.torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+        aside = torn_path(path, time.time())
         os.replace(path, aside)
         event("ERROR", "spool_marker_damaged",
               "the spool's committed-position marker is damaged; moved it aside and replaying "
@@ -261,13 +262,11 @@ class Spool:
         data = _read_file(path)
         entries, good = scan(data)
         if good < len(data):
-            aside = f"{path}.torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-            with open(aside, "wb") as handle:
-                handle.write(data[good:])
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.truncate(path, good)
-            _fsync_path(path)
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                aside = set_aside_tail(fd, path, good, len(data), time.time())
+            finally:
+                os.close(fd)
             event("ERROR", "spool_torn_tail",
                   "spool segment ends in a damaged record; kept the intact records and moved "
                   "the damaged tail aside", segment=path,
@@ -397,7 +396,7 @@ class Spool:
                     os.close(fd)
             os.fsync(active)
             if dir_dirty:
-                _fsync_path(self.directory, directory=True)
+                fsync_dir(self.directory)
         finally:
             os.close(active)
 
@@ -540,14 +539,6 @@ def _read_file(path: str) -> bytes:
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _fsync_path(path: str, *, directory: bool = False) -> None:
-    fd = os.open(path, (os.O_RDONLY | os.O_DIRECTORY) if directory else os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- the worker --------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from system_info_collector.config import CsvSettings
+from system_info_collector.durable import fsync_dir
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -35,7 +36,7 @@ from system_info_collector.model import Record
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks import CheckResult
 from system_info_collector.sinks.csv_recovery import scan
-from system_info_collector.sinks.csv_rotation import Maintainer, fsync_dir, rotated_path
+from system_info_collector.sinks.csv_rotation import Maintainer, rotated_path
 
 MIN_FREE_BYTES = 1 << 20  # `check` fails below this much free space
 

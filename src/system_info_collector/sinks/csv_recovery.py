@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from system_info_collector.durable import set_aside_tail
 from system_info_collector.logging import event
-from system_info_collector.sinks.csv_rotation import torn_path
 
 WINDOW = 64 * 1024
 
@@ -89,30 +89,8 @@ def _find_newline(fd: int, start: int, end: int) -> int:
     return -1
 
 
-def _set_aside(fd: int, path: str, start: int, end: int, now: float) -> str:
-    """Copy bytes ``[start, end)`` of ``fd`` to a new ``<path>.torn-<now>`` file (fsync'ed)."""
-    target = torn_path(path, now)
-    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        pos = start
-        while pos < end:
-            chunk = os.pread(fd, min(WINDOW, end - pos), pos)
-            if not chunk:
-                break
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(out, view) :]
-            pos += len(chunk)
-        os.fsync(out)
-    finally:
-        os.close(out)
-    return target
-
-
 def _cut(fd: int, path: str, keep: int, size: int, now: float, what: str) -> None:
-    target = _set_aside(fd, path, keep, size, now)
-    os.ftruncate(fd, keep)
-    os.fsync(fd)
+    target = set_aside_tail(fd, path, keep, size, now)
     event("ERROR", "csv_torn_tail_repaired", f"{what}: set the damaged bytes aside",
           file=path, kept_bytes=keep, removed_bytes=size - keep, set_aside=target)  # fmt: skip
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from system_info_collector.durable import fsync_dir
 from system_info_collector.logging import event
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -80,23 +81,6 @@ def rotated_path(directory: str, measurement: str, first: datetime, last: dateti
         seq += 1
         candidate = f"{base}_{seq:03d}"
     return candidate + ".csv"
-
-
-def torn_path(path: str, now: float) -> str:
-    base = f"{path}.torn-{int(now)}"
-    candidate, seq = base, 1
-    while os.path.lexists(candidate):
-        seq += 1
-        candidate = f"{base}-{seq}"
-    return candidate
-
-
-def fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Stopped(Exception):

@@ -40,6 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from system_info_collector import __version__
 from system_info_collector.config import PostgresSettings, RetrySettings
+from system_info_collector.durable import set_aside_tail
 from system_info_collector.errors import TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -531,12 +532,7 @@ def append_line(path: str, line: bytes) -> None:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             keep = _last_newline(fd, size) + 1
-            aside = f"{path}.torn-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
-            with open(aside, "wb") as out:
-                out.write(os.pread(fd, size - keep, keep))
-                out.flush()
-                os.fsync(out.fileno())
-            os.ftruncate(fd, keep)
+            aside = set_aside_tail(fd, path, keep, size, time.time())
             event("ERROR", "dead_letter_torn_tail",
                   "the dead-letter file ends in an incomplete line; moved it aside",
                   file=path, kept_bytes=keep, damaged_bytes=size - keep,

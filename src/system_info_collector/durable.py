@@ -1,0 +1,56 @@
+"""Durable-file helpers shared by every writer: fsync of a directory, and setting a damaged
+file tail aside.
+
+A kill -9 or a power cut can tear any file we write at any byte. Each reader that repairs one
+at start (the CSV files, the spool's segments, the dead-letter file) keeps the intact part and
+moves the damaged bytes to ``<path>.torn-<unix-ts>`` with :func:`set_aside_tail`, so nothing is
+silently thrown away and the same file never grows a second damaged region.
+"""
+
+from __future__ import annotations
+
+import os
+
+_WINDOW = 64 * 1024
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def torn_path(path: str, now: float) -> str:
+    """A new ``<path>.torn-<unix-ts>`` (``-2``, ``-3``… when that second is taken)."""
+    base = f"{path}.torn-{int(now)}"
+    candidate, seq = base, 1
+    while os.path.lexists(candidate):
+        seq += 1
+        candidate = f"{base}-{seq}"
+    return candidate
+
+
+def set_aside_tail(fd: int, path: str, keep: int, size: int, now: float) -> str:
+    """Copy bytes ``[keep, size)`` of ``fd`` (the file ``path``, open read-write) to a new
+    :func:`torn_path` file, fsync it, then cut ``fd`` back to ``keep`` bytes and fsync it.
+    Returns the set-aside file's path."""
+    target = torn_path(path, now)
+    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        pos = keep
+        while pos < size:
+            chunk = os.pread(fd, min(_WINDOW, size - pos), pos)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]
+            pos += len(chunk)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    os.ftruncate(fd, keep)
+    os.fsync(fd)
+    return target
