@@ -22,8 +22,8 @@ from system_info_collector.logging import event
 from system_info_collector.model import Sample
 from system_info_collector.providers._read import ProcFile
 
-# Filesystems whose statvfs can block on a network or a userspace daemon: measured in the
-# thread pool with a deadline. Local filesystems answer from memory and are measured inline.
+# Filesystems whose statvfs can block on a network or a userspace daemon: measured in a daemon
+# thread with a deadline. Local filesystems answer from memory and are measured inline.
 REMOTE_FSTYPES = re.compile(
     r"^(nfs4?|cifs|smb3?|smbfs|ceph|glusterfs|9p|afs|lustre|gpfs|beegfs|virtiofs|fuse(\..*)?)$"
 )
@@ -160,13 +160,13 @@ class DiskProvider:
         mounts = self.mounts()
         futures: dict[str, Future[os.statvfs_result]] = {}
         for mount in mounts:
+            path = self._paths.root_path(mount.mountpoint)
             if not REMOTE_FSTYPES.match(mount.fstype):
-                futures[mount.mountpoint] = _inline_statvfs(self._paths.root_path(mount.mountpoint))
+                futures[mount.mountpoint] = _inline_statvfs(path)
                 continue
             pending = self._pending.get(mount.mountpoint)
             if pending is not None and not pending.done():
                 continue  # still hung from an earlier tick: do not pile up calls
-            path = self._paths.root_path(mount.mountpoint)
             futures[mount.mountpoint] = _background_statvfs(path)
         if futures:
             wait([f for f in futures.values() if not f.done()], timeout=self._timeout)
