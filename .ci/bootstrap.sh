@@ -354,6 +354,41 @@ step_postgres_image() {
 }
 
 # ---------------------------------------------------------------------------
+# d0. Debian packages the integration tests and benchmarks start themselves
+# ---------------------------------------------------------------------------
+# pgbouncer (fleet path), prometheus + promtool (scrape, rules, remote-write receiver),
+# prometheus-node-exporter (the peer on /metrics), victoria-metrics (second remote-write
+# receiver), collectd-core (benchmark peer). Only the binaries are used: no service is
+# started by the packages (policy-rc.d denies it where present; we never rely on it).
+DEBIAN_TOOLS=(
+    "pgbouncer:/usr/sbin/pgbouncer"
+    "prometheus:/usr/bin/prometheus"
+    "prometheus-node-exporter:/usr/bin/prometheus-node-exporter"
+    "victoria-metrics:/usr/bin/victoria-metrics"
+    "collectd-core:/usr/sbin/collectd"
+)
+step_debian_tools() {
+    step_begin "debian packages"
+    local missing=() entry
+    for entry in "${DEBIAN_TOOLS[@]}"; do
+        [ -x "${entry#*:}" ] || missing+=("${entry%%:*}")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_install "${missing[@]}"
+        # Packages that start their service on install: stop it, the tests start their own.
+        local svc
+        for svc in pgbouncer prometheus prometheus-node-exporter victoria-metrics collectd; do
+            if pidof "$svc" >/dev/null 2>&1; then
+                $SUDO service "$svc" stop >&2 2>&1 || $SUDO pkill -x "$svc" || true
+            fi
+        done
+    else
+        log "all present: ${DEBIAN_TOOLS[*]%%:*}"
+    fi
+    step_end
+}
+
+# ---------------------------------------------------------------------------
 # d. helm and kubectl
 # ---------------------------------------------------------------------------
 step_tools() {
@@ -424,6 +459,7 @@ T0=$(date +%s.%N)
 step_docker
 step_base_image
 step_postgres_image
+step_debian_tools
 step_tools
 step_env
 log "all done in $(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"

@@ -1,6 +1,6 @@
 """The container image, built from the Dockerfile and run the way users run it.
 
-Built once per module (tag ``system-info-collector:test``; ``--network host`` so pip reaches the
+Built once per module (tag ``system-info-collector:test-<checkout hash>``; ``--network host`` so pip reaches the
 package index; the base from ``SIC_TEST_BASE_IMAGE``, else ``local/debian-python:bookworm`` when
 that image exists, else the Dockerfile's default). ``SIC_TEST_IMAGE=NAME`` tests an image built
 elsewhere instead (the image workflow's smoke test). Every container runs with a read-only root
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import hashlib
 import os
 import shutil
 import subprocess
@@ -29,7 +30,8 @@ from tests.integration.conftest import PgServer
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-TAG = "system-info-collector:test"
+# One tag per checkout, so two clones testing at once never run each other's image.
+TAG = "system-info-collector:test-" + hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
 LOCAL_BASE = "local/debian-python:bookworm"
 UID = 10001
 MEASUREMENTS = ("cpu", "memory", "disk", "diskio")
