@@ -25,7 +25,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from system_info_collector.schema import CPU
+from system_info_collector.schema import MEASUREMENTS
+
+CPU = MEASUREMENTS["cpu"]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

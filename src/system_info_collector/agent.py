@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from system_info_collector.collect import Failures, collect, prime
 from system_info_collector.config import Settings
-from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -17,7 +17,6 @@ from system_info_collector.providers import Provider
 from system_info_collector.scheduler import Tick, Ticker
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks import Sink
-from system_info_collector.validate import validate
 from system_info_collector.worker import SinkWorker
 
 DEFAULT_BACKLOG_RECORDS = 100_000  # for sinks that do not declare their own ``backlog_limit``
@@ -105,7 +104,7 @@ class Agent:
             p.name: max(1, round(settings.collector_interval(p.name) / settings.interval))
             for p in self.providers
         }
-        self._failing: set[str] = set()
+        self._failures = Failures()
         self.last_records: list[Record] = []
         # The newest records of each measurement, also of collectors that did not run this tick
         # (replaced as a whole each tick, so readers on other threads see a consistent dict).
@@ -113,11 +112,7 @@ class Agent:
         self.last_tick_monotonic: float | None = None
 
     def start(self) -> None:
-        for provider in self.providers:
-            try:
-                provider.prime()
-            except ProviderError as exc:
-                self._provider_failed(provider.name, exc)
+        prime(self.providers, self._failures, self.metrics)
         for worker in self.workers:
             worker.start()
 
@@ -139,52 +134,10 @@ class Agent:
     def tick(self, tick: Tick) -> list[Record]:
         started = time.perf_counter()
         self.metrics.tick_lateness.observe(tick.lateness)
-        records: list[Record] = []
-        static = self.settings.tags
-        for provider in self.providers:
-            if tick.slot % self._every[provider.name]:
-                continue
-            try:
-                samples = provider.collect()
-            except ProviderError as exc:
-                self._provider_failed(provider.name, exc)
-                continue
-            except Exception as exc:
-                self._provider_failed(provider.name, exc)
-                continue
-            failed_parts = getattr(provider, "failed_parts", 0)
-            if failed_parts:
-                self.metrics.collector_partial_errors.labels(provider.name).inc(failed_parts)
-            if provider.name in self._failing:
-                self._failing.discard(provider.name)
-                event(
-                    "INFO", "collector_recovered", "collector works again", collector=provider.name
-                )
-            name = provider.name
-            records.extend(
-                Record(
-                    name, tick.ts, self.host, {**static, **s.tags} if static else s.tags, s.fields
-                )
-                for s in samples
-            )
-        accepted, rejected = validate(records)
-        for rejection in rejected:
-            self.metrics.records_dropped.labels(rejection.record.measurement, rejection.rule).inc()
-            event(
-                "WARNING",
-                "record_rejected",
-                "invalid record dropped",
-                measurement=rejection.record.measurement,
-                field=rejection.field,
-                value=rejection.value,
-                rule=rejection.rule,
-                tags=dict(rejection.record.tags),
-            )
-        counts: dict[str, int] = {}
-        for record in accepted:
-            counts[record.measurement] = counts.get(record.measurement, 0) + 1
-        for measurement, count in counts.items():
-            self.metrics.records_collected.labels(measurement).inc(count)
+        due = [p for p in self.providers if not tick.slot % self._every[p.name]]
+        accepted = collect(
+            due, tick.ts, self.host, self.settings.tags, self._failures, self.metrics
+        ).accepted
         for worker in self._submit_order:
             worker.submit(accepted)
         self.last_records = accepted
@@ -224,15 +177,3 @@ class Agent:
             skipped_slots=skipped,
             overrun_seconds=round(late, 6),
         )
-
-    def _provider_failed(self, name: str, exc: Exception) -> None:
-        self.metrics.collector_errors.labels(name).inc()
-        if name not in self._failing:
-            self._failing.add(name)
-            event(
-                "ERROR",
-                "collector_failed",
-                "collector failed; retrying next tick",
-                collector=name,
-                error=f"{type(exc).__name__}: {exc}",
-            )

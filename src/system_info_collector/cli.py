@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from system_info_collector import __version__
 from system_info_collector.config import Settings, load_settings
-from system_info_collector.errors import ConfigError, ProviderError
+from system_info_collector.errors import ConfigError
 from system_info_collector.logging import configure, event
 
 if TYPE_CHECKING:
@@ -255,52 +255,23 @@ def cmd_health(settings: Settings) -> int:
 
 def cmd_once(settings: Settings) -> int:
     from system_info_collector.agent import resolve_hostname
-    from system_info_collector.model import Record
+    from system_info_collector.collect import Failures, collect, prime
     from system_info_collector.providers import build_providers
     from system_info_collector.sinks.stdout import record_json
-    from system_info_collector.validate import validate
 
     host = resolve_hostname(settings)
     providers = build_providers(settings)
-    failed = False
-    for provider in providers:
-        with contextlib.suppress(ProviderError):  # reported by collect() below
-            provider.prime()
-    time.sleep(ONCE_CPU_WINDOW)
-    ts = datetime.fromtimestamp(round(time.time(), 3), UTC)
-    records: list[Record] = []
-    for provider in providers:
-        try:
-            samples = provider.collect()
-        except ProviderError as exc:
-            failed = True
-            event(
-                "ERROR",
-                "collector_failed",
-                "collector failed",
-                collector=provider.name,
-                error=str(exc),
-            )
-            continue
-        finally:
+    try:
+        prime(providers)  # a failure here is reported by collect() below
+        time.sleep(ONCE_CPU_WINDOW)
+        ts = datetime.fromtimestamp(round(time.time(), 3), UTC)
+        result = collect(providers, ts, host, settings.tags, Failures("collector failed"))
+    finally:
+        for provider in providers:
             provider.close()
-        records.extend(
-            Record(provider.name, ts, host, {**settings.tags, **s.tags}, s.fields) for s in samples
-        )
-    accepted, rejected = validate(records)
-    for r in rejected:
-        event(
-            "WARNING",
-            "record_rejected",
-            "invalid record dropped",
-            measurement=r.record.measurement,
-            field=r.field,
-            value=r.value,
-            rule=r.rule,
-        )
-    sys.stdout.write("".join(record_json(r) + "\n" for r in accepted))
+    sys.stdout.write("".join(record_json(r) + "\n" for r in result.accepted))
     sys.stdout.flush()
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if result.failed else EXIT_OK
 
 
 def cmd_replay(settings: Settings, paths: Sequence[str]) -> int:

@@ -17,27 +17,17 @@ import environs
 
 from system_info_collector.errors import ConfigError
 from system_info_collector.hostpaths import HostPaths
+from system_info_collector.providers import COLLECTORS
 from system_info_collector.redact import redact_dsn
+from system_info_collector.schema import RESERVED_TAGS
 from system_info_collector.units import parse_duration, parse_size
 
 PREFIX = "SIC_"
-KNOWN_COLLECTORS = ("cpu", "memory", "disk", "diskio")
+KNOWN_COLLECTORS = tuple(COLLECTORS)
+DEFAULT_COLLECTORS = tuple(name for name, c in COLLECTORS.items() if not c.optional)
 KNOWN_SINKS = ("stdout", "csv", "postgres")
 MIN_INTERVAL = 0.1
 SECRET_VARIABLES = frozenset({"SIC_DB_DSN"})
-
-# node_exporter's defaults (collector/filesystem_linux.go, diskstats_linux.go).
-DEFAULT_MOUNTPOINTS_EXCLUDE = (
-    r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
-)
-DEFAULT_FSTYPES_EXCLUDE = (
-    r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|"
-    r"iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|"
-    r"erofs|sysfs|tracefs|tmpfs|ramfs|efivarfs|fuse\.lxcfs|fuse\.gvfsd-fuse|nfsd|shm)$"
-)
-DEFAULT_DISKIO_DEVICES_EXCLUDE = (
-    r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p|md\d+p|dm-\d+p|sr)\d+$"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +73,13 @@ class HttpSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     interval: float = 1.0
-    collectors: tuple[str, ...] = KNOWN_COLLECTORS
+    collectors: tuple[str, ...] = DEFAULT_COLLECTORS
     collector_intervals: Mapping[str, float] = field(default_factory=dict)
     host_paths: HostPaths = field(default_factory=HostPaths)
-    disk_mountpoints_exclude: re.Pattern[str] = re.compile(DEFAULT_MOUNTPOINTS_EXCLUDE)
-    disk_fstypes_exclude: re.Pattern[str] = re.compile(DEFAULT_FSTYPES_EXCLUDE)
-    diskio_devices_exclude: re.Pattern[str] = re.compile(DEFAULT_DISKIO_DEVICES_EXCLUDE)
-    disk_timeout: float = 0.5
+    # Each collector's own settings (its declared ``settings`` dataclass), by collector name.
+    collector_settings: Mapping[str, Any] = field(
+        default_factory=lambda: {name: c.settings() for name, c in COLLECTORS.items()}
+    )
     hostname: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
@@ -103,6 +93,10 @@ class Settings:
 
     def collector_interval(self, name: str) -> float:
         return self.collector_intervals.get(name, self.interval)
+
+    def collector(self, name: str) -> Any:
+        """The settings of collector ``name`` (e.g. a ``DiskSettings``)."""
+        return self.collector_settings[name]
 
 
 class _Env(environs.Env):
@@ -175,6 +169,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "names": _names,
         "file_mode": _file_mode,
         "positive_int": _positive_int,
+        "positive_duration": _positive_duration,
     }.items():
         env.add_parser(name, _expect(parse))
     e: Any = env  # environs' dynamic parser methods are not typed
@@ -190,7 +185,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return value
 
     interval = e.duration("SIC_INTERVAL", "1s")
-    collectors = e.names("SIC_COLLECTORS", ",".join(KNOWN_COLLECTORS))
+    collectors = e.names("SIC_COLLECTORS", ",".join(DEFAULT_COLLECTORS))
     # Unset: the base interval (and an invalid SIC_INTERVAL is reported once, not per collector).
     per_collector = {
         c: e.duration(f"SIC_{c.upper()}_INTERVAL", None)
@@ -200,10 +195,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     proc = get("SIC_HOST_PROC") or get("HOST_PROC") or "/proc"
     sys_ = get("SIC_HOST_SYS") or get("HOST_SYS") or "/sys"
     root = get("SIC_HOST_ROOT") or get("HOST_ROOT") or "/"
-    mount_ex = e.regex("SIC_DISK_MOUNTPOINTS_EXCLUDE", DEFAULT_MOUNTPOINTS_EXCLUDE)
-    fstype_ex = e.regex("SIC_DISK_FSTYPES_EXCLUDE", DEFAULT_FSTYPES_EXCLUDE)
-    diskio_ex = e.regex("SIC_DISKIO_DEVICES_EXCLUDE", DEFAULT_DISKIO_DEVICES_EXCLUDE)
-    disk_timeout = e.duration("SIC_DISK_TIMEOUT", "500ms")
+    # Each collector's declared options (SIC_<NAME>_*), read whether or not it is enabled.
+    options = {
+        name: {o.attribute: getattr(e, o.parse)(o.variable, o.default) for o in c.options}
+        for name, c in COLLECTORS.items()
+    }
     hostname = (get("SIC_HOSTNAME") or get("NODE_NAME") or "").strip() or None
     tags = e.labels("SIC_TAGS", "")
     log_level = choice(
@@ -260,8 +256,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{key}={given!r}: {text}")
 
     # Cross-field rules, checked only where the values themselves parsed.
-    if disk_timeout is not None and disk_timeout <= 0:
-        problems.append(f"SIC_DISK_TIMEOUT={get('SIC_DISK_TIMEOUT')!r}: must be more than 0")
     if interval is not None and interval < MIN_INTERVAL:
         problems.append(f"SIC_INTERVAL={get('SIC_INTERVAL')!r}: must be at least 100ms")
     for c in collectors or ():
@@ -290,8 +284,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 f"SIC_SINKS={get('SIC_SINKS')!r}: unknown sink {s!r} "
                 f"(expected some of {', '.join(KNOWN_SINKS)})"
             )
-    reserved = {"ts", "host", "tags", "cpu", "mountpoint", "device", "fstype"}
-    for key in sorted(set(tags or {}) & reserved):
+    for key in sorted(set(tags or {}) & RESERVED_TAGS):
         problems.append(f"SIC_TAGS={get('SIC_TAGS')!r}: {key!r} is a column name; pick another")
     if sinks and "postgres" in sinks and not dsn:
         problems.append("SIC_SINKS includes postgres but SIC_DB_DSN is not set")
@@ -319,10 +312,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         collectors=collectors,
         collector_intervals=intervals,
         host_paths=HostPaths(proc=proc, sys=sys_, root=root),
-        disk_mountpoints_exclude=mount_ex,
-        disk_fstypes_exclude=fstype_ex,
-        diskio_devices_exclude=diskio_ex,
-        disk_timeout=disk_timeout,
+        collector_settings={
+            name: COLLECTORS[name].settings(**values) for name, values in options.items()
+        },
         hostname=hostname,
         tags=tags,
         log_level=log_level,
@@ -344,6 +336,13 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise ValueError(f"{value!r} must be at least 1")
     return number
+
+
+def _positive_duration(value: str) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be more than 0")
+    return seconds
 
 
 def _parse_listen(listen: str) -> tuple[str, int] | None:

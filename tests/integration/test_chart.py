@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from system_info_collector.config import load_settings
+from system_info_collector.providers import COLLECTORS
 
 pytestmark = pytest.mark.integration
 
@@ -83,14 +84,14 @@ def collector(manifests: str) -> dict[str, Any]:
 
 
 def sic_variables_read_by_config() -> set[str]:
+    """The variables config.py names literally, plus every collector's declared ones."""
     source = CONFIG_SOURCE.read_text(encoding="utf-8")
     names = set(re.findall(r'"(SIC_[A-Z_]+)"', source))
     per_collector = re.search(r'f"SIC_\{c\.upper\(\)\}_INTERVAL"', source)
     assert per_collector, "config.py no longer builds SIC_<COLLECTOR>_INTERVAL: update this test"
-    collectors = re.search(r"KNOWN_COLLECTORS = \(([^)]*)\)", source)
-    assert collectors
-    for name in re.findall(r'"(\w+)"', collectors.group(1)):
+    for name, c in COLLECTORS.items():
         names.add(f"SIC_{name.upper()}_INTERVAL")
+        names.update(o.variable for o in c.options)
     return names - {"SIC_"}
 
 

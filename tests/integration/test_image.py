@@ -1,18 +1,18 @@
 """The container image, built from the Dockerfile and run the way users run it.
 
-Built once per module (tag ``system-info-collector:test-<checkout hash>``; ``--network host`` so pip reaches the
-package index; the base from ``SIC_TEST_BASE_IMAGE``, else ``local/debian-python:bookworm`` when
-that image exists, else the Dockerfile's default). ``SIC_TEST_IMAGE=NAME`` tests an image built
-elsewhere instead (the image workflow's smoke test). Every container runs with a read-only root
-filesystem, all capabilities dropped, as UID 10001, with ``/proc`` and ``/`` of this machine
-mounted read-only -- the README's ``docker run`` line.
+Built once per module (tag ``system-info-collector:test-<checkout hash>``; ``--network host`` so
+pip reaches the package index; the base from ``SIC_TEST_BASE_IMAGE``, else
+``local/debian-python:bookworm`` when that image exists, else the Dockerfile's default).
+``SIC_TEST_IMAGE=NAME`` tests an image built elsewhere instead (the image workflow's smoke test).
+Every container runs with a read-only root filesystem, all capabilities dropped, as UID 10001, with
+``/proc`` and ``/`` of this machine mounted read-only -- the README's ``docker run`` line.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from system_info_collector import __version__
+from system_info_collector.config import DEFAULT_COLLECTORS
 from tests.helpers import poll
 from tests.integration.conftest import PgServer
 
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG = "system-info-collector:test-" + hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
 LOCAL_BASE = "local/debian-python:bookworm"
 UID = 10001
-MEASUREMENTS = ("cpu", "memory", "disk", "diskio")
+MEASUREMENTS = DEFAULT_COLLECTORS  # what `once` prints with the default SIC_COLLECTORS
 # Passed on to the build when set to a network location (host-local paths mean nothing there).
 PIP_BUILD_ARGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 PROXY_BUILD_ARGS = (

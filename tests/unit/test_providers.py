@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from system_info_collector.config import (
-    DEFAULT_DISKIO_DEVICES_EXCLUDE,
-    DEFAULT_FSTYPES_EXCLUDE,
-    DEFAULT_MOUNTPOINTS_EXCLUDE,
-)
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.providers.cpu import CpuProvider, parse_stat, shares
-from system_info_collector.providers.disk import DiskProvider, parse_mountinfo, select_mounts
-from system_info_collector.providers.diskio import DiskIOProvider
+from system_info_collector.providers.disk import (
+    DEFAULT_FSTYPES_EXCLUDE,
+    DEFAULT_MOUNTPOINTS_EXCLUDE,
+    DiskProvider,
+    parse_mountinfo,
+    select_mounts,
+)
+from system_info_collector.providers.diskio import DEFAULT_DEVICES_EXCLUDE, DiskIOProvider
 from system_info_collector.providers.memory import MemoryProvider
 from tests.helpers import PROC_FIXTURES
 
@@ -34,7 +35,7 @@ def test_cpu_shares_from_counter_deltas(tmp_path: Path) -> None:
     proc = proc_tree(tmp_path, "basic")
     cpu = CpuProvider(HostPaths(proc=str(proc)))
     cpu.prime()
-    shutil.copy(PROC_FIXTURES / "basic-later" / "stat", proc / "stat")
+    shutil.copy(PROC_FIXTURES / "basic" / "later" / "stat", proc / "stat")
     samples = {s.tags["cpu"]: s.fields for s in cpu.collect()}
     assert set(samples) == {"cpu-total", "cpu0", "cpu1"}
     total = samples["cpu-total"]  # deltas: user 100, system 50, idle 300 -> total 450
@@ -133,11 +134,11 @@ def test_diskio_counters_and_rates(tmp_path: Path) -> None:
     now = [100.0]
     diskio = DiskIOProvider(
         HostPaths(proc=str(proc)),
-        devices_exclude=re.compile(DEFAULT_DISKIO_DEVICES_EXCLUDE),
+        devices_exclude=re.compile(DEFAULT_DEVICES_EXCLUDE),
         clock=lambda: now[0],
     )
     diskio.prime()
-    shutil.copy(PROC_FIXTURES / "basic-later" / "diskstats", proc / "diskstats")
+    shutil.copy(PROC_FIXTURES / "basic" / "later" / "diskstats", proc / "diskstats")
     now[0] = 102.0
     samples = {s.tags["device"]: s.fields for s in diskio.collect()}
     # partitions (vda1, nvme0n1p1) and loop devices are excluded; nvme0n1's counters went

@@ -1,66 +1,34 @@
-"""Providers read one measurement from the host. One module each; registered in a literal dict."""
+"""The collector registry: one line per collector, in the order records are written.
+
+Each collector module declares itself once (``COLLECTOR``: measurement, settings, rules,
+provider factory, host check; see :mod:`system_info_collector.collector`). Adding a collector is
+a module, one line here and a fixture scenario under ``tests/fixtures/proc/``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Protocol
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from system_info_collector.config import Settings
-from system_info_collector.model import Sample
+from system_info_collector.collector import Clock, Collector, Provider
+from system_info_collector.providers import cpu, disk, diskio, memory
 
+if TYPE_CHECKING:
+    from system_info_collector.config import Settings
 
-class Provider(Protocol):
-    """One measurement. A provider may also keep ``failed_parts``: how many parts of its last
-    ``collect()`` failed while the rest was collected (counted by the agent)."""
+__all__ = ["COLLECTORS", "Provider", "build_providers"]
 
-    name: str
-
-    def prime(self) -> None:
-        """Take the first reading of counters that need two (no-op for gauges)."""
-
-    def collect(self) -> Iterable[Sample]:
-        """One reading; raises :class:`~system_info_collector.errors.ProviderError`."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def _cpu(settings: Settings) -> Provider:
-    from system_info_collector.providers.cpu import CpuProvider
-
-    return CpuProvider(settings.host_paths)
-
-
-def _memory(settings: Settings) -> Provider:
-    from system_info_collector.providers.memory import MemoryProvider
-
-    return MemoryProvider(settings.host_paths)
-
-
-def _disk(settings: Settings) -> Provider:
-    from system_info_collector.providers.disk import DiskProvider
-
-    return DiskProvider(
-        settings.host_paths,
-        mountpoints_exclude=settings.disk_mountpoints_exclude,
-        fstypes_exclude=settings.disk_fstypes_exclude,
-        timeout=settings.disk_timeout,
-    )
-
-
-def _diskio(settings: Settings) -> Provider:
-    from system_info_collector.providers.diskio import DiskIOProvider
-
-    return DiskIOProvider(settings.host_paths, devices_exclude=settings.diskio_devices_exclude)
-
-
-REGISTRY: dict[str, Callable[[Settings], Provider]] = {
-    "cpu": _cpu,
-    "memory": _memory,
-    "disk": _disk,
-    "diskio": _diskio,
+COLLECTORS: Mapping[str, Collector[Any]] = {
+    "cpu": cpu.COLLECTOR,
+    "memory": memory.COLLECTOR,
+    "disk": disk.COLLECTOR,
+    "diskio": diskio.COLLECTOR,
 }
 
 
-def build_providers(settings: Settings) -> list[Provider]:
-    return [REGISTRY[name](settings) for name in settings.collectors]
+def build_providers(settings: Settings, clock: Clock = time.monotonic) -> list[Provider]:
+    return [
+        COLLECTORS[name].build(settings.host_paths, settings.collector(name), clock)
+        for name in settings.collectors
+    ]

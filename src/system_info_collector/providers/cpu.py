@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from system_info_collector.collector import (
+    Collector,
+    Measurement,
+    NoSettings,
+    Problem,
+    Rules,
+    percent,
+)
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
-from system_info_collector.model import Sample
-from system_info_collector.providers._read import ProcFile
+from system_info_collector.model import FieldValue, Sample
+from system_info_collector.providers._read import ProcFile, read_text
 
 # Column order of the cpu lines in /proc/stat (proc(5)); guest/guest_nice are already counted
 # in user/nice, so they are not part of the total.
@@ -22,6 +32,27 @@ _COLUMNS = (
     "guest_nice",
 )
 _TOTAL_COLUMNS = 8
+CPU_STATES = _COLUMNS[:_TOTAL_COLUMNS]
+CPU_GUEST_STATES = _COLUMNS[_TOTAL_COLUMNS:]
+CPU_SUM_TOLERANCE = 0.5  # percent points
+
+MEASUREMENT = Measurement(
+    name="cpu",
+    entity=("cpu",),
+    labels=(),
+    fields=(
+        *(
+            percent(f"{s}_percent", f"share of time in {s} since the previous reading")
+            for s in CPU_STATES
+        ),
+        *(
+            percent(f"{s}_percent", f"share of time running a {s} (already part of user/nice)")
+            for s in CPU_GUEST_STATES
+        ),
+        percent("usage_percent", "100 - idle - iowait"),
+    ),
+    help="per-CPU and total (cpu=cpu-total) time shares from <proc>/stat",
+)
 
 
 def parse_stat(text: str, path: str = "stat") -> dict[str, tuple[int, ...]]:
@@ -85,3 +116,28 @@ class CpuProvider:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _states_sum_to_100(fields: Mapping[str, FieldValue]) -> Problem | None:
+    total = sum(fields[f"{s}_percent"] for s in CPU_STATES)
+    if abs(total - 100.0) > CPU_SUM_TOLERANCE:
+        return "user_percent..steal_percent", total, "cpu_states_sum_100"
+    return None
+
+
+def _probe(paths: HostPaths, settings: NoSettings) -> str:
+    path = paths.proc_path("stat")
+    cpus = parse_stat(read_text(path), path)
+    return f"{path} readable, {len(cpus) - 1} CPUs"
+
+
+COLLECTOR = Collector(
+    measurement=MEASUREMENT,
+    settings=NoSettings,
+    factory=lambda paths, settings, clock: CpuProvider(paths),
+    probe=("proc stat", _probe),
+    rules=Rules(
+        not_above=(("guest_percent", "user_percent"), ("guest_nice_percent", "nice_percent")),
+        check=_states_sum_to_100,
+    ),
+)

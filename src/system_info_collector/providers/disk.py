@@ -13,14 +13,90 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
+from system_info_collector.collector import (
+    Collector,
+    Measurement,
+    Option,
+    Problem,
+    Rules,
+    byte_count,
+    count,
+    percent,
+)
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.logging import event
-from system_info_collector.model import Sample
-from system_info_collector.providers._read import ProcFile
+from system_info_collector.model import FieldValue, Sample
+from system_info_collector.providers._read import ProcFile, read_text
+
+# node_exporter's defaults (collector/filesystem_linux.go), plus tmpfs, ramfs, erofs, efivarfs…
+DEFAULT_MOUNTPOINTS_EXCLUDE = (
+    r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+)
+DEFAULT_FSTYPES_EXCLUDE = (
+    r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|"
+    r"iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|"
+    r"erofs|sysfs|tracefs|tmpfs|ramfs|efivarfs|fuse\.lxcfs|fuse\.gvfsd-fuse|nfsd|shm)$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSettings:
+    mountpoints_exclude: re.Pattern[str] = re.compile(DEFAULT_MOUNTPOINTS_EXCLUDE)
+    fstypes_exclude: re.Pattern[str] = re.compile(DEFAULT_FSTYPES_EXCLUDE)
+    timeout: float = 0.5
+
+
+OPTIONS = (
+    Option(
+        "SIC_DISK_MOUNTPOINTS_EXCLUDE",
+        "mountpoints_exclude",
+        "regex",
+        DEFAULT_MOUNTPOINTS_EXCLUDE,
+        "regex of mount points to skip",
+        default_doc="node_exporter's: `" + DEFAULT_MOUNTPOINTS_EXCLUDE.replace("|", "\\|") + "`",
+    ),
+    Option(
+        "SIC_DISK_FSTYPES_EXCLUDE",
+        "fstypes_exclude",
+        "regex",
+        DEFAULT_FSTYPES_EXCLUDE,
+        "regex of filesystem types to skip",
+        default_doc="pseudo/virtual filesystems (node_exporter's list plus `tmpfs`, `ramfs`, "
+        "`erofs`, `efivarfs`, …)",
+    ),
+    Option(
+        "SIC_DISK_TIMEOUT",
+        "timeout",
+        "positive_duration",
+        "500ms",
+        "deadline (> 0) for `statvfs` of network and FUSE filesystems in one tick; a mount that "
+        "does not answer (dead NFS) is skipped until its call returns. Local filesystems are "
+        "measured inline",
+    ),
+)
+
+MEASUREMENT = Measurement(
+    name="disk",
+    entity=("mountpoint",),
+    labels=("device", "fstype"),
+    fields=(
+        byte_count("total_bytes", "f_blocks * f_frsize"),
+        byte_count("used_bytes", "(f_blocks - f_bfree) * f_frsize, as df"),
+        byte_count("free_bytes", "f_bfree * f_frsize (includes blocks reserved for root)"),
+        byte_count("available_bytes", "f_bavail * f_frsize (what unprivileged users can use)"),
+        percent("used_percent", "used / (used + available), as df's Use% before rounding up"),
+        count("inodes_total", "f_files"),
+        count("inodes_used", "f_files - f_ffree"),
+        count("inodes_free", "f_ffree"),
+        percent("inodes_used_percent", "inodes used / inodes total (0 if the fs has none)"),
+    ),
+    help="filesystem usage of the host's mounts (statvfs of <root>/<mountpoint>)",
+)
 
 # Filesystems whose statvfs can block on a network or a userspace daemon: measured in a daemon
 # thread with a deadline. Local filesystems answer from memory and are measured inline.
@@ -103,23 +179,28 @@ def usage_fields(st: os.statvfs_result) -> dict[str, float | int]:
     }
 
 
-def _statvfs_into(future: Future[os.statvfs_result], path: str) -> None:
+Statvfs = Callable[[str], os.statvfs_result]
+
+
+def _statvfs_into(future: Future[os.statvfs_result], path: str, statvfs: Statvfs) -> None:
     try:
-        future.set_result(os.statvfs(path))
+        future.set_result(statvfs(path))
     except OSError as exc:
         future.set_exception(exc)
 
 
-def _inline_statvfs(path: str) -> Future[os.statvfs_result]:
+def _inline_statvfs(path: str, statvfs: Statvfs) -> Future[os.statvfs_result]:
     future: Future[os.statvfs_result] = Future()
-    _statvfs_into(future, path)
+    _statvfs_into(future, path, statvfs)
     return future
 
 
-def _background_statvfs(path: str) -> Future[os.statvfs_result]:
+def _background_statvfs(path: str, statvfs: Statvfs) -> Future[os.statvfs_result]:
     """``statvfs(path)`` in a daemon thread: a call that never returns cannot block the exit."""
     future: Future[os.statvfs_result] = Future()
-    threading.Thread(target=_statvfs_into, args=(future, path), name="statvfs", daemon=True).start()
+    threading.Thread(
+        target=_statvfs_into, args=(future, path, statvfs), name="statvfs", daemon=True
+    ).start()
     return future
 
 
@@ -133,6 +214,7 @@ class DiskProvider:
         mountpoints_exclude: re.Pattern[str],
         fstypes_exclude: re.Pattern[str],
         timeout: float = 0.5,
+        statvfs: Statvfs = os.statvfs,
     ) -> None:
         self._paths = paths
         self._mountinfo = paths.proc_path("1", "mountinfo")
@@ -141,6 +223,7 @@ class DiskProvider:
         self._mountpoints_exclude = mountpoints_exclude
         self._fstypes_exclude = fstypes_exclude
         self._timeout = timeout
+        self._statvfs = statvfs
         self._pending: dict[str, Future[os.statvfs_result]] = {}
         self._failing: set[str] = set()
         self.failed_parts = 0  # mounts the last collect() could not measure
@@ -162,12 +245,12 @@ class DiskProvider:
         for mount in mounts:
             path = self._paths.root_path(mount.mountpoint)
             if not REMOTE_FSTYPES.match(mount.fstype):
-                futures[mount.mountpoint] = _inline_statvfs(path)
+                futures[mount.mountpoint] = _inline_statvfs(path, self._statvfs)
                 continue
             pending = self._pending.get(mount.mountpoint)
             if pending is not None and not pending.done():
                 continue  # still hung from an earlier tick: do not pile up calls
-            futures[mount.mountpoint] = _background_statvfs(path)
+            futures[mount.mountpoint] = _background_statvfs(path, self._statvfs)
         if futures:
             wait([f for f in futures.values() if not f.done()], timeout=self._timeout)
         samples = []
@@ -218,3 +301,41 @@ class DiskProvider:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _consistent(fields: Mapping[str, FieldValue]) -> Problem | None:
+    if fields["used_bytes"] + fields["free_bytes"] != fields["total_bytes"]:
+        return "used_bytes", fields["used_bytes"], "used_plus_free_total"
+    return None
+
+
+def _probe(paths: HostPaths, settings: DiskSettings) -> str:
+    path = paths.proc_path("1", "mountinfo")
+    table = parse_mountinfo(read_text(path), path)
+    kept = select_mounts(table, settings.mountpoints_exclude, settings.fstypes_exclude)
+    names = ", ".join(m.mountpoint for m in kept[:8])
+    return f"{path} readable, {len(table)} mounts, {len(kept)} after filters ({names})"
+
+
+COLLECTOR = Collector(
+    measurement=MEASUREMENT,
+    settings=DiskSettings,
+    factory=lambda paths, settings, clock: DiskProvider(
+        paths,
+        mountpoints_exclude=settings.mountpoints_exclude,
+        fstypes_exclude=settings.fstypes_exclude,
+        timeout=settings.timeout,
+    ),
+    probe=("mount table", _probe),
+    options=OPTIONS,
+    rules=Rules(
+        not_above=(
+            ("used_bytes", "total_bytes"),
+            ("free_bytes", "total_bytes"),
+            ("available_bytes", "free_bytes"),
+            ("inodes_used", "inodes_total"),
+            ("inodes_free", "inodes_total"),
+        ),
+        check=_consistent,
+    ),
+)

@@ -5,14 +5,67 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
+from system_info_collector.collector import (
+    Collector,
+    Measurement,
+    Option,
+    byte_count,
+    count,
+    percent,
+    rate,
+    seconds,
+)
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import Sample
-from system_info_collector.providers._read import ProcFile
+from system_info_collector.providers._read import ProcFile, read_text
 
 SECTOR_BYTES = 512  # diskstats counts 512-byte sectors whatever the device's sector size
+
+# node_exporter's (collector/diskstats_linux.go): partitions, loop, ram, zram, floppy, optical.
+DEFAULT_DEVICES_EXCLUDE = (
+    r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p|mmcblk\d+p|md\d+p|dm-\d+p|sr)\d+$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskIOSettings:
+    devices_exclude: re.Pattern[str] = re.compile(DEFAULT_DEVICES_EXCLUDE)
+
+
+OPTIONS = (
+    Option(
+        "SIC_DISKIO_DEVICES_EXCLUDE",
+        "devices_exclude",
+        "regex",
+        DEFAULT_DEVICES_EXCLUDE,
+        "regex of block devices to skip (partitions, loop, ram, zram, optical)",
+    ),
+)
+
+MEASUREMENT = Measurement(
+    name="diskio",
+    entity=("device",),
+    labels=(),
+    fields=(
+        count("reads_total", "reads completed"),
+        count("writes_total", "writes completed"),
+        byte_count("read_bytes_total", "sectors read * 512"),
+        byte_count("written_bytes_total", "sectors written * 512"),
+        seconds("read_time_seconds_total", "time spent reading"),
+        seconds("write_time_seconds_total", "time spent writing"),
+        seconds("io_time_seconds_total", "time spent doing I/O"),
+        rate("read_bytes_per_second", "read bytes per second since the previous reading"),
+        rate("write_bytes_per_second", "written bytes per second since the previous reading"),
+        rate("reads_per_second", "read IOPS since the previous reading"),
+        rate("writes_per_second", "write IOPS since the previous reading"),
+        percent("utilization_percent", "share of wall time the device was busy"),
+    ),
+    help="block device I/O counters and rates from <proc>/diskstats",
+)
 
 
 class DiskStats(NamedTuple):
@@ -105,3 +158,21 @@ class DiskIOProvider:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _probe(paths: HostPaths, settings: DiskIOSettings) -> str:
+    path = paths.proc_path("diskstats")
+    devices = parse_diskstats(read_text(path), path)
+    kept = [d for d in devices if not settings.devices_exclude.search(d)]
+    return f"{path} readable, {len(kept)} devices after filters ({', '.join(kept[:8])})"
+
+
+COLLECTOR = Collector(
+    measurement=MEASUREMENT,
+    settings=DiskIOSettings,
+    factory=lambda paths, settings, clock: DiskIOProvider(
+        paths, devices_exclude=settings.devices_exclude, clock=clock
+    ),
+    probe=("proc diskstats", _probe),
+    options=OPTIONS,
+)

@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from system_info_collector.collector import (
+    Collector,
+    Measurement,
+    NoSettings,
+    Problem,
+    Rules,
+    byte_count,
+    percent,
+)
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import FieldValue, Sample
-from system_info_collector.providers._read import ProcFile
+from system_info_collector.providers._read import ProcFile, read_text
+
+MEASUREMENT = Measurement(
+    name="memory",
+    entity=(),
+    labels=(),
+    fields=(
+        byte_count("total_bytes", "MemTotal"),
+        byte_count("available_bytes", "MemAvailable"),
+        byte_count("used_bytes", "total - available (as free(1) from procps-ng 4)"),
+        byte_count("free_bytes", "MemFree"),
+        byte_count("buffers_bytes", "Buffers"),
+        byte_count("cached_bytes", "Cached + SReclaimable (free's and psutil's cache)"),
+        byte_count("shared_bytes", "Shmem"),
+        percent("used_percent", "used / total"),
+        byte_count("swap_total_bytes", "SwapTotal"),
+        byte_count("swap_used_bytes", "SwapTotal - SwapFree"),
+        byte_count("swap_free_bytes", "SwapFree"),
+        percent("swap_used_percent", "swap used / swap total (0 without swap)"),
+    ),
+    help="memory and swap from <proc>/meminfo",
+)
 
 
 def parse_meminfo(text: str, path: str = "meminfo") -> dict[str, int]:
@@ -67,3 +99,36 @@ class MemoryProvider:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _consistent(fields: Mapping[str, FieldValue]) -> Problem | None:
+    if fields["used_bytes"] + fields["available_bytes"] != fields["total_bytes"]:
+        return "used_bytes", fields["used_bytes"], "used_plus_available_total"
+    parts = fields["free_bytes"] + fields["buffers_bytes"] + fields["cached_bytes"]
+    if parts > fields["total_bytes"]:
+        return "free+buffers+cached", parts, "not_above_total_bytes"
+    return None
+
+
+def _probe(paths: HostPaths, settings: NoSettings) -> str:
+    path = paths.proc_path("meminfo")
+    info = parse_meminfo(read_text(path), path)
+    return f"{path} readable, MemTotal {info['MemTotal']} bytes"
+
+
+COLLECTOR = Collector(
+    measurement=MEASUREMENT,
+    settings=NoSettings,
+    factory=lambda paths, settings, clock: MemoryProvider(paths),
+    probe=("proc meminfo", _probe),
+    rules=Rules(
+        not_above=(
+            ("available_bytes", "total_bytes"),
+            ("used_bytes", "total_bytes"),
+            ("free_bytes", "total_bytes"),
+            ("swap_used_bytes", "swap_total_bytes"),
+            ("swap_free_bytes", "swap_total_bytes"),
+        ),
+        check=_consistent,
+    ),
+)
