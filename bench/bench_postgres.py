@@ -10,9 +10,10 @@ Measures, on the same generated rows (the ``cpu`` table, 14 columns):
   empty table with its primary key -- the ceiling;
 * ``executemany`` and ``INSERT … ON CONFLICT`` (executemany) for reference;
 * ``replay``: :func:`system_info_collector.replay.replay` of the same rows as CSV files
-  (COPY into a staging table + ``INSERT … SELECT … ON CONFLICT DO NOTHING``);
-* ``live sink``: :meth:`PostgresSink.write` of 5000-record batches (one ``COPY`` into the wide
-  staging table and the ``INSERT``s, sent as one query);
+  (``COPY`` into the table, or into a staging table created in the transaction +
+  ``INSERT … SELECT … ON CONFLICT DO NOTHING``);
+* ``live sink``: :meth:`PostgresSink.write` of 5000-record batches (``SET LOCAL`` and one
+  ``INSERT … SELECT FROM unnest(…)`` per table, sent as one query);
 * ``write-ahead``: what the spool costs per tick (encode + append in the sampling thread, the
   fsync in the sink's thread), for a real tick of this host's records;
 * ``per-tick cycle``: CPU of one 1 s tick through the spool and the sink as the worker runs it

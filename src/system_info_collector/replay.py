@@ -120,9 +120,8 @@ class Replayer:
         if self._conn is None or self._conn.closed:
             pg = self._pg
             conn = pg.connect(self.settings, self.password)
-            pg.ensure_schema(conn, self.settings.schema, self.settings.timescale)
-            pg.create_stages(conn, self.settings.schema)
-            conn.execute("SET synchronous_commit TO off")  # idempotent: a lost commit re-runs
+            pg.ensure_schema(conn, self.settings.schema, self.settings.timescale,
+                             statement_timeout=self.settings.statement_timeout)  # fmt: skip
             self._conn = conn
         return self._conn
 
@@ -142,17 +141,21 @@ class Replayer:
         """
         import psycopg
 
-        schema = self.settings.schema
         if direct:
             try:
-                return self._retrying(
-                    lambda conn: self._pg.copy_csv(conn, schema, m, data, direct=True)
-                )
+                return self._retrying(lambda conn: self._load(conn, m, data, direct=True))
             except psycopg.errors.UniqueViolation:
                 self._direct = False  # this file overlaps the table: stop trying
             except psycopg.Error:
                 pass  # a bad row: the staging path finds it
-        return self._retrying(lambda conn: self._pg.copy_csv(conn, schema, m, data))
+        return self._retrying(lambda conn: self._load(conn, m, data, direct=False))
+
+    def _load(self, conn: Any, m: Measurement, data: bytes, *, direct: bool) -> int:
+        """One chunk in one transaction (one simple query); the rows inserted."""
+        # synchronous_commit off is safe: a commit lost in a crash is re-done by a re-run
+        query = self._pg.copy_script(self.settings.schema, m, self.settings.statement_timeout,
+                                     direct=direct, synchronous_commit="off")  # fmt: skip
+        return self._pg.run_script(conn, query, data)[-1]
 
     def ready(self) -> None:
         """Connect and create the schema now: a bad DSN fails before any file is read."""

@@ -422,3 +422,99 @@ def collector(tmp_path: Path) -> Iterator[Callable[..., Collector]]:
     for c in started:
         if c.proc.poll() is None:
             c.kill9()
+
+
+# -- PgBouncer in front of the server --------------------------------------------------------
+PGBOUNCER = os.environ.get("SIC_TEST_PGBOUNCER", "/usr/sbin/pgbouncer")
+
+
+@dataclass
+class Bouncer:
+    """A real ``pgbouncer`` (transaction pooling, otherwise its default settings) in front of
+    ``server`` on a free 127.0.0.1 port, started by the test and stopped after it."""
+
+    server: PgServer
+    pool_size: int
+    base: str
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    run_as: str | None = None
+
+    @property
+    def ini(self) -> str:
+        return os.path.join(self.base, "pgbouncer.ini")
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.base, "pgbouncer.log")
+
+    def dsn(self, **params: str) -> str:
+        return self.server.dsn(host="127.0.0.1", port=self.port, **params)
+
+    def _write_config(self) -> None:
+        s = self.server
+        Path(self.ini).write_text(
+            "[databases]\n"
+            f"{s.dbname} = host={s.host} port={s.port} dbname={s.dbname}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = scram-sha-256\n"
+            f"auth_file = {self.base}/userlist.txt\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {self.pool_size}\n"
+            "server_login_retry = 1\n"  # the default 15 s would slow the restart test only
+            f"logfile = {self.log}\n"
+        )
+        Path(self.base, "userlist.txt").write_text(f'"{s.user}" "{s.password}"\n')
+        if self.run_as:
+            entry = pwd.getpwnam(self.run_as)
+            for path in (self.base, self.ini, os.path.join(self.base, "userlist.txt")):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> None:
+        self.port = _free_port()
+        self._write_config()
+        self.proc = subprocess.Popen(
+            [PGBOUNCER, self.ini],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self.run_as,
+        )
+        _wait_ready(self.dsn(), timeout=15)
+
+    def retarget(self) -> None:
+        """After a server restart (Docker may give it a new port): rewrite and reload."""
+        self._write_config()
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture
+def bouncer(pg_up: PgServer) -> Iterator[Callable[..., Bouncer]]:
+    """``bouncer(pool_size=2)``: a started :class:`Bouncer` in front of the test server."""
+    if not os.access(PGBOUNCER, os.X_OK):
+        pytest.skip(f"no pgbouncer at {PGBOUNCER} (Debian package pgbouncer)")
+    started: list[Bouncer] = []
+
+    def start(pool_size: int = 2) -> Bouncer:
+        run_as = "nobody" if os.geteuid() == 0 else None  # pgbouncer refuses to run as root
+        b = Bouncer(pg_up, pool_size, tempfile.mkdtemp(prefix="sic-pgb-"), run_as=run_as)
+        started.append(b)
+        b.start()
+        return b
+
+    yield start
+    for b in started:
+        b.stop()

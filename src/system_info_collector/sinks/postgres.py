@@ -1,9 +1,11 @@
 """PostgreSQL sink: schema from :mod:`~system_info_collector.schema`, idempotent batched writes.
 
-Each batch is one transaction: ``COPY`` into a temporary staging table per measurement, then
-``INSERT … SELECT … ON CONFLICT (host, <entity>, ts) DO NOTHING`` -- so a retried or replayed
-batch can never duplicate a row. Errors are classified by SQLSTATE class (as Telegraf's
-PostgreSQL output does):
+Each batch is one transaction, sent as one simple query: ``SET LOCAL statement_timeout``, then
+per measurement ``INSERT … SELECT … FROM unnest(<arrays>) ON CONFLICT (host, <entity>, ts) DO
+NOTHING`` -- so a retried or replayed batch can never duplicate a row, and nothing outlives the
+transaction (no startup options, no temporary table, no prepared statement): PgBouncer in
+``pool_mode = transaction`` with its default settings works. Errors are classified by SQLSTATE
+class (as Telegraf's PostgreSQL output does):
 
 * *transient* (connection refused/reset, timeouts, server restart, serialization failures,
   out of resources): :class:`TransientSinkError`, the worker retries with backoff;
@@ -131,9 +133,8 @@ def dsn_secrets(settings: PostgresSettings, password: str | None) -> list[str]:
 def connect_kwargs(settings: PostgresSettings, password: str | None) -> dict[str, Any]:
     """libpq parameters: ours merged into the DSN (``PG*`` variables fill what is missing)."""
     params = conninfo_to_dict(settings.dsn or "")
-    statement_ms = max(1, int(settings.statement_timeout * 1000))
-    options = params.get("options") or ""
-    params["options"] = f"{options} -c statement_timeout={statement_ms}".strip()
+    # No startup ``options`` (PgBouncer refuses them): timeouts are SET LOCAL in every
+    # transaction (:func:`local_settings`).
     params["application_name"] = APPLICATION_NAME
     params["connect_timeout"] = str(max(1, math.ceil(settings.connect_timeout)))
     params.setdefault("keepalives", "1")
@@ -147,10 +148,28 @@ def connect_kwargs(settings: PostgresSettings, password: str | None) -> dict[str
 
 
 def connect(settings: PostgresSettings, password: str | None = None) -> psycopg.Connection[Any]:
-    """An autocommit connection (transactions are explicit); raises psycopg errors."""
+    """An autocommit connection (transactions are explicit); raises psycopg errors.
+
+    Safe behind PgBouncer in transaction mode: no server-side prepared statements
+    (``prepare_threshold=None``), no session state (every setting is ``SET LOCAL``).
+    """
     if password is None:
         password = read_password(settings)
-    return psycopg.connect(autocommit=True, **connect_kwargs(settings, password))
+    return psycopg.connect(
+        autocommit=True, prepare_threshold=None, **connect_kwargs(settings, password)
+    )
+
+
+def local_settings(statement_timeout: float, **extra: str) -> str:
+    """``SET LOCAL`` statements opening a transaction: they end with it (no session state)."""
+    ms = max(1, int(statement_timeout * 1000))
+    parts = [f"SET LOCAL statement_timeout = {ms}"]
+    parts += [f"SET LOCAL {name} = {_quote_literal(value)}" for name, value in extra.items()]
+    return "; ".join(parts)
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def describe(conn: psycopg.Connection[Any]) -> str:
@@ -218,10 +237,6 @@ def table_ident(schema: str, m: Measurement) -> sql.Identifier:
     return sql.Identifier(schema, m.name)
 
 
-def stage_ident(m: Measurement) -> sql.Identifier:
-    return sql.Identifier(f"sic_stage_{m.name}")
-
-
 def columns_sql(m: Measurement) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(c) for c in m.columns)
 
@@ -243,21 +258,17 @@ def create_table_sql(schema: str, m: Measurement) -> sql.Composed:
     )
 
 
-def insert_sql(schema: str, m: Measurement) -> sql.Composed:
-    cols = columns_sql(m)
-    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT ({}) DO NOTHING").format(
-        table_ident(schema, m),
-        cols,
-        cols,
-        stage_ident(m),
-        sql.SQL(", ").join(sql.Identifier(c) for c in m.primary_key),
-    )
-
-
-def ensure_schema(conn: psycopg.Connection[Any], schema: str, timescale: str = "auto") -> str:
+def ensure_schema(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    timescale: str = "auto",
+    *,
+    statement_timeout: float = 30.0,
+) -> str:
     """Create the schema, tables, indexes and version row if missing. Returns a summary."""
     notes: list[str] = []
     with conn.transaction():
+        conn.execute(local_settings(statement_timeout))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
         if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -322,26 +333,6 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def create_stages(conn: psycopg.Connection[Any], schema: str) -> None:
-    """Per-connection temporary staging tables, emptied at every commit."""
-    for m in MEASUREMENTS.values():
-        conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
-                "ON COMMIT DELETE ROWS"
-            ).format(stage_ident(m), table_ident(schema, m))
-        )
-
-
-# The live sink stages every measurement of a batch in ONE temporary table, so that a batch is
-# one COPY whatever it holds: a column ``m`` (the measurement's index in MEASUREMENTS), then the
-# columns of every measurement, each prefixed ``<measurement>.`` and typed as in its table. A
-# row fills its own measurement's columns; the others stay NULL. Per measurement, ``INSERT …
-# SELECT <its columns> FROM sic_stage WHERE m = <index> ON CONFLICT DO NOTHING`` moves the rows.
-WIDE_STAGE = "sic_stage"
-_ORDER = tuple(MEASUREMENTS)
-
-
 def column_types(m: Measurement) -> list[tuple[str, str]]:
     """``(column, SQL type)`` of a measurement's table, in :attr:`Measurement.columns` order."""
     types = {f.name: f.sql_type for f in m.fields}
@@ -353,87 +344,112 @@ def column_types(m: Measurement) -> list[tuple[str, str]]:
     return out
 
 
-def create_wide_stage(conn: psycopg.Connection[Any]) -> None:
-    """The per-connection staging table of :class:`PostgresSink` (emptied at every commit)."""
-    cols: list[sql.Composable] = [sql.SQL("m smallint NOT NULL")]
-    for m in MEASUREMENTS.values():
-        cols += [
-            sql.SQL("{} {}").format(sql.Identifier(f"{m.name}.{c}"), sql.SQL(t))
-            for c, t in column_types(m)
-        ]
-    conn.execute(
-        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
-            sql.Identifier(WIDE_STAGE), sql.SQL(", ").join(cols)
-        )
+# -- the one insert path ------------------------------------------------------------------
+# Every write -- a live batch or a replayed chunk -- is ``INSERT INTO <table> (<columns>)
+# SELECT <columns> FROM <source> ON CONFLICT (<primary key>) DO NOTHING``, run with its
+# ``SET LOCAL`` settings as ONE simple query (one implicit transaction, no session state, no
+# prepared statement: what PgBouncer's transaction pooling needs). The source is
+#
+# * for the live sink, ``unnest(<one array literal per column>)``: no staging table at all, one
+#   round trip per batch (measured against a staging table created in the transaction and a
+#   multi-row VALUES list in docs/benchmarks.md);
+# * for ``replay``, a staging table created in the transaction (``ON COMMIT DROP``) that a
+#   ``COPY … (FORMAT csv)`` of the file's bytes fills: the CSV is never parsed in Python.
+def insert_select_sql(schema: str, m: Measurement, source: str) -> str:
+    cols = ", ".join(_quote(c) for c in m.columns)
+    key = ", ".join(_quote(c) for c in m.primary_key)
+    return (
+        f"INSERT INTO {_quote(schema)}.{_quote(m.name)} ({cols}) SELECT {cols} FROM {source} "
+        f"ON CONFLICT ({key}) DO NOTHING"
     )
 
 
-def wide_copy_sql() -> sql.Composed:
-    return sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(WIDE_STAGE))
+def _array_text(value: object) -> str:
+    """A text-like element of an array literal: always quoted."""
+    text = value if type(value) is str else str(value)
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text + '"'
 
 
-def wide_insert_sql(schema: str, m: Measurement) -> sql.Composed:
-    return sql.SQL(
-        "INSERT INTO {} ({}) SELECT {} FROM {} WHERE m = {} ON CONFLICT ({}) DO NOTHING"
-    ).format(
-        table_ident(schema, m),
-        columns_sql(m),
-        sql.SQL(", ").join(sql.Identifier(f"{m.name}.{c}") for c in m.columns),
-        sql.Identifier(WIDE_STAGE),
-        sql.Literal(_ORDER.index(m.name)),
-        sql.SQL(", ").join(sql.Identifier(c) for c in m.primary_key),
-    )
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-
-
-def copy_text(value: object) -> str:
-    """One value in ``COPY … FROM STDIN`` text format (the common types first: it is hot)."""
-    kind = type(value)
-    if kind is float:
-        return repr(value)
-    if kind is str:
-        text: str = value  # type: ignore[assignment]
-        if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-            return text.translate(_COPY_ESCAPES)
-        return text
+def _array_number(value: object) -> str:
     if value is None:
-        return "\\N"
-    if kind is int:
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
+        return "NULL"
+    if type(value) is float:
+        return repr(value)
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, float):
         return repr(float(value))
-    if isinstance(value, str):
-        return copy_text(str(value))
     return str(value)
 
 
-class RowShaper:
-    """Records as rows of the wide stage in COPY text format: ``m``, NULLs, their columns."""
-
-    def __init__(self) -> None:
-        widths = [len(MEASUREMENTS[name].columns) for name in _ORDER]
-        total = sum(widths)
-        self._parts: dict[str, tuple[str, str]] = {}
-        offset = 0
-        for index, (name, width) in enumerate(zip(_ORDER, widths, strict=True)):
-            before = f"{index}\t" + "\\N\t" * offset
-            after = "\t\\N" * (total - offset - width) + "\n"
-            self._parts[name] = (before, after)
-            offset += width
-
-    def text(self, name: str, records: Sequence[Record]) -> str:
-        before, after = self._parts[name]
-        row = MEASUREMENTS[name].row
-        return "".join([before + "\t".join(map(copy_text, row(r))) + after for r in records])
+def _array_ts(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else _array_text(value)
 
 
-# -- one batch, two round trips ----------------------------------------------------------
+class UnnestEncoder:
+    """Records of one measurement as ``unnest('{…}'::type[], …) AS u(columns)``."""
+
+    def __init__(self, m: Measurement) -> None:
+        self.m = m
+        encoders: dict[str, Callable[[object], str]] = {"timestamptz": _array_ts}
+        self._columns = [
+            (index, encoders.get(t, _array_number if t in _NUMERIC else _array_text), t)
+            for index, (_, t) in enumerate(column_types(m))
+        ]
+        self._alias = "u(" + ", ".join(_quote(c) for c in m.columns) + ")"
+
+    def source(self, records: Sequence[Record]) -> str:
+        row = self.m.row
+        rows = [row(r) for r in records]
+        arrays = []
+        for index, encode, sql_type in self._columns:
+            body = "{" + ",".join([encode(r[index]) for r in rows]) + "}"
+            arrays.append(f"{_quote_literal(body)}::{sql_type}[]")
+        return f"unnest({', '.join(arrays)}) AS {self._alias}"
+
+
+_NUMERIC = frozenset({"double precision", "bigint", "integer", "real", "numeric", "smallint"})
+
+
+def insert_script(
+    schema: str, groups: dict[str, list[Record]], encoders: dict[str, UnnestEncoder], timeout: float
+) -> bytes:
+    """The one simple query that writes a live batch: ``SET LOCAL``, one INSERT per table."""
+    parts = [local_settings(timeout)]
+    parts += [
+        insert_select_sql(schema, MEASUREMENTS[name], encoders[name].source(records))
+        for name, records in groups.items()
+    ]
+    return "; ".join(parts).encode()
+
+
+STAGE = "sic_stage"
+
+
+def copy_script(
+    schema: str, m: Measurement, timeout: float, *, direct: bool, **settings: str
+) -> bytes:
+    """The simple query that loads CSV bytes: ``COPY`` straight into the table (``direct``) or
+    into a staging table created in the transaction, then :func:`insert_select_sql`."""
+    not_null = ", ".join(_quote(c) for c in ("host", *m.label_columns))
+    cols = ", ".join(_quote(c) for c in m.columns)
+    table = f"{_quote(schema)}.{_quote(m.name)}"
+    options = f"(FORMAT csv, FORCE_NOT_NULL ({not_null}))"
+    parts = [local_settings(timeout, **settings)]
+    if direct:
+        parts.append(f"COPY {table} ({cols}) FROM STDIN WITH {options}")
+    else:
+        parts += [
+            f"CREATE TEMP TABLE {STAGE} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP",
+            f"COPY {STAGE} ({cols}) FROM STDIN WITH {options}",
+            insert_select_sql(schema, m, STAGE),
+        ]
+    return "; ".join(parts).encode()
+
+
+# -- one batch, one simple query ----------------------------------------------------------
 COPY_CHUNK = 1 << 18
 
 
@@ -459,35 +475,39 @@ def _flush(pgconn: Any, fd: int) -> None:
         pgconn.consume_input()
 
 
-def copy_batch(conn: psycopg.Connection[Any], query: bytes, data: bytes) -> None:
-    """Run ``query`` -- ``COPY … FROM STDIN`` then other statements, sent as one simple query,
-    so the server runs them as ONE (implicit) transaction -- streaming ``data`` into the COPY.
+def run_script(conn: psycopg.Connection[Any], query: bytes, data: bytes = b"") -> list[int]:
+    """Run ``query`` -- several statements sent as one simple query, so the server runs them
+    as ONE implicit transaction (rolled back as a whole on any error) -- streaming ``data``
+    into its ``COPY … FROM STDIN`` if it has one. Returns the rows each statement affected.
 
-    Two round trips (the query; the data), where psycopg's ``BEGIN``, ``cursor.copy()``,
-    ``execute()``, ``COMMIT`` take four. Raises the server's error (the transaction is then
-    rolled back and the connection is ready for the next query); on any other failure the
-    connection is closed (its protocol state is unknown).
+    One round trip for an INSERT script, two with a COPY, where psycopg's ``BEGIN``,
+    ``execute()``…, ``COMMIT`` take four or more. Raises the server's error (the connection is
+    then ready for the next query); on any other failure the connection is closed (its
+    protocol state is unknown).
     """
     pgconn = conn.pgconn
     error: Any = None
+    counts: list[int] = []
     try:
         fd = pgconn.socket
         pgconn.send_query(query)
         _flush(pgconn, fd)
         result = _result(pgconn, fd)
-        if result is not None and result.status == pq.ExecStatus.COPY_IN:
-            view = memoryview(data)
-            for start in range(0, len(view), COPY_CHUNK):
-                while not pgconn.put_copy_data(view[start : start + COPY_CHUNK]):
-                    _wait(fd, select.POLLOUT)
-            while not pgconn.put_copy_end(None):
-                _wait(fd, select.POLLOUT)
-            _flush(pgconn, fd)
-            result = _result(pgconn, fd)
         while result is not None:
-            if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
-                error = result
-            elif result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            if result.status == pq.ExecStatus.COPY_IN:
+                view = memoryview(data)
+                for start in range(0, len(view), COPY_CHUNK):
+                    while not pgconn.put_copy_data(view[start : start + COPY_CHUNK]):
+                        _wait(fd, select.POLLOUT)
+                while not pgconn.put_copy_end(None):
+                    _wait(fd, select.POLLOUT)
+                _flush(pgconn, fd)
+            elif result.status == pq.ExecStatus.FATAL_ERROR:
+                error = error or result
+            elif result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+                tuples = result.command_tuples
+                counts.append(tuples if tuples is not None else 0)
+            else:
                 raise psycopg.OperationalError(f"unexpected result {result.status!r}")
             result = _result(pgconn, fd)
     except BaseException:
@@ -496,30 +516,7 @@ def copy_batch(conn: psycopg.Connection[Any], query: bytes, data: bytes) -> None
         raise
     if error is not None:
         raise psycopg.errors.error_from_result(error, encoding=conn.info.encoding)
-
-
-def copy_csv(
-    conn: psycopg.Connection[Any], schema: str, m: Measurement, data: bytes, *, direct: bool = False
-) -> int:
-    """COPY CSV lines (no header, the columns of ``m``) in, in one transaction; rows inserted.
-
-    Through the staging table and ``INSERT … ON CONFLICT DO NOTHING``; or, with ``direct``,
-    straight into the table -- as fast as COPY gets, but all or nothing: it raises
-    ``UniqueViolation`` if any row is already there (the caller then takes the staging path).
-    """
-    not_null = sql.SQL(", ").join(sql.Identifier(c) for c in ("host", *m.label_columns))
-    target = table_ident(schema, m) if direct else stage_ident(m)
-    with conn.transaction(), conn.cursor() as cur:
-        with cur.copy(
-            sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL ({}))").format(
-                target, columns_sql(m), not_null
-            )
-        ) as copy:
-            copy.write(data)
-        if direct:
-            return max(cur.rowcount, 0)
-        cur.execute(insert_sql(schema, m))
-        return max(cur.rowcount, 0)
+    return counts
 
 
 # -- the dead-letter file -----------------------------------------------------------------
@@ -583,8 +580,7 @@ class PostgresSink:
         self._watchdog = Watchdog()
         self._last_problem: str | None = None
         self._secrets: list[str] = []
-        self._statements: dict[tuple[str, ...], bytes] = {}  # COPY + INSERTs per key set
-        self._shaper = RowShaper()
+        self._encoders = {name: UnnestEncoder(m) for name, m in MEASUREMENTS.items()}
 
     # -- Sink ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -628,7 +624,12 @@ class PostgresSink:
         try:
             with connect(self.settings, password) as conn:
                 version = conn.info.server_version
-                summary = ensure_schema(conn, self.settings.schema, self.settings.timescale)
+                summary = ensure_schema(
+                    conn,
+                    self.settings.schema,
+                    self.settings.timescale,
+                    statement_timeout=self.settings.statement_timeout,
+                )
                 results.append(CheckResult(
                     "sink postgres", True,
                     f"connected to {describe(conn)} (PostgreSQL {version // 10000}."
@@ -673,11 +674,15 @@ class PostgresSink:
         try:
             with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
                 if not self._schema_ready:
-                    summary = ensure_schema(conn, self.settings.schema, self.settings.timescale)
+                    summary = ensure_schema(
+                        conn,
+                        self.settings.schema,
+                        self.settings.timescale,
+                        statement_timeout=self.settings.statement_timeout,
+                    )
                     self._schema_ready = True
                     event("INFO", "postgres_schema_ready", summary, sink=self.name,
                           target=describe(conn))  # fmt: skip
-                create_wide_stage(conn)
         except psycopg.Error as exc:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -689,18 +694,13 @@ class PostgresSink:
         return self.settings.statement_timeout + WATCHDOG_GRACE
 
     def _write_groups(self, conn: psycopg.Connection[Any], groups: dict[str, list[Record]]) -> None:
-        """One transaction, two round trips: ``COPY`` every record of the batch into the wide
-        stage, then ``INSERT … ON CONFLICT DO NOTHING`` into each table (:func:`copy_batch`)."""
-        key = tuple(groups)
-        query = self._statements.get(key)
-        if query is None:
-            schema = self.settings.schema
-            parts = [wide_copy_sql(), *(wide_insert_sql(schema, MEASUREMENTS[n]) for n in key)]
-            query = self._statements[key] = b"; ".join(p.as_bytes(conn) for p in parts)
-        shaper = self._shaper
-        data = "".join(shaper.text(name, records) for name, records in groups.items()).encode()
+        """One transaction, one round trip: ``SET LOCAL`` and an ``INSERT … SELECT … FROM
+        unnest(…) ON CONFLICT DO NOTHING`` per table (:func:`insert_script`)."""
+        query = insert_script(
+            self.settings.schema, groups, self._encoders, self.settings.statement_timeout
+        )
         with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
-            copy_batch(conn, query, data)
+            run_script(conn, query)
 
     def _bisect(self, name: str, records: list[Record]) -> None:
         """Write ``records`` in halves until the rows the server rejects are isolated."""
