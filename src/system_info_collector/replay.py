@@ -26,10 +26,28 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import IO, Any, TextIO
 
+import psycopg
+
 from system_info_collector.config import PostgresSettings, RetrySettings
 from system_info_collector.redact import redact_secret
 from system_info_collector.retry import Backoff
 from system_info_collector.schema import MEASUREMENTS, Measurement
+from system_info_collector.sinks.postgres import (
+    CONFIG,
+    DATA,
+    TRANSIENT,
+    WATCHDOG_GRACE,
+    Watchdog,
+    abort_socket,
+    classify,
+    connect,
+    copy_script,
+    dsn_secrets,
+    ensure_schema,
+    error_text,
+    read_password,
+    run_script,
+)
 
 CHUNK_BYTES = 8 << 20  # per COPY transaction
 PROGRESS_EVERY = 2.0  # seconds
@@ -104,24 +122,24 @@ class Replayer:
         *,
         progress: TextIO,
     ) -> None:
-        from system_info_collector.sinks import postgres
-
-        self._pg = postgres
         self.settings = settings
         self.retry = retry
         self.progress = progress
-        self.password = postgres.read_password(settings)
-        self._secrets = postgres.dsn_secrets(settings, self.password)
-        self._conn: Any = None
-        self._watchdog = postgres.Watchdog()
+        self.password = read_password(settings)
+        self._secrets = dsn_secrets(settings, self.password)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._watchdog = Watchdog()
         self._direct = True
 
-    def _connection(self) -> Any:
+    def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            pg = self._pg
-            conn = pg.connect(self.settings, self.password)
-            pg.ensure_schema(conn, self.settings.schema, self.settings.timescale,
-                             statement_timeout=self.settings.statement_timeout)  # fmt: skip
+            conn = connect(self.settings, self.password)
+            ensure_schema(
+                conn,
+                self.settings.schema,
+                self.settings.timescale,
+                statement_timeout=self.settings.statement_timeout,
+            )
             self._conn = conn
         return self._conn
 
@@ -131,7 +149,7 @@ class Replayer:
             self._conn = None
 
     def _text(self, exc: BaseException) -> str:
-        return redact_secret(self._pg.error_text(exc), self._secrets)
+        return redact_secret(error_text(exc), self._secrets)
 
     def _copy(self, m: Measurement, data: bytes, *, direct: bool = False) -> int:
         """One chunk, retried on transient errors; raises psycopg's data errors.
@@ -139,8 +157,6 @@ class Replayer:
         ``direct`` first tries a plain COPY into the table (all rows new: the usual backfill);
         if any row is already there, or any row is bad, the chunk takes the staging path.
         """
-        import psycopg
-
         if direct:
             try:
                 return self._retrying(lambda conn: self._load(conn, m, data, direct=True))
@@ -150,35 +166,35 @@ class Replayer:
                 pass  # a bad row: the staging path finds it
         return self._retrying(lambda conn: self._load(conn, m, data, direct=False))
 
-    def _load(self, conn: Any, m: Measurement, data: bytes, *, direct: bool) -> int:
+    def _load(
+        self, conn: psycopg.Connection[Any], m: Measurement, data: bytes, *, direct: bool
+    ) -> int:
         """One chunk in one transaction (one simple query); the rows inserted."""
         # synchronous_commit off is safe: a commit lost in a crash is re-done by a re-run
-        query = self._pg.copy_script(self.settings.schema, m, self.settings.statement_timeout,
+        query = copy_script(self.settings.schema, m, self.settings.statement_timeout,
                                      direct=direct, synchronous_commit="off")  # fmt: skip
-        return self._pg.run_script(conn, query, data)[-1]
+        return run_script(conn, query, data)[-1]
 
     def ready(self) -> None:
         """Connect and create the schema now: a bad DSN fails before any file is read."""
         self._retrying(lambda conn: 0)
 
-    def _retrying(self, action: Callable[[Any], int]) -> int:
-        import psycopg
-
+    def _retrying(self, action: Callable[[psycopg.Connection[Any]], int]) -> int:
         backoff = Backoff(self.retry)
-        deadline = self.settings.statement_timeout + self._pg.WATCHDOG_GRACE
+        deadline = self.settings.statement_timeout + WATCHDOG_GRACE
         while True:
             try:
                 conn = self._connection()
-                with self._watchdog.guard(deadline, partial(self._pg.abort_socket, conn)):
+                with self._watchdog.guard(deadline, partial(abort_socket, conn)):
                     return action(conn)
             except psycopg.Error as exc:
-                kind = self._pg.classify(exc)
+                kind = classify(exc)
                 if self._watchdog.fired:
-                    kind = self._pg.TRANSIENT
-                if kind == self._pg.DATA:
+                    kind = TRANSIENT
+                if kind == DATA:
                     raise
                 self.close()
-                if kind == self._pg.CONFIG or backoff.attempt + 1 >= self.retry.max_attempts:
+                if kind == CONFIG or backoff.attempt + 1 >= self.retry.max_attempts:
                     raise ReplayError(f"PostgreSQL: {kind} error: {self._text(exc)}") from exc
                 delay = backoff.next_delay()
                 print(f"replay: PostgreSQL unavailable ({self._text(exc)}); retrying in "
@@ -186,8 +202,6 @@ class Replayer:
                 time.sleep(delay)
 
     def _bisect(self, m: Measurement, lines: list[bytes], first: int, path: str, t: Totals) -> None:
-        import psycopg
-
         try:
             t.inserted += self._copy(m, b"".join(lines))
         except psycopg.Error as exc:
@@ -205,8 +219,6 @@ class Replayer:
         print(f"replay: {message}", file=self.progress)
 
     def file(self, path: str, t: Totals) -> None:
-        import psycopg
-
         started = last = time.monotonic()
         rows = inserted = 0
         try:

@@ -1,0 +1,67 @@
+"""The dead-letter file: rows the server rejected, one JSON line each, with the error."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+
+from system_info_collector.durable import set_aside_tail
+from system_info_collector.logging import event
+from system_info_collector.model import Record
+
+DEAD_LETTER_FILE = "dead-letter.jsonl"
+
+
+def dead_letter_line(record: Record, sink: str, error: str) -> bytes:
+    """One self-contained JSON line: when, why, and the record as it would have been written."""
+    line = json.dumps(
+        {
+            "logged_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "sink": sink,
+            "error": error,
+            "measurement": record.measurement,
+            "ts": record.ts.isoformat(),
+            "host": record.host,
+            "tags": dict(record.tags),
+            "fields": dict(record.fields),
+        },
+        separators=(",", ":"),
+        default=str,
+    )
+    return (line + "\n").encode()
+
+
+def append_line(path: str, line: bytes) -> None:
+    """Append one complete line (fsync'ed). A torn last line left by a crash or a failed
+    write is first set aside to ``<path>.torn-<time>`` with an ERROR log, so the new line
+    never glues onto it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            keep = _last_newline(fd, size) + 1
+            aside = set_aside_tail(fd, path, keep, size, time.time())
+            event("ERROR", "dead_letter_torn_tail",
+                  "the dead-letter file ends in an incomplete line; moved it aside",
+                  file=path, kept_bytes=keep, damaged_bytes=size - keep,
+                  moved_to=aside)  # fmt: skip
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_newline(fd: int, size: int, window: int = 64 * 1024) -> int:
+    """Offset of the last ``\\n`` before ``size``, or -1."""
+    end = size
+    while end > 0:
+        start = max(0, end - window)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        end = start
+    return -1

@@ -1,0 +1,140 @@
+"""The text of every write: ``SET LOCAL`` settings, the one ``INSERT … SELECT … ON CONFLICT``
+statement, the ``unnest`` array literals of a live batch and the ``COPY`` of a replayed chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from system_info_collector.model import Record
+from system_info_collector.schema import MEASUREMENTS, Measurement
+
+
+def quote_ident(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def local_settings(statement_timeout: float, **extra: str) -> str:
+    """``SET LOCAL`` statements opening a transaction: they end with it (no session state)."""
+    ms = max(1, int(statement_timeout * 1000))
+    parts = [f"SET LOCAL statement_timeout = {ms}"]
+    parts += [f"SET LOCAL {name} = {quote_literal(value)}" for name, value in extra.items()]
+    return "; ".join(parts)
+
+
+def column_types(m: Measurement) -> list[tuple[str, str]]:
+    """``(column, SQL type)`` of a measurement's table, in :attr:`Measurement.columns` order."""
+    types = {f.name: f.sql_type for f in m.fields}
+    out = [("ts", "timestamptz"), ("host", "text")]
+    out += [(c, "text") for c in m.label_columns]
+    out += [(f, types[f]) for f in m.columns if f in types]
+    out.append(("tags", "jsonb"))
+    assert [c for c, _ in out] == list(m.columns)
+    return out
+
+
+# Every write -- a live batch or a replayed chunk -- is ``INSERT INTO <table> (<columns>)
+# SELECT <columns> FROM <source> ON CONFLICT (<primary key>) DO NOTHING``, run with its
+# ``SET LOCAL`` settings as ONE simple query (one implicit transaction, no session state, no
+# prepared statement: what PgBouncer's transaction pooling needs). The source is
+#
+# * for the live sink, ``unnest(<one array literal per column>)``: no staging table at all, one
+#   round trip per batch (measured against a staging table created in the transaction and a
+#   multi-row VALUES list in docs/benchmarks.md);
+# * for ``replay``, a staging table created in the transaction (``ON COMMIT DROP``) that a
+#   ``COPY … (FORMAT csv)`` of the file's bytes fills: the CSV is never parsed in Python.
+def insert_select_sql(schema: str, m: Measurement, source: str) -> str:
+    cols = ", ".join(quote_ident(c) for c in m.columns)
+    key = ", ".join(quote_ident(c) for c in m.primary_key)
+    table = f"{quote_ident(schema)}.{quote_ident(m.name)}"
+    conflict = f"ON CONFLICT ({key}) DO NOTHING"
+    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {source} {conflict}"
+
+
+def _array_text(value: object) -> str:
+    """A text-like element of an array literal: always quoted."""
+    text = value if type(value) is str else str(value)
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text + '"'
+
+
+def _array_number(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if type(value) is float:
+        return repr(value)
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(float(value))
+    return str(value)
+
+
+def _array_ts(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else _array_text(value)
+
+
+class UnnestEncoder:
+    """Records of one measurement as ``unnest('{…}'::type[], …) AS u(columns)``."""
+
+    def __init__(self, m: Measurement) -> None:
+        self.m = m
+        encoders: dict[str, Callable[[object], str]] = {"timestamptz": _array_ts}
+        self._columns = [
+            (index, encoders.get(t, _array_number if t in _NUMERIC else _array_text), t)
+            for index, (_, t) in enumerate(column_types(m))
+        ]
+        self._alias = "u(" + ", ".join(quote_ident(c) for c in m.columns) + ")"
+
+    def source(self, records: Sequence[Record]) -> str:
+        row = self.m.row
+        rows = [row(r) for r in records]
+        arrays = []
+        for index, encode, sql_type in self._columns:
+            body = "{" + ",".join([encode(r[index]) for r in rows]) + "}"
+            arrays.append(f"{quote_literal(body)}::{sql_type}[]")
+        return f"unnest({', '.join(arrays)}) AS {self._alias}"
+
+
+_NUMERIC = frozenset({"double precision", "bigint", "integer", "real", "numeric", "smallint"})
+
+
+def insert_script(
+    schema: str, groups: dict[str, list[Record]], encoders: dict[str, UnnestEncoder], timeout: float
+) -> bytes:
+    """The one simple query that writes a live batch: ``SET LOCAL``, one INSERT per table."""
+    parts = [local_settings(timeout)]
+    parts += [
+        insert_select_sql(schema, MEASUREMENTS[name], encoders[name].source(records))
+        for name, records in groups.items()
+    ]
+    return "; ".join(parts).encode()
+
+
+STAGE = "sic_stage"
+
+
+def copy_script(
+    schema: str, m: Measurement, timeout: float, *, direct: bool, **settings: str
+) -> bytes:
+    """The simple query that loads CSV bytes: ``COPY`` straight into the table (``direct``) or
+    into a staging table created in the transaction, then :func:`insert_select_sql`."""
+    not_null = ", ".join(quote_ident(c) for c in ("host", *m.label_columns))
+    cols = ", ".join(quote_ident(c) for c in m.columns)
+    table = f"{quote_ident(schema)}.{quote_ident(m.name)}"
+    options = f"(FORMAT csv, FORCE_NOT_NULL ({not_null}))"
+    parts = [local_settings(timeout, **settings)]
+    if direct:
+        parts.append(f"COPY {table} ({cols}) FROM STDIN WITH {options}")
+    else:
+        parts += [
+            f"CREATE TEMP TABLE {STAGE} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP",
+            f"COPY {STAGE} ({cols}) FROM STDIN WITH {options}",
+            insert_select_sql(schema, m, STAGE),
+        ]
+    return "; ".join(parts).encode()

@@ -1,0 +1,266 @@
+"""The PostgreSQL sink: writes a batch in one transaction, idempotently; raises
+:class:`~system_info_collector.errors.TransientSinkError` for whatever must be retried.
+
+Each batch is one simple query: ``SET LOCAL statement_timeout``, then per measurement ``INSERT
+… SELECT … FROM unnest(<arrays>) ON CONFLICT (host, <entity>, ts) DO NOTHING`` -- so a retried
+or replayed batch never duplicates a row, and nothing outlives the transaction (no startup
+options, no temporary table, no prepared statement): PgBouncer in ``pool_mode = transaction``
+with its default settings works. Errors by :class:`~.errors.ErrorKind`:
+
+* *transient* (connection refused/reset, timeouts, server restart, serialization failures,
+  out of resources): :class:`TransientSinkError`, the worker retries with backoff;
+* *data* (classes 22, 23, 54: the server rejects a row): the batch is bisected, the rejected
+  rows go to ``dead-letter.jsonl`` in the spool directory, the rest is written;
+* *config* (bad password, missing database/schema, no privilege): ERROR log with the server's
+  message, then :class:`TransientSinkError` too -- the data stays in the spool and the worker
+  keeps probing, so fixing the secret loses nothing.
+
+A client-side watchdog cuts the socket when a statement does not answer within
+``SIC_DB_STATEMENT_TIMEOUT`` + 1 s (a black-holed server answers neither the query nor the
+server-side ``statement_timeout``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from system_info_collector.config import PostgresSettings, RetrySettings
+from system_info_collector.errors import TransientSinkError
+from system_info_collector.logging import event
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+from system_info_collector.redact import redact_secret
+from system_info_collector.schema import MEASUREMENTS
+from system_info_collector.sinks import CheckResult
+from system_info_collector.sinks.postgres.connection import (
+    WATCHDOG_GRACE,
+    Watchdog,
+    abort_socket,
+    connect,
+    describe,
+    dsn_secrets,
+    read_password,
+    run_script,
+)
+from system_info_collector.sinks.postgres.ddl import ensure_schema
+from system_info_collector.sinks.postgres.deadletter import (
+    DEAD_LETTER_FILE,
+    append_line,
+    dead_letter_line,
+)
+from system_info_collector.sinks.postgres.encoding import UnnestEncoder, insert_script
+from system_info_collector.sinks.postgres.errors import (
+    CONFIG,
+    DATA,
+    TRANSIENT,
+    ErrorKind,
+    classify,
+    error_text,
+)
+
+RECORD_BYTES_ESTIMATE = 300  # spooled bytes per record, to express the spool limit in records
+
+
+class PostgresSink:
+    name = "postgres"
+
+    def __init__(
+        self,
+        settings: PostgresSettings,
+        *,
+        retry: RetrySettings,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.retry = retry
+        self._metrics = metrics
+        # read by the agent: these make it run this sink behind a write-ahead SpoolWorker
+        self.spool_dir = settings.spool_dir
+        self.spool_max_size = settings.spool_max_size
+        self.batch_max_rows = settings.batch_max_rows
+        self.flush_interval = settings.flush_interval
+        self.backlog_limit = max(1000, settings.spool_max_size // RECORD_BYTES_ESTIMATE)
+        self.dead_letter_path = os.path.join(settings.spool_dir, DEAD_LETTER_FILE)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._schema_ready = False
+        self._watchdog = Watchdog()
+        self._last_problem: str | None = None
+        self._secrets: list[str] = []
+        self._encoders = {name: UnnestEncoder(m) for name, m in MEASUREMENTS.items()}
+
+    # -- Sink ----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Nothing to do: the first write connects (a server down at start is just transient)."""
+
+    def write(self, batch: Sequence[Record]) -> None:
+        groups: dict[str, list[Record]] = {}
+        for record in batch:
+            groups.setdefault(record.measurement, []).append(record)
+        conn = self._connection()
+        try:
+            self._write_groups(conn, groups)
+        except psycopg.Error as exc:
+            kind = self._after_error(exc)
+            if kind != DATA:
+                raise self._failure(exc, kind) from exc
+        else:
+            self._recovered()
+            return
+        for name, records in groups.items():
+            try:
+                self._bisect(name, records)
+            except psycopg.Error as exc:
+                kind = self._after_error(exc)
+                raise self._failure(exc, kind) from exc
+        self._recovered()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def check(self) -> list[CheckResult]:
+        results: list[CheckResult] = []
+        try:
+            password = read_password(self.settings)
+        except OSError as exc:
+            return [CheckResult("sink postgres", False, f"SIC_DB_PASSWORD_FILE: {exc}")]
+        secrets = dsn_secrets(self.settings, password)
+        try:
+            with connect(self.settings, password) as conn:
+                version = conn.info.server_version
+                summary = ensure_schema(
+                    conn,
+                    self.settings.schema,
+                    self.settings.timescale,
+                    statement_timeout=self.settings.statement_timeout,
+                )
+                results.append(CheckResult(
+                    "sink postgres", True,
+                    f"connected to {describe(conn)} (PostgreSQL {version // 10000}."
+                    f"{version % 10000}); {summary}",
+                ))  # fmt: skip
+        except psycopg.Error as exc:
+            detail = f"{classify(exc)} error: {error_text(exc)}"
+            results.append(CheckResult("sink postgres", False, redact_secret(detail, secrets)))
+        results.append(self._check_spool())
+        return results
+
+    def _check_spool(self) -> CheckResult:
+        name = "sink postgres spool"
+        try:
+            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+            probe = os.path.join(self.spool_dir, f".check-{os.getpid()}")
+            with open(probe, "wb") as handle:
+                handle.write(b"ok")
+                os.fsync(handle.fileno())
+            os.unlink(probe)
+        except OSError as exc:
+            return CheckResult(name, False, f"{self.spool_dir} is not writable: {exc}")
+        return CheckResult(name, True, f"{self.spool_dir} writable "
+                           f"(limit {self.spool_max_size} bytes)")  # fmt: skip
+
+    # -- internals -----------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = None
+        try:
+            password = read_password(self.settings)
+        except OSError as exc:
+            self._problem(CONFIG, f"cannot read SIC_DB_PASSWORD_FILE: {exc}")
+            raise TransientSinkError(f"cannot read the password file: {exc}") from exc
+        self._secrets = dsn_secrets(self.settings, password)
+        self._watchdog.fired = False
+        try:
+            conn = connect(self.settings, password)
+        except psycopg.Error as exc:
+            raise self._failure(exc, classify(exc)) from exc
+        try:
+            with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+                if not self._schema_ready:
+                    summary = ensure_schema(
+                        conn,
+                        self.settings.schema,
+                        self.settings.timescale,
+                        statement_timeout=self.settings.statement_timeout,
+                    )
+                    self._schema_ready = True
+                    event("INFO", "postgres_schema_ready", summary, sink=self.name,
+                          target=describe(conn))  # fmt: skip
+        except psycopg.Error as exc:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise self._failure(exc, classify(exc)) from exc
+        self._conn = conn
+        return conn
+
+    def _deadline(self) -> float:
+        return self.settings.statement_timeout + WATCHDOG_GRACE
+
+    def _write_groups(self, conn: psycopg.Connection[Any], groups: dict[str, list[Record]]) -> None:
+        """One transaction, one round trip: ``SET LOCAL`` and an ``INSERT … SELECT … FROM
+        unnest(…) ON CONFLICT DO NOTHING`` per table (:func:`insert_script`)."""
+        query = insert_script(
+            self.settings.schema, groups, self._encoders, self.settings.statement_timeout
+        )
+        with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+            run_script(conn, query)
+
+    def _bisect(self, name: str, records: list[Record]) -> None:
+        """Write ``records`` in halves until the rows the server rejects are isolated."""
+        conn = self._connection()
+        try:
+            self._write_groups(conn, {name: records})
+        except psycopg.Error as exc:
+            if self._after_error(exc) != DATA:
+                raise
+            if len(records) == 1:
+                self._dead_letter(records[0], exc)
+                return
+            mid = len(records) // 2
+            self._bisect(name, records[:mid])
+            self._bisect(name, records[mid:])
+
+    def _after_error(self, exc: psycopg.Error) -> ErrorKind:
+        """Classify; drop the connection unless only the data was wrong (it rolled back)."""
+        kind = TRANSIENT if self._watchdog.fired else classify(exc)
+        if getattr(exc, "sqlstate", None) in ("42P01", "3F000"):
+            self._schema_ready = False  # table or schema dropped under us: recreate
+            kind = TRANSIENT
+        if kind != DATA or (self._conn is not None and self._conn.closed):
+            self.close()
+        return kind
+
+    def _failure(self, exc: BaseException, kind: ErrorKind) -> TransientSinkError:
+        text = redact_secret(error_text(exc), self._secrets)
+        if self._watchdog.fired:
+            text = f"no answer within {self._deadline():g}s (server black-holed?): {text}"
+        self._problem(kind, text)
+        return TransientSinkError(f"{kind}: {text}")
+
+    def _problem(self, kind: ErrorKind, text: str) -> None:
+        if kind == CONFIG and text != self._last_problem:
+            event("ERROR", "postgres_config_error",
+                  "PostgreSQL refuses this configuration; spooling and probing until it is "
+                  "fixed", sink=self.name, error=text)  # fmt: skip
+        self._last_problem = text
+
+    def _recovered(self) -> None:
+        self._last_problem = None
+
+    def _dead_letter(self, record: Record, exc: psycopg.Error) -> None:
+        text = redact_secret(error_text(exc), self._secrets)
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        append_line(self.dead_letter_path, dead_letter_line(record, self.name, text))
+        self._metrics.dead_lettered.inc()
+        event("ERROR", "postgres_row_rejected",
+              "PostgreSQL rejected a row; wrote it to the dead-letter file",
+              sink=self.name, measurement=record.measurement, error=text,
+              file=self.dead_letter_path)  # fmt: skip
