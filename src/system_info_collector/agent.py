@@ -138,6 +138,7 @@ class Agent:
         accepted = collect(
             due, tick.ts, self.host, self.settings.tags, self._failures, self.metrics
         ).accepted
+        self.metrics.delivery.produced(tick.ts, len(accepted))
         for worker in self._submit_order:
             worker.submit(accepted)
         self.last_records = accepted

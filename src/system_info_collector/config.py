@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import environs
 
@@ -25,9 +26,9 @@ from system_info_collector.units import parse_duration, parse_size
 PREFIX = "SIC_"
 KNOWN_COLLECTORS = tuple(COLLECTORS)
 DEFAULT_COLLECTORS = tuple(name for name, c in COLLECTORS.items() if not c.optional)
-KNOWN_SINKS = ("stdout", "csv", "postgres")
+KNOWN_SINKS = ("stdout", "csv", "postgres", "remote_write")
 MIN_INTERVAL = 0.1
-SECRET_VARIABLES = frozenset({"SIC_DB_DSN"})
+SECRET_VARIABLES = frozenset({"SIC_DB_DSN", "SIC_REMOTE_WRITE_URL"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,16 @@ class PostgresSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteWriteSettings:
+    url: str | None = None
+    bearer_token_file: str | None = None
+    basic_user: str | None = None
+    basic_password_file: str | None = None
+    headers_file: str | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class HttpSettings:
     listen: str = ":9808"
     host_metrics: bool = True
@@ -90,6 +101,7 @@ class Settings:
     retry: RetrySettings = field(default_factory=RetrySettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    remote_write: RemoteWriteSettings = field(default_factory=RemoteWriteSettings)
 
     def collector_interval(self, name: str) -> float:
         return self.collector_intervals.get(name, self.interval)
@@ -243,6 +255,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         listen=get("SIC_HTTP_LISTEN", ":9808").strip(),
         host_metrics=e.bool("SIC_PROMETHEUS_HOST_METRICS", True),
     )
+    remote_write = RemoteWriteSettings(
+        url=get("SIC_REMOTE_WRITE_URL", "").strip() or None,
+        bearer_token_file=get("SIC_REMOTE_WRITE_BEARER_TOKEN_FILE", "").strip() or None,
+        basic_user=get("SIC_REMOTE_WRITE_BASIC_AUTH_USER", "").strip() or None,
+        basic_password_file=get("SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE", "").strip() or None,
+        headers_file=get("SIC_REMOTE_WRITE_HEADERS_FILE", "").strip() or None,
+        timeout=e.duration("SIC_REMOTE_WRITE_TIMEOUT", "10s"),
+    )
     default_sinks = "csv,postgres" if dsn else "csv"
     sinks = e.names("SIC_SINKS", default_sinks)
 
@@ -303,6 +323,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     if password_file and not os.path.isfile(password_file):
         problems.append(f"SIC_DB_PASSWORD_FILE={password_file!r}: not a readable file")
+    problems.extend(_push_problems(sinks or (), remote_write))
 
     if problems:
         raise ConfigError(problems)
@@ -325,7 +346,48 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retry=retry,
         postgres=postgres,
         http=http,
+        remote_write=remote_write,
     )
+
+
+def _url_problem(key: str, url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{key}={redact_value(key, url)!r}: expected an http:// or https:// URL"
+    try:
+        parts.port  # noqa: B018 -- raises on a bad port
+    except ValueError:
+        return f"{key}={redact_value(key, url)!r}: the port is not a number from 0 to 65535"
+    return None
+
+
+def _push_problems(sinks: tuple[str, ...], remote_write: RemoteWriteSettings) -> list[str]:
+    problems: list[str] = []
+    for sink, key, url in (("remote_write", "SIC_REMOTE_WRITE_URL", remote_write.url),):
+        if url:
+            problem = _url_problem(key, url)
+            if problem:
+                problems.append(problem)
+        elif sink in sinks:
+            problems.append(f"SIC_SINKS includes {sink} but {key} is not set")
+    for key, path in (
+        ("SIC_REMOTE_WRITE_BEARER_TOKEN_FILE", remote_write.bearer_token_file),
+        ("SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE", remote_write.basic_password_file),
+        ("SIC_REMOTE_WRITE_HEADERS_FILE", remote_write.headers_file),
+    ):
+        if path and not os.path.isfile(path):
+            problems.append(f"{key}={path!r}: not a readable file")
+    if bool(remote_write.basic_user) != bool(remote_write.basic_password_file):
+        problems.append(
+            "SIC_REMOTE_WRITE_BASIC_AUTH_USER and SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE "
+            "go together: set both or neither"
+        )
+    if remote_write.bearer_token_file and remote_write.basic_user:
+        problems.append(
+            "SIC_REMOTE_WRITE_BEARER_TOKEN_FILE and SIC_REMOTE_WRITE_BASIC_AUTH_USER: "
+            "choose one kind of auth"
+        )
+    return problems
 
 
 def _positive_int(value: str) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from system_info_collector import __version__
+from system_info_collector.slo import DeliveryLedger
 
 WRITE_ERROR_CLASSES = ("transient", "permanent", "unexpected")  # the worker's error classes
 _TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -111,6 +112,14 @@ class Metrics:
             "Rows the database rejected, written to the dead-letter file",
             registry=r,
         )
+        self.samples_refused = Counter(
+            "sic_sink_samples_refused",
+            "Samples a receiver refused as already stored or out of order (a retried or "
+            "replayed request sends samples it may already have)",
+            ["sink"],
+            registry=r,
+        )
+        self.delivery = DeliveryLedger(r)
         self.csv_rotations = Counter("sic_csv_rotations", "CSV files rotated", registry=r)
         self.csv_bytes = Counter("sic_csv_written_bytes", "Bytes written to CSV files", registry=r)
 

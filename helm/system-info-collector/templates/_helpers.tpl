@@ -74,7 +74,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.csv.enabled }}{{ $sinks = append $sinks "csv" }}{{ end }}
 {{- if .Values.postgres.enabled }}{{ $sinks = append $sinks "postgres" }}{{ end }}
 {{- if .Values.stdout.enabled }}{{ $sinks = append $sinks "stdout" }}{{ end }}
-{{- if not $sinks }}{{ fail "enable at least one sink: csv.enabled, postgres.enabled or stdout.enabled" }}{{ end }}
+{{- if .Values.remoteWrite.enabled }}{{ $sinks = append $sinks "remote_write" }}{{ end }}
+{{- if not $sinks }}{{ fail "enable at least one sink: csv.enabled, postgres.enabled, stdout.enabled or remoteWrite.enabled" }}{{ end }}
 {{- join "," $sinks }}
 {{- end }}
 
@@ -155,6 +156,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "sic.envVar" (list "SIC_DB_SPOOL_DIR" $v.postgres.spoolDir) }}
 {{- include "sic.envVar" (list "SIC_DB_SPOOL_MAX_SIZE" $v.postgres.spoolMaxSize) }}
 {{- include "sic.envVar" (list "SIC_DB_TIMESCALE" $v.postgres.timescale) }}
+{{- end }}
+{{- if $v.remoteWrite.enabled }}
+{{- $rw := $v.remoteWrite }}
+{{- if not $rw.url }}{{ fail "remoteWrite.enabled needs remoteWrite.url" }}{{ end }}
+{{- include "sic.envVar" (list "SIC_REMOTE_WRITE_URL" $rw.url) }}
+{{- include "sic.envVar" (list "SIC_REMOTE_WRITE_TIMEOUT" $rw.timeout) }}
+{{- include "sic.envVar" (list "SIC_REMOTE_WRITE_BASIC_AUTH_USER" $rw.basicAuthUser) }}
+{{- if $rw.existingSecret }}
+{{- if $rw.bearerTokenKey }}
+- name: SIC_REMOTE_WRITE_BEARER_TOKEN_FILE
+  value: /etc/system-info-collector/remote-write/{{ $rw.bearerTokenKey }}
+{{- end }}
+{{- if $rw.basicAuthPasswordKey }}
+- name: SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE
+  value: /etc/system-info-collector/remote-write/{{ $rw.basicAuthPasswordKey }}
+{{- end }}
+{{- if $rw.headersKey }}
+- name: SIC_REMOTE_WRITE_HEADERS_FILE
+  value: /etc/system-info-collector/remote-write/{{ $rw.headersKey }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- with $v.extraEnv }}
 {{ toYaml . }}

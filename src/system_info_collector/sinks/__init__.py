@@ -56,10 +56,17 @@ def _postgres(settings: Settings, metrics: Metrics) -> Sink:
     return PostgresSink(settings.postgres, retry=settings.retry, metrics=metrics)
 
 
+def _remote_write(settings: Settings, metrics: Metrics) -> Sink:
+    from system_info_collector.sinks.remote_write import RemoteWriteSink
+
+    return RemoteWriteSink(settings.remote_write, metrics=metrics)
+
+
 REGISTRY: dict[str, Callable[[Settings, Metrics], Sink]] = {
     "stdout": _stdout,
     "csv": _csv,
     "postgres": _postgres,
+    "remote_write": _remote_write,
 }
 
 

@@ -1,0 +1,192 @@
+"""Prometheus remote-write 1.0 sink: snappy-compressed protobuf ``WriteRequest`` over HTTP.
+
+Every field of every record becomes one sample at the record's tick time (milliseconds), named
+and labelled by :func:`~system_info_collector.sinks.series.prometheus_series` -- the series
+``/metrics`` shows. A batch is sent as requests of at most :data:`MAX_SAMPLES_PER_REQUEST`
+samples, ticks never split, each series' samples in time order, labels sorted, with the
+headers the spec requires (``Content-Encoding: snappy``, ``Content-Type:
+application/x-protobuf``, ``X-Prometheus-Remote-Write-Version: 0.1.0``, ``User-Agent``).
+
+Answers (:mod:`~system_info_collector.sinks.push_http`): 2xx acknowledged; 429 and 5xx, a
+refused connection or a timeout raise :class:`TransientSinkError` (the worker retries with
+the shared backoff); other 4xx raise :class:`PermanentSinkError` and are not retried --
+except the one case a retry or a replay provokes: Prometheus answers a whole request with
+``400 out of order sample`` / ``duplicate sample for timestamp`` when *any* of its samples is
+not newer than what it already stored, and stores none of them. So when such a request holds
+several ticks, they are sent again one tick per request; the ticks still refused are counted in
+``sic_sink_samples_refused_total`` (they were, as a rule, stored by the earlier attempt) and
+the rest is stored. ``open`` sends an empty ``WriteRequest``: a wrong URL or a refused
+credential is found before any data is at stake, and the worker keeps the data and probes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import cramjam
+
+from system_info_collector.config import RemoteWriteSettings
+from system_info_collector.errors import PermanentSinkError, TransientSinkError
+from system_info_collector.logging import event
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+from system_info_collector.sinks import CheckResult
+from system_info_collector.sinks.prompb import write_request_class
+from system_info_collector.sinks.push_http import Auth, PushClient, RejectedError
+from system_info_collector.sinks.series import Series, prometheus_series
+
+MAX_SAMPLES_PER_REQUEST = 5000
+RETRY_STATUSES = frozenset({429, *range(500, 600)})
+HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
+_REFUSED = ("out of order sample", "duplicate sample for timestamp", "out of bounds")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def timestamp_ms(ts: datetime) -> int:
+    return (ts - _EPOCH) // _MS
+
+
+def by_tick(batch: Iterable[Record]) -> list[list[Record]]:
+    """The records grouped by tick time, oldest first."""
+    ticks: dict[datetime, list[Record]] = {}
+    for record in batch:
+        ticks.setdefault(record.ts, []).append(record)
+    return [ticks[ts] for ts in sorted(ticks)]
+
+
+class RemoteWriteSink:
+    name = "remote_write"
+
+    def __init__(
+        self,
+        settings: RemoteWriteSettings,
+        *,
+        metrics: Metrics,
+        series: Callable[[Record], Iterable[Series]] = prometheus_series,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._metrics = metrics
+        self._series = series
+        self._clock = clock
+        self._request_class: Any = None
+        self._client: PushClient | None = None
+        metrics.samples_refused.labels(self.name)
+        metrics.delivery.track(self.name)
+
+    def _make_client(self) -> PushClient:
+        s = self.settings
+        return PushClient(
+            s.url or "",
+            timeout=s.timeout,
+            auth=Auth(
+                bearer_token_file=s.bearer_token_file,
+                basic_user=s.basic_user,
+                basic_password_file=s.basic_password_file,
+                headers_file=s.headers_file,
+            ),
+            retry_statuses=RETRY_STATUSES,
+            what="remote write to",
+        )
+
+    # -- Sink --------------------------------------------------------------------------
+    def open(self) -> None:
+        self._request_class = write_request_class()
+        self._client = self._make_client()
+        self._post(self._compress(self._request_class()))  # reachability and credentials
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def write(self, batch: Sequence[Record]) -> None:
+        for chunk in self._chunks(by_tick(batch)):
+            self._send(chunk)
+
+    def check(self) -> list[CheckResult]:
+        name = "sink remote_write"
+        try:
+            self.open()
+        except (TransientSinkError, PermanentSinkError, ValueError) as exc:
+            return [CheckResult(name, False, str(exc))]
+        finally:
+            self.close()
+        assert self._client is not None
+        return [CheckResult(name, True, f"{self._client.target} accepted an empty write")]
+
+    # -- encoding ----------------------------------------------------------------------
+    def _chunks(self, ticks: list[list[Record]]) -> Iterator[list[list[Record]]]:
+        chunk: list[list[Record]] = []
+        samples = 0
+        for tick in ticks:
+            size = sum(len(r.fields) for r in tick)
+            if chunk and samples + size > MAX_SAMPLES_PER_REQUEST:
+                yield chunk
+                chunk, samples = [], 0
+            chunk.append(tick)
+            samples += size
+        if chunk:
+            yield chunk
+
+    def encode(self, ticks: Sequence[Sequence[Record]]) -> tuple[Any, int]:
+        """The ``WriteRequest`` of these ticks (oldest first) and its number of samples."""
+        series: dict[tuple[tuple[str, str], ...], list[tuple[float, int]]] = {}
+        count = 0
+        for tick in ticks:
+            for record in tick:
+                ms = timestamp_ms(record.ts)
+                for s in self._series(record):
+                    series.setdefault(s.labels, []).append((s.value, ms))
+                    count += 1
+        request = self._request_class()
+        for labels, samples in series.items():
+            ts = request.timeseries.add()
+            for label, text in labels:
+                ts.labels.add(name=label, value=text)
+            for number, ms in samples:
+                ts.samples.add(value=number, timestamp=ms)
+        return request, count
+
+    @staticmethod
+    def _compress(request: Any) -> bytes:
+        return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+    # -- sending -------------------------------------------------------------------------
+    def _post(self, body: bytes) -> None:
+        if self._client is None:
+            raise TransientSinkError("remote write: the sink is not open")
+        self._client.post(body, HEADERS)
+
+    def _send(self, ticks: list[list[Record]]) -> None:
+        request, count = self.encode(ticks)
+        try:
+            self._post(self._compress(request))
+        except RejectedError as exc:
+            if not any(p in exc.body for p in _REFUSED):
+                raise
+            if len(ticks) > 1:
+                for tick in ticks:
+                    self._send([tick])
+                return
+            self._metrics.samples_refused.labels(self.name).inc(count)
+            event(
+                "WARNING",
+                "remote_write_refused",
+                "the receiver refused samples it already has or that are too old",
+                sink=self.name,
+                samples=count,
+                tick=ticks[0][0].ts.isoformat() if ticks[0] else None,
+                error=str(exc),
+            )
+            return
+        self._metrics.delivery.acknowledged(
+            self.name, [r for tick in ticks for r in tick], self._clock()
+        )

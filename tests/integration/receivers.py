@@ -1,0 +1,185 @@
+"""Real remote-write receivers started by the tests: Debian's ``prometheus`` (with
+``--web.enable-remote-write-receiver``) and ``victoria-metrics``, each on a free 127.0.0.1 port
+in a temporary directory, and stopped (and waited for) at the end of the test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.helpers import poll
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+VICTORIA = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return bytes(response.read())
+
+
+def _answers(url: str) -> bool:
+    try:
+        _get(url, timeout=1.0)
+    except OSError:
+        return False
+    return True
+
+
+class Receiver:
+    """One receiver process; ``write_url`` takes remote write, ``samples`` reads it back."""
+
+    kind: str
+    rel_tol = 0.0  # how exactly a stored float matches what was sent
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"{self.kind}.log"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def write_url(self) -> str:
+        return f"{self.base}/api/v1/write"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready_url(self) -> str:
+        raise NotImplementedError
+
+    def start(self) -> Receiver:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        proc = self.proc
+        poll(lambda: proc.poll() is not None or _answers(self.ready_url()),
+             timeout=30, what=f"{self.kind} to answer")  # fmt: skip
+        assert proc.poll() is None, self.log.read_text()[-2000:]
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def series(self, match: str) -> list[dict[str, Any]]:
+        """Every stored sample of the series matching ``match``: ``[{metric, values}]`` with
+        ``values`` a list of ``(timestamp_ms, value)`` -- raw samples, duplicates included."""
+        raise NotImplementedError
+
+
+class PrometheusReceiver(Receiver):
+    kind = "prometheus"
+
+    def command(self) -> list[str]:
+        config = self.workdir / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 1h\n")
+        return [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-remote-write-receiver",
+            "--log.level=warn",
+        ]
+
+    def ready_url(self) -> str:
+        return f"{self.base}/-/ready"
+
+    def series(self, match: str) -> list[dict[str, Any]]:
+        # A range selector at "now" returns the raw samples of the last hour.
+        query = urllib.parse.urlencode({"query": f"{match}[1h]"})
+        body = json.loads(_get(f"{self.base}/api/v1/query?{query}"))
+        assert body["status"] == "success", body
+        return [
+            {"metric": r["metric"],
+             "values": [(round(float(t) * 1000), float(v)) for t, v in r["values"]]}
+            for r in body["data"]["result"]
+        ]  # fmt: skip
+
+
+class VictoriaReceiver(Receiver):
+    kind = "victoria-metrics"
+    rel_tol = 1e-11  # VictoriaMetrics keeps 12 significant decimal digits of a float
+
+    def __init__(self, workdir: Path, port: int | None = None, *, dedup: bool = False) -> None:
+        super().__init__(workdir, port)
+        self.dedup = dedup
+
+    def command(self) -> list[str]:
+        command = [
+            VICTORIA,
+            f"-storageDataPath={self.workdir / 'vmdata'}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-loggerLevel=WARN",
+        ]
+        if self.dedup:
+            command.append("-dedup.minScrapeInterval=1ms")
+        return command
+
+    def ready_url(self) -> str:
+        return f"{self.base}/health"
+
+    def series(self, match: str) -> list[dict[str, Any]]:
+        _get(f"{self.base}/internal/force_flush")  # make just-ingested samples searchable
+        query = urllib.parse.urlencode({"match[]": match, "start": "-1h"})
+        out = []
+        for line in _get(f"{self.base}/api/v1/export?{query}").splitlines():
+            item = json.loads(line)
+            out.append(
+                {
+                    "metric": item["metric"],
+                    "values": list(zip(item["timestamps"], item["values"], strict=True)),
+                }
+            )
+        return out
+
+
+def _skip_without(binary: str) -> None:
+    if not Path(binary).exists():
+        pytest.skip(f"{binary} is not installed (.ci/bootstrap.sh installs it)")
+
+
+R = TypeVar("R", bound=Receiver)
+
+
+def _running(kind: type[R], binary: str, workdir: Path) -> Iterator[R]:
+    _skip_without(binary)
+    workdir.mkdir()
+    receiver = kind(workdir)
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def prometheus_receiver(tmp_path: Path) -> Iterator[PrometheusReceiver]:
+    yield from _running(PrometheusReceiver, PROMETHEUS, tmp_path / "prometheus")
+
+
+@pytest.fixture
+def victoria_receiver(tmp_path: Path) -> Iterator[VictoriaReceiver]:
+    yield from _running(VictoriaReceiver, VICTORIA, tmp_path / "victoria")
