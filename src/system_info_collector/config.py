@@ -26,9 +26,9 @@ from system_info_collector.units import parse_duration, parse_size
 PREFIX = "SIC_"
 KNOWN_COLLECTORS = tuple(COLLECTORS)
 DEFAULT_COLLECTORS = tuple(name for name, c in COLLECTORS.items() if not c.optional)
-KNOWN_SINKS = ("stdout", "csv", "postgres", "remote_write")
+KNOWN_SINKS = ("stdout", "csv", "postgres", "remote_write", "otlp")
 MIN_INTERVAL = 0.1
-SECRET_VARIABLES = frozenset({"SIC_DB_DSN", "SIC_REMOTE_WRITE_URL"})
+SECRET_VARIABLES = frozenset({"SIC_DB_DSN", "SIC_REMOTE_WRITE_URL", "SIC_OTLP_ENDPOINT"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,14 @@ class RemoteWriteSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OtlpSettings:
+    endpoint: str | None = None  # with /v1/metrics
+    headers_file: str | None = None
+    timeout: float = 10.0
+    compression: str = "gzip"
+
+
+@dataclass(frozen=True, slots=True)
 class HttpSettings:
     listen: str = ":9808"
     host_metrics: bool = True
@@ -102,6 +110,7 @@ class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     remote_write: RemoteWriteSettings = field(default_factory=RemoteWriteSettings)
+    otlp: OtlpSettings = field(default_factory=OtlpSettings)
 
     def collector_interval(self, name: str) -> float:
         return self.collector_intervals.get(name, self.interval)
@@ -263,6 +272,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         headers_file=get("SIC_REMOTE_WRITE_HEADERS_FILE", "").strip() or None,
         timeout=e.duration("SIC_REMOTE_WRITE_TIMEOUT", "10s"),
     )
+    otlp_endpoint = get("SIC_OTLP_ENDPOINT", "").strip() or None
+    otlp = OtlpSettings(
+        endpoint=otlp_metrics_url(otlp_endpoint) if otlp_endpoint else None,
+        headers_file=get("SIC_OTLP_HEADERS_FILE", "").strip() or None,
+        timeout=e.duration("SIC_OTLP_TIMEOUT", "10s"),
+        compression=choice("SIC_OTLP_COMPRESSION", "gzip", ("gzip", "none")),
+    )
     default_sinks = "csv,postgres" if dsn else "csv"
     sinks = e.names("SIC_SINKS", default_sinks)
 
@@ -323,7 +339,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     if password_file and not os.path.isfile(password_file):
         problems.append(f"SIC_DB_PASSWORD_FILE={password_file!r}: not a readable file")
-    problems.extend(_push_problems(sinks or (), remote_write))
+    problems.extend(_push_problems(sinks or (), remote_write, otlp, otlp_endpoint))
 
     if problems:
         raise ConfigError(problems)
@@ -347,7 +363,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         postgres=postgres,
         http=http,
         remote_write=remote_write,
+        otlp=otlp,
     )
+
+
+def otlp_metrics_url(endpoint: str) -> str:
+    """``SIC_OTLP_ENDPOINT`` as the URL metrics are posted to: a base URL (``http://c:4318``)
+    gets ``/v1/metrics`` appended, as OTLP exporters do; a URL ending in it is used as is."""
+    base, sep, query = endpoint.partition("?")
+    if not base.rstrip("/").endswith("/v1/metrics"):
+        base = base.rstrip("/") + "/v1/metrics"
+    return base + sep + query
 
 
 def _url_problem(key: str, url: str) -> str | None:
@@ -361,9 +387,17 @@ def _url_problem(key: str, url: str) -> str | None:
     return None
 
 
-def _push_problems(sinks: tuple[str, ...], remote_write: RemoteWriteSettings) -> list[str]:
+def _push_problems(
+    sinks: tuple[str, ...],
+    remote_write: RemoteWriteSettings,
+    otlp: OtlpSettings,
+    otlp_endpoint: str | None,
+) -> list[str]:
     problems: list[str] = []
-    for sink, key, url in (("remote_write", "SIC_REMOTE_WRITE_URL", remote_write.url),):
+    for sink, key, url in (
+        ("remote_write", "SIC_REMOTE_WRITE_URL", remote_write.url),
+        ("otlp", "SIC_OTLP_ENDPOINT", otlp_endpoint),
+    ):
         if url:
             problem = _url_problem(key, url)
             if problem:
@@ -374,6 +408,7 @@ def _push_problems(sinks: tuple[str, ...], remote_write: RemoteWriteSettings) ->
         ("SIC_REMOTE_WRITE_BEARER_TOKEN_FILE", remote_write.bearer_token_file),
         ("SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE", remote_write.basic_password_file),
         ("SIC_REMOTE_WRITE_HEADERS_FILE", remote_write.headers_file),
+        ("SIC_OTLP_HEADERS_FILE", otlp.headers_file),
     ):
         if path and not os.path.isfile(path):
             problems.append(f"{key}={path!r}: not a readable file")

@@ -182,7 +182,7 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     settings = load_settings(environ)
     assert settings.interval == 0.5
     assert settings.collector_intervals == {"disk": 30.0, "memory": 1.0, "diskio": 1.0}
-    assert settings.sinks == ("csv", "postgres", "stdout", "remote_write")
+    assert settings.sinks == ("csv", "postgres", "stdout", "remote_write", "otlp")
     assert settings.csv.max_total_size == 2 * 1024**3
     assert settings.postgres.schema == "metrics"
     assert settings.http.listen == ":9100"

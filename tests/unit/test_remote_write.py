@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import cramjam
-import pytest
 
 from system_info_collector.config import RemoteWriteSettings
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
-from system_info_collector.sinks import remote_write
 from system_info_collector.sinks.prompb import write_request_class
-from system_info_collector.sinks.remote_write import RemoteWriteSink, by_tick
+from system_info_collector.sinks.remote_write import RemoteWriteSink, by_tick, chunk_ticks
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
 
@@ -56,8 +54,7 @@ def test_one_series_per_field_labels_sorted_samples_in_time_order() -> None:
     ]
 
 
-def test_requests_are_bounded_and_never_split_a_tick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote_write, "MAX_SAMPLES_PER_REQUEST", 10)
-    chunks = list(sink()._chunks(by_tick(records(5))))  # 4 samples a tick
+def test_requests_are_bounded_and_never_split_a_tick() -> None:
+    chunks = list(chunk_ticks(by_tick(records(5)), 10))  # 4 samples a tick
     assert [len(c) for c in chunks] == [2, 2, 1]
     assert [r for c in chunks for t in c for r in t] == records(5)

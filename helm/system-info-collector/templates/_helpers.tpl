@@ -75,7 +75,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.postgres.enabled }}{{ $sinks = append $sinks "postgres" }}{{ end }}
 {{- if .Values.stdout.enabled }}{{ $sinks = append $sinks "stdout" }}{{ end }}
 {{- if .Values.remoteWrite.enabled }}{{ $sinks = append $sinks "remote_write" }}{{ end }}
-{{- if not $sinks }}{{ fail "enable at least one sink: csv.enabled, postgres.enabled, stdout.enabled or remoteWrite.enabled" }}{{ end }}
+{{- if .Values.otlp.enabled }}{{ $sinks = append $sinks "otlp" }}{{ end }}
+{{- if not $sinks }}{{ fail "enable at least one sink: csv.enabled, postgres.enabled, stdout.enabled, remoteWrite.enabled or otlp.enabled" }}{{ end }}
 {{- join "," $sinks }}
 {{- end }}
 
@@ -176,6 +177,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - name: SIC_REMOTE_WRITE_HEADERS_FILE
   value: /etc/system-info-collector/remote-write/{{ $rw.headersKey }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- if $v.otlp.enabled }}
+{{- if not $v.otlp.endpoint }}{{ fail "otlp.enabled needs otlp.endpoint" }}{{ end }}
+{{- include "sic.envVar" (list "SIC_OTLP_ENDPOINT" $v.otlp.endpoint) }}
+{{- include "sic.envVar" (list "SIC_OTLP_TIMEOUT" $v.otlp.timeout) }}
+{{- include "sic.envVar" (list "SIC_OTLP_COMPRESSION" $v.otlp.compression) }}
+{{- if and $v.otlp.existingSecret $v.otlp.headersKey }}
+- name: SIC_OTLP_HEADERS_FILE
+  value: /etc/system-info-collector/otlp/{{ $v.otlp.headersKey }}
 {{- end }}
 {{- end }}
 {{- with $v.extraEnv }}

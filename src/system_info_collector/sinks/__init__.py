@@ -62,11 +62,18 @@ def _remote_write(settings: Settings, metrics: Metrics) -> Sink:
     return RemoteWriteSink(settings.remote_write, metrics=metrics)
 
 
+def _otlp(settings: Settings, metrics: Metrics) -> Sink:
+    from system_info_collector.sinks.otlp import OtlpSink
+
+    return OtlpSink(settings.otlp, host_paths=settings.host_paths, metrics=metrics)
+
+
 REGISTRY: dict[str, Callable[[Settings, Metrics], Sink]] = {
     "stdout": _stdout,
     "csv": _csv,
     "postgres": _postgres,
     "remote_write": _remote_write,
+    "otlp": _otlp,
 }
 
 

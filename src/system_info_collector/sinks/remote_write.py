@@ -62,6 +62,21 @@ def by_tick(batch: Iterable[Record]) -> list[list[Record]]:
     return [ticks[ts] for ts in sorted(ticks)]
 
 
+def chunk_ticks(ticks: list[list[Record]], limit: int) -> Iterator[list[list[Record]]]:
+    """Consecutive ticks, grouped so a group holds at most ``limit`` fields (at least a tick)."""
+    chunk: list[list[Record]] = []
+    size = 0
+    for tick in ticks:
+        fields = sum(len(r.fields) for r in tick)
+        if chunk and size + fields > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(tick)
+        size += fields
+    if chunk:
+        yield chunk
+
+
 class RemoteWriteSink:
     name = "remote_write"
 
@@ -108,7 +123,7 @@ class RemoteWriteSink:
             self._client.close()
 
     def write(self, batch: Sequence[Record]) -> None:
-        for chunk in self._chunks(by_tick(batch)):
+        for chunk in chunk_ticks(by_tick(batch), MAX_SAMPLES_PER_REQUEST):
             self._send(chunk)
 
     def check(self) -> list[CheckResult]:
@@ -123,19 +138,6 @@ class RemoteWriteSink:
         return [CheckResult(name, True, f"{self._client.target} accepted an empty write")]
 
     # -- encoding ----------------------------------------------------------------------
-    def _chunks(self, ticks: list[list[Record]]) -> Iterator[list[list[Record]]]:
-        chunk: list[list[Record]] = []
-        samples = 0
-        for tick in ticks:
-            size = sum(len(r.fields) for r in tick)
-            if chunk and samples + size > MAX_SAMPLES_PER_REQUEST:
-                yield chunk
-                chunk, samples = [], 0
-            chunk.append(tick)
-            samples += size
-        if chunk:
-            yield chunk
-
     def encode(self, ticks: Sequence[Sequence[Record]]) -> tuple[Any, int]:
         """The ``WriteRequest`` of these ticks (oldest first) and its number of samples."""
         series: dict[tuple[tuple[str, str], ...], list[tuple[float, int]]] = {}

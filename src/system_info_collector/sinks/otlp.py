@@ -1,0 +1,203 @@
+"""OTLP/HTTP metrics sink: ``ExportMetricsServiceRequest`` (protobuf, gzip) to ``/v1/metrics``.
+
+Messages are the official ``opentelemetry-proto`` ones; the transport is ``http.client``
+(:mod:`~system_info_collector.sinks.push_http`): the full OpenTelemetry SDK and exporter would
+add about twice the memory for nothing we use (docs/push.md, ``bench/import_rss.py``).
+
+Names and attributes follow the Collector's ``hostmetrics`` receiver
+(:mod:`~system_info_collector.sinks.otlp_names`). Resource: ``host.name`` (the record's host)
+and the static ``SIC_TAGS``. Sums are cumulative, their start time the host's boot time
+(``btime`` of ``<proc>/stat``), as hostmetrics does; every point's time is the tick time.
+
+Answers, as the OTLP/HTTP specification says: 2xx acknowledged (a ``partial_success`` with
+rejected points is logged and counted in ``sic_sink_samples_refused_total``); 429, 502, 503,
+504 and connection errors or timeouts are retried with the shared backoff; every other status
+is permanent (not retried). ``open`` sends an empty request to check the URL and credentials.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from system_info_collector import __version__
+from system_info_collector.config import OtlpSettings
+from system_info_collector.errors import PermanentSinkError, TransientSinkError
+from system_info_collector.hostpaths import HostPaths
+from system_info_collector.logging import event
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+from system_info_collector.schema import MEASUREMENTS
+from system_info_collector.sinks import CheckResult
+from system_info_collector.sinks.otlp_names import Point, otlp_points
+from system_info_collector.sinks.push_http import Auth, PushClient
+from system_info_collector.sinks.remote_write import by_tick, chunk_ticks
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_POINTS_PER_REQUEST = 10_000
+SCOPE = "system-info-collector"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def unix_nano(ts: datetime) -> int:
+    return (ts - _EPOCH) // _US * 1000
+
+
+def boot_time_nano(paths: HostPaths) -> int | None:
+    """The host's boot time (``btime`` in ``<proc>/stat``) in Unix nanoseconds."""
+    try:
+        with open(paths.proc_path("stat"), encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("btime "):
+                    return int(line.split()[1]) * 1_000_000_000
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class OtlpSink:
+    name = "otlp"
+
+    def __init__(
+        self,
+        settings: OtlpSettings,
+        *,
+        host_paths: HostPaths,
+        metrics: Metrics,
+        points: Callable[[Record], Iterable[Point]] = otlp_points,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._paths = host_paths
+        self._metrics = metrics
+        self._points = points
+        self._clock = clock
+        self._pb: Any = None
+        self._client: PushClient | None = None
+        self._start_nano = 0
+        metrics.samples_refused.labels(self.name)
+        metrics.delivery.track(self.name)
+
+    # -- Sink --------------------------------------------------------------------------
+    def open(self) -> None:
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+        from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+        self._pb = (metrics_service_pb2, metrics_pb2)
+        self._start_nano = boot_time_nano(self._paths) or int(self._clock()) * 1_000_000_000
+        self._client = PushClient(
+            self.settings.endpoint or "",
+            timeout=self.settings.timeout,
+            auth=Auth(headers_file=self.settings.headers_file),
+            retry_statuses=RETRY_STATUSES,
+            what="OTLP export to",
+        )
+        self._post(metrics_service_pb2.ExportMetricsServiceRequest())
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def write(self, batch: Sequence[Record]) -> None:
+        for chunk in chunk_ticks(by_tick(batch), MAX_POINTS_PER_REQUEST):
+            records = [r for tick in chunk for r in tick]
+            request, count = self.encode(records)
+            self._post(request, count)
+            self._metrics.delivery.acknowledged(self.name, records, self._clock())
+
+    def check(self) -> list[CheckResult]:
+        name = "sink otlp"
+        try:
+            self.open()
+        except (TransientSinkError, PermanentSinkError, ValueError) as exc:
+            return [CheckResult(name, False, str(exc))]
+        finally:
+            self.close()
+        assert self._client is not None
+        return [CheckResult(name, True, f"{self._client.target} accepted an empty export")]
+
+    # -- encoding ----------------------------------------------------------------------
+    def encode(self, records: Sequence[Record]) -> tuple[Any, int]:
+        """The ``ExportMetricsServiceRequest`` of ``records`` and its number of points."""
+        service_pb2, metrics_pb2 = self._pb
+        request = service_pb2.ExportMetricsServiceRequest()
+        resources: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+        count = 0
+        for record in records:
+            resource = _resource(record)
+            metrics = resources.get(resource)
+            if metrics is None:
+                rm = request.resource_metrics.add()
+                for key, value in resource:
+                    rm.resource.attributes.add(key=key).value.string_value = value
+                scope = rm.scope_metrics.add()
+                scope.scope.name, scope.scope.version = SCOPE, __version__
+                metrics = resources[resource] = {"scope": scope, "by_name": {}}
+            time_nano = unix_nano(record.ts)
+            for point in self._points(record):
+                metric = metrics["by_name"].get(point.name)
+                if metric is None:
+                    metric = metrics["scope"].metrics.add(name=point.name, unit=point.unit)
+                    if point.kind != "gauge":
+                        metric.sum.aggregation_temporality = (
+                            metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+                        )
+                        metric.sum.is_monotonic = point.kind == "counter"
+                    metrics["by_name"][point.name] = metric
+                data = metric.gauge if point.kind == "gauge" else metric.sum
+                dp = data.data_points.add(time_unix_nano=time_nano)
+                if point.kind != "gauge":
+                    dp.start_time_unix_nano = self._start_nano
+                if isinstance(point.value, int):
+                    dp.as_int = point.value
+                else:
+                    dp.as_double = point.value
+                for key, value in point.attributes:
+                    dp.attributes.add(key=key).value.string_value = value
+                count += 1
+        return request, count
+
+    # -- sending -------------------------------------------------------------------------
+    def _post(self, request: Any, count: int = 0) -> None:
+        if self._client is None:
+            raise TransientSinkError("OTLP export: the sink is not open")
+        body = request.SerializeToString()
+        headers = {"Content-Type": "application/x-protobuf"}
+        if self.settings.compression == "gzip":
+            body = gzip.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+        _, answer = self._client.post(body, headers)
+        self._partial_success(answer, count)
+
+    def _partial_success(self, answer: bytes, count: int) -> None:
+        if not answer:
+            return
+        service_pb2, _ = self._pb
+        try:
+            response = service_pb2.ExportMetricsServiceResponse.FromString(answer)
+        except Exception:  # a receiver answering JSON or text: nothing to learn
+            return
+        rejected = response.partial_success.rejected_data_points
+        if rejected:
+            self._metrics.samples_refused.labels(self.name).inc(rejected)
+            event(
+                "WARNING",
+                "otlp_partial_success",
+                "the receiver rejected some data points",
+                sink=self.name,
+                rejected=rejected,
+                points=count,
+                error=response.partial_success.error_message[:300],
+            )
+
+
+def _resource(record: Record) -> tuple[tuple[str, str], ...]:
+    """``host.name`` and the static tags (the record's tags that are not its labels)."""
+    measurement = MEASUREMENTS.get(record.measurement)
+    labels: Mapping[str, Any] = dict.fromkeys(measurement.label_columns if measurement else ())
+    static = sorted((k, v) for k, v in record.tags.items() if k not in labels and k[:2] != "__")
+    return (("host.name", record.host), *static)

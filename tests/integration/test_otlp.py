@@ -1,0 +1,206 @@
+"""The otlp sink against an OTLP/HTTP receiver in this test process that decodes with the
+official ``opentelemetry-proto`` messages. The collector runs as a real process with the CSV
+and otlp sinks; every point must match the CSV: hostmetrics names, attributes, temporality,
+the tick time and the value -- each present once, also when the receiver answered 503."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+from tests.helpers import clean_env, poll
+from tests.integration.conftest import Collector
+
+pytestmark = pytest.mark.integration
+CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+
+
+class OtlpReceiver:
+    """POST /v1/metrics: gunzip, decode, keep the requests; answers ``fail`` statuses first
+    for the requests numbered in ``fail_requests`` (1-based), 200 otherwise."""
+
+    def __init__(self, fail_requests: set[int]) -> None:
+        self.requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.headers: list[dict[str, str]] = []
+        self.seen = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.seen += 1
+                if self.path != "/v1/metrics" or receiver.seen in fail_requests:
+                    status = 404 if self.path != "/v1/metrics" else 503
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+                receiver.requests.append(request)
+                receiver.headers.append(dict(self.headers))
+                answer = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def points(self) -> list[tuple[tuple[Any, ...], float, dict[str, Any]]]:
+        """``(key, value, details)`` per data point; key = (name, attributes, time)."""
+        out = []
+        triples = [
+            (r, s, metric)
+            for request in list(self.requests)
+            for r in request.resource_metrics
+            for s in r.scope_metrics
+            for metric in s.metrics
+        ]
+        for rm, sm, m in triples:
+            resource = {a.key: a.value.string_value for a in rm.resource.attributes}
+            kind = m.WhichOneof("data")
+            data = getattr(m, kind)
+            for dp in data.data_points:
+                attrs = frozenset((a.key, a.value.string_value) for a in dp.attributes)
+                value = dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
+                details = {
+                    "kind": kind,
+                    "unit": m.unit,
+                    "resource": resource,
+                    "scope": sm.scope.name,
+                    "start": dp.start_time_unix_nano,
+                    "temporality": getattr(data, "aggregation_temporality", None),
+                    "monotonic": getattr(data, "is_monotonic", None),
+                }
+                out.append(((m.name, attrs, dp.time_unix_nano), value, details))
+        return out
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    r = OtlpReceiver(fail_requests={3, 4, 5})  # request 1 is open()'s empty probe
+    yield r
+    r.close()
+
+
+def _rows(csv_dir: Path, name: str) -> list[dict[str, str]]:
+    with open(csv_dir / f"{name}.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _ns(ts: str) -> int:
+    dt = datetime.fromisoformat(ts)
+    return (int(dt.timestamp()) * 1_000_000 + dt.microsecond) * 1000
+
+
+def expected_points(csv_dir: Path) -> dict[tuple[Any, ...], tuple[float, str]]:
+    """What the hostmetrics receiver would report for the CSV rows: key -> (value, kind)."""
+    out: dict[tuple[Any, ...], tuple[float, str]] = {}
+
+    def put(name: str, attrs: dict[str, str], ts: str, value: float, kind: str) -> None:
+        key = (name, frozenset(attrs.items()), _ns(ts))
+        assert key not in out
+        out[key] = (value, kind)
+
+    states = {"user": "user", "system": "system", "idle": "idle", "iowait": "wait",
+              "irq": "interrupt", "softirq": "softirq", "steal": "steal",
+              "nice": "nice"}  # fmt: skip
+    for row in _rows(csv_dir, "cpu"):
+        if row["cpu"] != "cpu-total":
+            for ours, state in states.items():
+                put("system.cpu.utilization", {"cpu": row["cpu"], "state": state}, row["ts"],
+                    float(row[f"{ours}_percent"]) / 100, "gauge")  # fmt: skip
+    for row in _rows(csv_dir, "memory"):
+        for ours, state in (("used", "used"), ("free", "free"), ("buffers", "buffered"),
+                            ("cached", "cached")):  # fmt: skip
+            put("system.memory.usage", {"state": state}, row["ts"],
+                int(row[f"{ours}_bytes"]), "sum")  # fmt: skip
+    for row in _rows(csv_dir, "disk"):
+        base = {"device": row["device"], "mountpoint": row["mountpoint"], "type": row["fstype"]}
+        used, free, avail = (int(row[c]) for c in ("used_bytes", "free_bytes", "available_bytes"))
+        for state, value in (("used", used), ("free", avail), ("reserved", free - avail)):
+            put("system.filesystem.usage", {**base, "state": state}, row["ts"], value, "sum")
+    for row in _rows(csv_dir, "diskio"):
+        for direction, column in (("read", "read_bytes_total"), ("write", "written_bytes_total")):
+            put("system.disk.io", {"device": row["device"], "direction": direction}, row["ts"],
+                int(row[column]), "counter")  # fmt: skip
+    return out
+
+
+def btime_ns() -> int:
+    line = next(x for x in Path("/proc/stat").read_text().splitlines() if x.startswith("btime"))
+    return int(line.split()[1]) * 1_000_000_000
+
+
+def test_every_point_arrives_once_named_as_hostmetrics(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    headers = tmp_path / "otlp-headers"
+    headers.write_text("Authorization: Api-Token otlp-s3cret\nX-Tenant: fleet-a\n")
+    csv_dir = tmp_path / "csv"
+    env = clean_env(
+        SIC_SINKS="csv,otlp", SIC_OTLP_ENDPOINT=receiver.endpoint,
+        SIC_OTLP_HEADERS_FILE=str(headers), SIC_HOSTNAME="otlp-host", SIC_TAGS="env=test",
+        SIC_INTERVAL="200ms", SIC_CSV_DIR=str(csv_dir), SIC_CSV_COMPRESS="none",
+        SIC_RETRY_INITIAL="50ms", SIC_RETRY_MAX_WAIT="300ms", SIC_LOG_LEVEL="info",
+    )  # fmt: skip
+    collector = Collector(env)
+    try:
+        poll(lambda: len(_rows(csv_dir, "memory")) >= 10 if (csv_dir / "memory.csv").exists()
+             else None, timeout=20, what="10 ticks")  # fmt: skip
+        assert collector.stop() == 0, "".join(collector.stderr[-20:])
+    finally:
+        if collector.proc.poll() is None:
+            collector.kill9()
+    assert collector.events("sink_write_failed"), "the 503 answers were not retried"
+    assert not collector.events("sink_batch_rejected")
+    assert "otlp-s3cret" not in "".join(collector.stderr)
+    sent = receiver.headers[0]
+    assert sent["Authorization"] == "Api-Token otlp-s3cret" and sent["X-Tenant"] == "fleet-a"
+    assert sent["Content-Type"] == "application/x-protobuf"
+
+    expected = expected_points(csv_dir)
+    got = [p for p in receiver.points() if p[0][0] in {k[0] for k in expected}]
+    counts = Counter(key for key, _, _ in got)
+    assert not [k for k, n in counts.items() if n > 1], "points delivered twice"
+    assert set(counts) == set(expected), (
+        f"missing {sorted(set(expected) - set(counts))[:3]}, "
+        f"extra {sorted(set(counts) - set(expected))[:3]}"
+    )
+    boot = btime_ns()
+    for key, value, details in got:
+        want, kind = expected[key]
+        assert math.isclose(value, want, rel_tol=1e-12), (key, value, want)
+        assert details["resource"] == {"host.name": "otlp-host", "env": "test"}
+        assert details["scope"] == "system-info-collector"
+        if kind == "gauge":
+            assert details["kind"] == "gauge" and details["unit"] == "1"
+        else:
+            assert details["kind"] == "sum" and details["unit"] == "By"
+            assert details["temporality"] == CUMULATIVE
+            assert details["monotonic"] is (kind == "counter")
+            assert details["start"] == boot
