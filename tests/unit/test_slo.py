@@ -1,0 +1,66 @@
+"""Delivery SLIs from the data: latency per record, completeness over a judged window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import CollectorRegistry
+
+from system_info_collector.model import Record
+from system_info_collector.slo import DeliveryLedger
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rec(ts: datetime) -> Record:
+    return Record("memory", ts, "h", {}, {"used_bytes": 1})
+
+
+def test_completeness_judges_only_samples_past_the_grace_period() -> None:
+    registry, clock = CollectorRegistry(), Clock()
+    ledger = DeliveryLedger(registry, clock=clock)
+    ledger.track("remote_write")
+    ticks = [T0 + timedelta(seconds=10 * i) for i in range(30)]  # 5 minutes of ticks
+    for ts in ticks:
+        ledger.produced(ts, 1)
+    ledger.acknowledged("remote_write", [rec(ts) for ts in ticks[:24]], now=clock.now)
+    clock.now = (T0 + timedelta(minutes=5)).timestamp()  # minutes 0-3 judged, 4 not yet
+    assert ledger.completeness() == {"remote_write": 1.0}  # the 24 acked ones: minutes 0-3
+    clock.now = (T0 + timedelta(minutes=6, seconds=1)).timestamp()  # minute 4 judged too
+    assert ledger.completeness() == {"remote_write": 24 / 30}
+    gauge = registry.get_sample_value("sic_sink_completeness_ratio", {"sink": "remote_write"})
+    assert gauge == 24 / 30
+    clock.now = (T0 + timedelta(minutes=30)).timestamp()  # all out of the window
+    assert ledger.completeness() == {"remote_write": 1.0}
+
+
+def test_latency_is_observed_per_record_from_its_tick_time() -> None:
+    registry = CollectorRegistry()
+    ledger = DeliveryLedger(registry, clock=Clock())
+    now = T0.timestamp()
+    ledger.acknowledged("otlp", [rec(T0 - timedelta(seconds=s)) for s in (0.2, 3, 40)], now=now)
+
+    def bucket(le: str) -> float | None:
+        return registry.get_sample_value(
+            "sic_sink_delivery_latency_seconds_bucket", {"sink": "otlp", "le": le}
+        )
+
+    assert (bucket("0.25"), bucket("5.0"), bucket("60.0")) == (1.0, 2.0, 3.0)
+
+
+def test_a_replay_cannot_push_completeness_over_one() -> None:
+    clock = Clock()
+    ledger = DeliveryLedger(CollectorRegistry(), clock=clock)
+    ledger.produced(T0, 2)
+    ledger.acknowledged("remote_write", [rec(T0)] * 2, now=clock.now)
+    ledger.acknowledged("remote_write", [rec(T0)] * 2, now=clock.now)  # sent again
+    clock.now += 120
+    assert ledger.completeness() == {"remote_write": 1.0}
