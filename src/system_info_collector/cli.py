@@ -79,7 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(SIC_DB_DSN), idempotently",
     )
     replay.add_argument("paths", nargs="+", metavar="PATH", help="CSV file or directory")
-    for sub in (run, once, check, health, replay):
+    db = commands.add_parser("db", help="database maintenance (SIC_DB_DSN)")
+    db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    db_commands.add_parser(
+        "migrate",
+        help="convert plain tables of schema version 1 to range-partitioned tables (copies "
+        "every row, keeps the old tables)",
+    )
+    for sub in (run, once, check, health, replay, db):
         _add_override_flags(sub)
     _add_override_flags(parser)
     return parser
@@ -112,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check,
         "health": cmd_health,
         "replay": lambda s: cmd_replay(s, args.paths),
+        "db": lambda s: cmd_db(s, args.db_command),
     }
     try:
         return handlers[command](settings)
@@ -278,6 +286,13 @@ def cmd_replay(settings: Settings, paths: Sequence[str]) -> int:
     from system_info_collector.replay import replay
 
     return replay(settings.postgres, settings.retry, paths)
+
+
+def cmd_db(settings: Settings, command: str) -> int:
+    from system_info_collector.sinks.postgres.migrate import run_migrate
+
+    assert command == "migrate"
+    return run_migrate(settings.postgres)
 
 
 def cmd_check(settings: Settings) -> int:

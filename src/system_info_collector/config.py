@@ -28,6 +28,7 @@ KNOWN_COLLECTORS = tuple(COLLECTORS)
 DEFAULT_COLLECTORS = tuple(name for name, c in COLLECTORS.items() if not c.optional)
 KNOWN_SINKS = ("stdout", "csv", "postgres", "remote_write", "otlp")
 MIN_INTERVAL = 0.1
+MIN_PARTITION_INTERVAL = 3600.0
 SECRET_VARIABLES = frozenset({"SIC_DB_DSN", "SIC_REMOTE_WRITE_URL", "SIC_OTLP_ENDPOINT"})
 
 
@@ -63,6 +64,8 @@ class PostgresSettings:
     spool_dir: str = "./data/.spool"
     spool_max_size: int = 1_000_000_000
     timescale: str = "auto"
+    partition_interval: float = 86400.0  # 0: plain tables
+    retention: float = 30 * 86400.0  # 0: keep forever
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +262,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         spool_dir=get("SIC_DB_SPOOL_DIR", "").strip() or os.path.join(csv_dir, ".spool"),
         spool_max_size=e.size("SIC_DB_SPOOL_MAX_SIZE", "1GB"),
         timescale=choice("SIC_DB_TIMESCALE", "auto", ("auto", "on", "off")),
+        partition_interval=e.duration("SIC_DB_PARTITION_INTERVAL", "1d"),
+        retention=e.duration("SIC_DB_RETENTION", "30d"),
     )
     http = HttpSettings(
         listen=get("SIC_HTTP_LISTEN", ":9808").strip(),
@@ -336,6 +341,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append(
             f"SIC_CSV_DIR={csv_dir!r}: looks like a file name, but it is the directory the CSV "
             "files go in (one file per measurement, e.g. --csv ./metrics)"
+        )
+    part, keep = postgres.partition_interval, postgres.retention
+    if part is not None and part and not MIN_PARTITION_INTERVAL <= part <= 366 * 86400:
+        problems.append(
+            f"SIC_DB_PARTITION_INTERVAL={get('SIC_DB_PARTITION_INTERVAL')!r}: must be 0 (plain "
+            "tables) or between 1h and 366d"
+        )
+    elif part is not None and keep is not None and keep and keep < part:
+        problems.append(
+            f"SIC_DB_RETENTION={get('SIC_DB_RETENTION')!r}: must be 0 (keep forever) or at "
+            "least SIC_DB_PARTITION_INTERVAL (whole partitions are dropped)"
         )
     if password_file and not os.path.isfile(password_file):
         problems.append(f"SIC_DB_PASSWORD_FILE={password_file!r}: not a readable file")

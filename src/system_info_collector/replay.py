@@ -16,6 +16,7 @@ not be loaded, or the server failed; 2 a PATH does not exist / nothing to replay
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import sys
@@ -23,6 +24,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import IO, Any, TextIO
 
@@ -45,6 +47,7 @@ from system_info_collector.sinks.postgres import (
     dsn_secrets,
     ensure_schema,
     error_text,
+    partitions,
     read_password,
     run_script,
 )
@@ -53,6 +56,17 @@ CHUNK_BYTES = 8 << 20  # per COPY transaction
 PROGRESS_EVERY = 2.0  # seconds
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _HEADERS = {(",".join(m.columns) + "\n").encode(): m for m in MEASUREMENTS.values()}
+
+
+def _timestamps(data: bytes) -> list[datetime]:
+    """The distinct hours of the ``ts`` column (the first field) of CSV lines: enough to
+    know which partitions a chunk needs."""
+    hours = {line[:13] for line in data.split(b"\n") if line}
+    out = []
+    for hour in hours:
+        with contextlib.suppress(ValueError):
+            out.append(datetime.fromisoformat(hour.decode("ascii", "replace") + ":00+00:00"))
+    return out
 
 
 class ReplayError(Exception):
@@ -139,6 +153,7 @@ class Replayer:
                 self.settings.schema,
                 self.settings.timescale,
                 statement_timeout=self.settings.statement_timeout,
+                partition_interval=self.settings.partition_interval,
             )
             self._conn = conn
         return self._conn
@@ -173,6 +188,14 @@ class Replayer:
         # synchronous_commit off is safe: a commit lost in a crash is re-done by a re-run
         query = copy_script(self.settings.schema, m, self.settings.statement_timeout,
                                      direct=direct, synchronous_commit="off")  # fmt: skip
+        try:
+            return run_script(conn, query, data)[-1]
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition of relation" not in str(exc) or conn.closed:
+                raise
+        s = self.settings  # rows older (or newer) than every partition: make theirs, again
+        partitions.ensure_for(conn, s.schema, m, _timestamps(data), s.partition_interval,
+                              s.statement_timeout)  # fmt: skip
         return run_script(conn, query, data)[-1]
 
     def ready(self) -> None:

@@ -98,7 +98,7 @@ def test_schema_matches_the_one_definition_and_is_created_idempotently(
             f'"{db_schema}"."{m.name}"',
         )  # fmt: skip
         assert tuple(r[0] for r in pk) == m.primary_key
-    assert query(f'SELECT version FROM "{db_schema}".sic_schema_version') == [(1,)]
+    assert query(f'SELECT version FROM "{db_schema}".sic_schema_version') == [(2,)]
 
 
 def test_writes_are_idempotent_and_application_name_is_set(

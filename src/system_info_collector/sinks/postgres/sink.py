@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -37,6 +39,7 @@ from system_info_collector.model import Record
 from system_info_collector.redact import redact_secret
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks import CheckResult
+from system_info_collector.sinks.postgres import partitions
 from system_info_collector.sinks.postgres.connection import (
     WATCHDOG_GRACE,
     Watchdog,
@@ -47,7 +50,7 @@ from system_info_collector.sinks.postgres.connection import (
     read_password,
     run_script,
 )
-from system_info_collector.sinks.postgres.ddl import ensure_schema
+from system_info_collector.sinks.postgres.ddl import SchemaState, ensure_schema
 from system_info_collector.sinks.postgres.deadletter import (
     DEAD_LETTER_FILE,
     append_line,
@@ -63,6 +66,7 @@ from system_info_collector.sinks.postgres.errors import (
     error_text,
 )
 
+MAINTENANCE_EVERY = 900.0  # seconds between partition maintenance runs (cheap when idle)
 RECORD_BYTES_ESTIMATE = 300  # spooled bytes per record, to express the spool limit in records
 
 
@@ -92,6 +96,8 @@ class PostgresSink:
         self._last_problem: str | None = None
         self._secrets: list[str] = []
         self._encoders = {name: UnnestEncoder(m) for name, m in MEASUREMENTS.items()}
+        self._partitioned: frozenset[str] = frozenset()
+        self._next_maintenance = 0.0
 
     # -- Sink ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -110,6 +116,7 @@ class PostgresSink:
                 raise self._failure(exc, kind) from exc
         else:
             self._recovered()
+            self._maintain()
             return
         for name, records in groups.items():
             try:
@@ -135,12 +142,7 @@ class PostgresSink:
         try:
             with connect(self.settings, password) as conn:
                 version = conn.info.server_version
-                summary = ensure_schema(
-                    conn,
-                    self.settings.schema,
-                    self.settings.timescale,
-                    statement_timeout=self.settings.statement_timeout,
-                )
+                summary = self._ensure_schema(conn).summary
                 results.append(CheckResult(
                     "sink postgres", True,
                     f"connected to {describe(conn)} (PostgreSQL {version // 10000}."
@@ -185,15 +187,14 @@ class PostgresSink:
         try:
             with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
                 if not self._schema_ready:
-                    summary = ensure_schema(
-                        conn,
-                        self.settings.schema,
-                        self.settings.timescale,
-                        statement_timeout=self.settings.statement_timeout,
-                    )
+                    state = self._ensure_schema(conn)
                     self._schema_ready = True
-                    event("INFO", "postgres_schema_ready", summary, sink=self.name,
+                    self._partitioned = frozenset(state.partitioned)
+                    self._next_maintenance = time.monotonic() + MAINTENANCE_EVERY
+                    event("INFO", "postgres_schema_ready", state.summary, sink=self.name,
                           target=describe(conn))  # fmt: skip
+                    if state.unpartitioned and self.settings.partition_interval > 0:
+                        self._warn_unpartitioned(state)
         except psycopg.Error as exc:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -204,14 +205,77 @@ class PostgresSink:
     def _deadline(self) -> float:
         return self.settings.statement_timeout + WATCHDOG_GRACE
 
+    def _ensure_schema(self, conn: psycopg.Connection[Any]) -> SchemaState:
+        s = self.settings
+        return ensure_schema(conn, s.schema, s.timescale, statement_timeout=s.statement_timeout,
+                             partition_interval=s.partition_interval)  # fmt: skip
+
+    def _warn_unpartitioned(self, state: SchemaState) -> None:
+        event("WARNING", "postgres_table_unpartitioned",
+              "these tables were created by schema version 1 (not partitioned): SIC_DB_RETENTION "
+              "does not apply to them; `system-info-collector db migrate` converts them in "
+              "place and keeps every row", sink=self.name, schema=self.settings.schema,
+              tables=list(state.unpartitioned))  # fmt: skip
+
     def _write_groups(self, conn: psycopg.Connection[Any], groups: dict[str, list[Record]]) -> None:
         """One transaction, one round trip: ``SET LOCAL`` and an ``INSERT … SELECT … FROM
-        unnest(…) ON CONFLICT DO NOTHING`` per table (:func:`insert_script`)."""
+        unnest(…) ON CONFLICT DO NOTHING`` per table (:func:`insert_script`). A row outside
+        every partition makes the partitions it needs, then the batch is written again."""
         query = insert_script(
             self.settings.schema, groups, self._encoders, self.settings.statement_timeout
         )
-        with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
-            run_script(conn, query)
+        try:
+            with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+                run_script(conn, query)
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition of relation" not in str(exc) or conn.closed:
+                raise
+            self._add_partitions(conn, groups)
+            with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+                run_script(conn, query)
+
+    def _add_partitions(
+        self, conn: psycopg.Connection[Any], groups: dict[str, list[Record]]
+    ) -> None:
+        s = self.settings
+        for name, records in groups.items():
+            if name not in self._partitioned:
+                continue
+            with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+                made = partitions.ensure_for(conn, s.schema, MEASUREMENTS[name],
+                                             (r.ts for r in records), s.partition_interval,
+                                             s.statement_timeout)  # fmt: skip
+            if made:
+                event("INFO", "postgres_partitions_created",
+                      "created partitions for rows outside the existing ones", sink=self.name,
+                      partitions=made)  # fmt: skip
+
+    def _maintain(self) -> None:
+        """Partitions ahead and retention, every MAINTENANCE_EVERY, after a write."""
+        if not self._partitioned or time.monotonic() < self._next_maintenance:
+            return
+        self._next_maintenance = time.monotonic() + MAINTENANCE_EVERY
+        conn, s = self._conn, self.settings
+        if conn is None or conn.closed:
+            return
+        try:
+            with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+                done = partitions.maintain(
+                    conn, s.schema, [MEASUREMENTS[n] for n in sorted(self._partitioned)],
+                    now=datetime.now(UTC), interval=s.partition_interval,
+                    retention=s.retention, statement_timeout=s.statement_timeout,
+                )  # fmt: skip
+        except (psycopg.Error, ValueError) as exc:
+            event("WARNING", "postgres_maintenance_failed",
+                  "partition maintenance failed; retrying at the next one", sink=self.name,
+                  error=redact_secret(error_text(exc), self._secrets))  # fmt: skip
+            if isinstance(exc, psycopg.Error):
+                self._after_error(exc)
+            return
+        if done and (done[0] or done[1]):
+            event("INFO", "postgres_partitions", "partition maintenance", sink=self.name,
+                  created=done[0], dropped=done[1],
+                  retention_seconds=s.retention)  # fmt: skip
 
     def _bisect(self, name: str, records: list[Record]) -> None:
         """Write ``records`` in halves until the rows the server rejects are isolated."""
