@@ -17,7 +17,7 @@ not be loaded, or the server failed; 2 a PATH does not exist / nothing to replay
 from __future__ import annotations
 
 import contextlib
-import gzip
+import io
 import os
 import sys
 import time
@@ -102,10 +102,59 @@ def discover(paths: Sequence[str]) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(files)), missing
 
 
-def _open(path: str) -> IO[bytes]:
+class Gunzip(io.RawIOBase):
+    """Decompress a gzip file as far as ``zcat`` does: a truncated or damaged stream yields
+    every byte decompressed before the damage, then ends (``damage`` says why). Concatenated
+    members (``cat a.gz b.gz``) are read one after the other. ``consumed`` counts the
+    compressed bytes read (progress)."""
+
+    def __init__(self, path: str) -> None:
+        self._raw = open(path, "rb")  # noqa: SIM115 -- closed in close()
+        self._z = zlib.decompressobj(wbits=31)
+        self._out = b""
+        self._done = False
+        self.damage: str | None = None
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out and not self._done:
+            raw = self._raw.read(RAW_BLOCK)
+            self.consumed += len(raw)
+            if not raw:
+                self._done = True
+                if not self._z.eof and (self.consumed or self._z.unconsumed_tail):
+                    self.damage = "the compressed file ends early (truncated)"
+                break
+            try:
+                self._out = self._z.decompress(raw)
+                while self._z.eof and self._z.unused_data:  # the next member
+                    rest = self._z.unused_data
+                    self._z = zlib.decompressobj(wbits=31)
+                    self._out += self._z.decompress(rest)
+            except zlib.error as exc:
+                self._done = True
+                self.damage = f"the compressed data is damaged ({exc})"
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+RAW_BLOCK = 1 << 16
+
+
+def _open(path: str) -> tuple[IO[bytes], Gunzip | None]:
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+        raw = Gunzip(path)
+        return io.BufferedReader(raw, CHUNK_BYTES), raw
+    return open(path, "rb"), None
 
 
 def _chunks(handle: IO[bytes], problem: Callable[[str], None], path: str) -> Iterator[bytes]:
@@ -114,8 +163,8 @@ def _chunks(handle: IO[bytes], problem: Callable[[str], None], path: str) -> Ite
     while True:
         try:
             block = handle.read(CHUNK_BYTES)
-        except (EOFError, OSError, zlib.error) as exc:
-            problem(f"{path}: compressed data is damaged ({exc}); loaded the rows before it")
+        except OSError as exc:
+            problem(f"{path}: cannot read further ({exc}); loaded the rows before it")
             block = b""
         if not block:
             break
@@ -245,13 +294,17 @@ class Replayer:
         started = last = time.monotonic()
         rows = inserted = 0
         try:
-            with _open(path) as handle:
+            opened, gunzip = _open(path)
+            with opened as handle:
                 try:
                     header = handle.readline()
-                except (EOFError, OSError, zlib.error) as exc:
+                except OSError as exc:
                     self._problem(t, f"{path}: cannot read ({exc})")
                     return
                 m = _HEADERS.get(header.replace(b"\r\n", b"\n"))
+                if m is None and gunzip is not None and gunzip.damage:
+                    self._problem(t, f"{path}: cannot read: {gunzip.damage}")
+                    return
                 if m is None:
                     shown = header[:80].decode("utf-8", "replace").strip()
                     self._problem(t, f"{path}: not a collector CSV file (header {shown!r})")
@@ -274,6 +327,9 @@ class Replayer:
                         rate = rows / (now - started)
                         print(f"replay: {path}: {rows} rows so far ({rate:,.0f} rows/s)",
                               file=self.progress)  # fmt: skip
+                if gunzip is not None and gunzip.damage:
+                    self._problem(t, f"{path}: {gunzip.damage}; loaded the {rows} complete rows "
+                                  "before it (as zcat recovers them)")  # fmt: skip
         except OSError as exc:
             self._problem(t, f"{path}: cannot read ({exc.strerror or exc})")
             return
