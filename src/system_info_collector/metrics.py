@@ -120,6 +120,13 @@ class Metrics:
             registry=r,
         )
         self.delivery = DeliveryLedger(r)
+        self.db_conflicts = Counter(
+            "sic_db_conflicting_rows",
+            "Rows whose key the database already held with different values (clock stepped "
+            "back, or two hosts with one host name); the stored row is kept, the new one is "
+            "written to conflicts.jsonl",
+            registry=r,
+        )
         self.csv_rotations = Counter("sic_csv_rotations", "CSV files rotated", registry=r)
         self.csv_bytes = Counter("sic_csv_written_bytes", "Bytes written to CSV files", registry=r)
 

@@ -285,3 +285,35 @@ def test_a_dsn_that_is_only_a_password_never_shows_it(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "FAIL  sink postgres" in result.stdout
     assert "hunter2secret" not in result.stdout + result.stderr
+
+
+def test_a_key_stored_with_other_values_is_counted_logged_and_kept_not_dropped(
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    make_sink: MakeSink,
+    events: list[dict[str, Any]],
+) -> None:
+    """A wall clock stepped back, or two hosts with one host name: same key, other values."""
+    sink, metrics = make_sink(pg_up.dsn(), db_schema)
+    sink.write([mem(i) for i in range(10)])
+    sink.write([mem(i) for i in range(10)])  # a retried batch: same values, not a conflict
+    conflicts = Path(sink.conflicts_path)
+    assert not conflicts.exists()
+    assert metrics.registry.get_sample_value("sic_db_conflicting_rows_total") == 0
+
+    sink.write([mem(i, total=4 << 30) for i in range(5, 15)])  # 5..9 collide, 10..14 are new
+    assert count(query, db_schema, "memory") == 15
+    stored = query(f'SELECT total_bytes FROM "{db_schema}".memory WHERE ts < %s ORDER BY ts',
+                   T0 + timedelta(seconds=10))  # fmt: skip
+    assert stored == [(8 << 30,)] * 10  # the first write wins, as before
+    assert metrics.registry.get_sample_value("sic_db_conflicting_rows_total") == 5
+    kept = [json.loads(line) for line in conflicts.read_text().splitlines()]
+    assert [k["ts"] for k in kept] == [
+        (T0 + timedelta(seconds=s)).isoformat() for s in range(5, 10)
+    ]
+    assert all(k["fields"]["total_bytes"] == 4 << 30 for k in kept)  # the new values, recoverable
+    assert all(k["stored"]["total_bytes"] == 8 << 30 for k in kept)  # next to the stored ones
+    [warning] = [e for e in events if e.get("event") == "postgres_conflicting_rows"]
+    assert warning["level"] == "WARNING" and warning["rows"] == 5 and warning["host"] == "h1"
+    assert "same host name" in warning["msg"]

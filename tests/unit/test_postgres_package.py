@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,7 +20,7 @@ from system_info_collector.sinks.postgres import (
     insert_select_sql,
     local_settings,
 )
-from system_info_collector.sinks.postgres.deadletter import dead_letter_line
+from system_info_collector.sinks.postgres.deadletter import append_line, dead_letter_line
 
 T = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -98,3 +100,14 @@ def test_a_dead_letter_line_is_one_json_object_with_the_error() -> None:
     item = json.loads(line)
     assert item["error"] == "22003: out of range" and item["fields"] == {"total_bytes": 2**70}
     assert item["ts"] == T.isoformat() and item["measurement"] == "memory"
+
+
+def test_the_dead_letter_file_is_bounded_by_rotating_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "dead-letter.jsonl")
+    line = b'{"row":"' + b"x" * 89 + b'"}\n'  # 100 bytes
+    for _ in range(25):
+        append_line(path, line, max_size=1000)
+    sizes = [os.path.getsize(path), os.path.getsize(path + ".1")]
+    assert sizes == [500, 1000]  # 25 lines: 10 rotated away twice over, the newest kept
+    assert Path(path).read_bytes() == line * 5 and Path(path + ".1").read_bytes() == line * 10
+    assert not list(tmp_path.glob("*.torn-*"))

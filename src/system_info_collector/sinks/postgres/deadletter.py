@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -12,6 +13,33 @@ from system_info_collector.logging import event
 from system_info_collector.model import Record
 
 DEAD_LETTER_FILE = "dead-letter.jsonl"
+CONFLICTS_FILE = "conflicts.jsonl"
+MIN_FILE_LIMIT = 1 << 20
+
+
+def file_limit(spool_max_size: int) -> int:
+    """The size limit of the dead-letter and conflict files: 5 % of the spool's, >= 1 MiB."""
+    return max(MIN_FILE_LIMIT, spool_max_size // 20)
+
+
+def conflict_line(record: Record, sink: str, stored: str) -> bytes:
+    """A record whose key was already stored with other values, next to the stored row."""
+    line = json.dumps(
+        {
+            "logged_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "sink": sink,
+            "conflict": "the key is stored with different values; the stored row was kept",
+            "measurement": record.measurement,
+            "ts": record.ts.isoformat(),
+            "host": record.host,
+            "tags": dict(record.tags),
+            "fields": dict(record.fields),
+            "stored": json.loads(stored),
+        },
+        separators=(",", ":"),
+        default=str,
+    )
+    return (line + "\n").encode()
 
 
 def dead_letter_line(record: Record, sink: str, error: str) -> bytes:
@@ -33,10 +61,20 @@ def dead_letter_line(record: Record, sink: str, error: str) -> bytes:
     return (line + "\n").encode()
 
 
-def append_line(path: str, line: bytes) -> None:
+def append_line(path: str, line: bytes, max_size: int | None = None) -> None:
     """Append one complete line (fsync'ed). A torn last line left by a crash or a failed
     write is first set aside to ``<path>.torn-<time>`` with an ERROR log, so the new line
-    never glues onto it."""
+    never glues onto it. With ``max_size``, a file that would grow past it is first rotated
+    to ``<path>.1`` (replacing the previous one; ERROR log): at most twice ``max_size``."""
+    if max_size is not None:
+        with contextlib.suppress(FileNotFoundError):
+            size = os.stat(path).st_size
+            if size and size + len(line) > max_size:
+                os.replace(path, path + ".1")
+                event("ERROR", "dead_letter_rotated",
+                      "the file reached its size limit; rotated it (the previous rotated copy "
+                      "is replaced)", file=path, moved_to=path + ".1", size_bytes=size,
+                      limit_bytes=max_size)  # fmt: skip
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         size = os.fstat(fd).st_size

@@ -138,3 +138,17 @@ def copy_script(
             insert_select_sql(schema, m, STAGE),
         ]
     return "; ".join(parts).encode()
+
+
+def differing_sql(schema: str, m: Measurement, source: str) -> str:
+    """The rows of ``source`` whose key is stored with other values: key and stored row."""
+    table = f"{quote_ident(schema)}.{quote_ident(m.name)}"
+    key = " AND ".join(f"t.{quote_ident(c)} = u.{quote_ident(c)}" for c in m.primary_key)
+    values = [c for c in m.columns if c not in m.primary_key]
+    stored = ", ".join(f"t.{quote_ident(c)}" for c in values)
+    new = ", ".join(f"u.{quote_ident(c)}" for c in values)
+    keys = ", ".join(f"u.{quote_ident(c)}" for c in m.primary_key)
+    return (
+        f"SELECT {keys}, row_to_json(t)::text FROM {source} JOIN {table} t ON {key} "
+        f"WHERE ({stored}) IS DISTINCT FROM ({new})"
+    )

@@ -52,11 +52,18 @@ from system_info_collector.sinks.postgres.connection import (
 )
 from system_info_collector.sinks.postgres.ddl import SchemaState, ensure_schema
 from system_info_collector.sinks.postgres.deadletter import (
+    CONFLICTS_FILE,
     DEAD_LETTER_FILE,
     append_line,
+    conflict_line,
     dead_letter_line,
+    file_limit,
 )
-from system_info_collector.sinks.postgres.encoding import UnnestEncoder, insert_script
+from system_info_collector.sinks.postgres.encoding import (
+    UnnestEncoder,
+    differing_sql,
+    insert_script,
+)
 from system_info_collector.sinks.postgres.errors import (
     CONFIG,
     DATA,
@@ -66,6 +73,7 @@ from system_info_collector.sinks.postgres.errors import (
     error_text,
 )
 
+CONFLICT_LOG_EVERY = 60.0  # seconds: one WARNING per minute at most while conflicts go on
 MAINTENANCE_EVERY = 900.0  # seconds between partition maintenance runs (cheap when idle)
 RECORD_BYTES_ESTIMATE = 300  # spooled bytes per record, to express the spool limit in records
 
@@ -90,6 +98,9 @@ class PostgresSink:
         self.flush_interval = settings.flush_interval
         self.backlog_limit = max(1000, settings.spool_max_size // RECORD_BYTES_ESTIMATE)
         self.dead_letter_path = os.path.join(settings.spool_dir, DEAD_LETTER_FILE)
+        self.conflicts_path = os.path.join(settings.spool_dir, CONFLICTS_FILE)
+        self._conflicts_unlogged = 0
+        self._conflict_log_after = 0.0
         self._conn: psycopg.Connection[Any] | None = None
         self._schema_ready = False
         self._watchdog = Watchdog()
@@ -226,13 +237,54 @@ class PostgresSink:
         )
         try:
             with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
-                run_script(conn, query)
+                counts = run_script(conn, query)
         except psycopg.errors.CheckViolation as exc:
             if "no partition of relation" not in str(exc) or conn.closed:
                 raise
             self._add_partitions(conn, groups)
             with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
-                run_script(conn, query)
+                counts = run_script(conn, query)
+        for (name, records), inserted in zip(groups.items(), counts[1:], strict=False):
+            if inserted < len(records):
+                self._check_conflicts(conn, name, records)
+
+    def _check_conflicts(
+        self, conn: psycopg.Connection[Any], name: str, records: list[Record]
+    ) -> None:
+        """Rows not inserted because their key was there: fine when the stored values are the
+        same (a retried batch); otherwise count, log and keep them in conflicts.jsonl."""
+        m = MEASUREMENTS[name]
+        query = differing_sql(self.settings.schema, m, self._encoders[name].source(records))
+        with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+            rows = conn.execute(query).fetchall()
+        if not rows:
+            return
+        width = len(m.primary_key)
+        stored = {tuple(row[:width]): row[width] for row in rows}
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        limit = file_limit(self.settings.spool_max_size)
+        first = None
+        for record in records:
+            values = {"host": record.host, "ts": record.ts, **record.tags}
+            key = tuple(values.get(c, "") for c in m.primary_key)
+            row = stored.pop(key, None)
+            if row is None:
+                continue
+            first = first or key
+            append_line(self.conflicts_path, conflict_line(record, self.name, row), limit)
+            self._metrics.db_conflicts.inc()
+            self._conflicts_unlogged += 1
+        now = time.monotonic()
+        if first is not None and now >= self._conflict_log_after:
+            self._conflict_log_after = now + CONFLICT_LOG_EVERY
+            event("WARNING", "postgres_conflicting_rows",
+                  "rows whose key is already stored with different values: the wall clock "
+                  "stepped back, or another host reports the same host name (SIC_HOSTNAME); "
+                  "the stored rows are kept, the new ones written to the conflicts file",
+                  sink=self.name, measurement=name, rows=self._conflicts_unlogged,
+                  host=first[0], first_key=[str(k) for k in first],
+                  file=self.conflicts_path)  # fmt: skip
+            self._conflicts_unlogged = 0
 
     def _add_partitions(
         self, conn: psycopg.Connection[Any], groups: dict[str, list[Record]]
@@ -322,7 +374,8 @@ class PostgresSink:
     def _dead_letter(self, record: Record, exc: psycopg.Error) -> None:
         text = redact_secret(error_text(exc), self._secrets)
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
-        append_line(self.dead_letter_path, dead_letter_line(record, self.name, text))
+        limit = file_limit(self.settings.spool_max_size)
+        append_line(self.dead_letter_path, dead_letter_line(record, self.name, text), limit)
         self._metrics.dead_lettered.inc()
         event("ERROR", "postgres_row_rejected",
               "PostgreSQL rejected a row; wrote it to the dead-letter file",
