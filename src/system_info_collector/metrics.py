@@ -120,6 +120,11 @@ class Metrics:
             registry=r,
         )
         self.delivery = DeliveryLedger(r)
+        self.db_held = Counter(
+            "sic_db_held_rows",
+            "Rows held in the spool directory because their table does not match the schema",
+            registry=r,
+        )
         self.db_conflicts = Counter(
             "sic_db_conflicting_rows",
             "Rows whose key the database already held with different values (clock stepped "

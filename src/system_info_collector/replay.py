@@ -31,6 +31,7 @@ from typing import IO, Any, TextIO
 import psycopg
 
 from system_info_collector.config import PostgresSettings, RetrySettings
+from system_info_collector.model import Record
 from system_info_collector.redact import redact_secret
 from system_info_collector.retry import Backoff
 from system_info_collector.schema import MEASUREMENTS, Measurement
@@ -39,6 +40,7 @@ from system_info_collector.sinks.postgres import (
     DATA,
     TRANSIENT,
     WATCHDOG_GRACE,
+    UnnestEncoder,
     Watchdog,
     abort_socket,
     classify,
@@ -47,10 +49,12 @@ from system_info_collector.sinks.postgres import (
     dsn_secrets,
     ensure_schema,
     error_text,
+    insert_script,
     partitions,
     read_password,
     run_script,
 )
+from system_info_collector.sinks.postgres.deadletter import read_records
 
 CHUNK_BYTES = 8 << 20  # per COPY transaction
 PROGRESS_EVERY = 2.0  # seconds
@@ -67,6 +71,15 @@ def _timestamps(data: bytes) -> list[datetime]:
         with contextlib.suppress(ValueError):
             out.append(datetime.fromisoformat(hour.decode("ascii", "replace") + ":00+00:00"))
     return out
+
+
+JSON_BATCH = 5000  # records per transaction from a dead-letter file
+
+
+def _is_records_file(path: str) -> bool:
+    """A dead-letter/held/conflicts file of the PostgreSQL sink (``*.jsonl``, ``*.jsonl.1``)."""
+    name = os.path.basename(path)
+    return name.endswith(".jsonl") or ".jsonl." in name
 
 
 class ReplayError(Exception):
@@ -192,6 +205,7 @@ class Replayer:
         self._secrets = dsn_secrets(settings, self.password)
         self._conn: psycopg.Connection[Any] | None = None
         self._watchdog = Watchdog()
+        self._encoders = {name: UnnestEncoder(m) for name, m in MEASUREMENTS.items()}
         self._direct = True
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -286,6 +300,65 @@ class Replayer:
             self._bisect(m, lines[:mid], first, path, t)
             self._bisect(m, lines[mid:], first + mid, path, t)
 
+    def records_file(self, path: str, t: Totals) -> None:
+        """A dead-letter (or held) file of the PostgreSQL sink: JSON lines, one record each,
+        written through the live sink's own statement (``INSERT … SELECT … FROM unnest``)."""
+        started = time.monotonic()
+        rows = inserted = 0
+        batch: list[tuple[int, Record]] = []
+        try:
+            for number, record in read_records(path):
+                if record is None or record.measurement not in MEASUREMENTS:
+                    self._problem(t, f"{path}: line {number}: not a record of this collector")
+                    continue
+                batch.append((number, record))
+                if len(batch) >= JSON_BATCH:
+                    inserted += self._records(batch, path, t)
+                    rows += len(batch)
+                    batch = []
+        except OSError as exc:
+            self._problem(t, f"{path}: cannot read ({exc.strerror or exc})")
+            return
+        if batch:
+            inserted += self._records(batch, path, t)
+            rows += len(batch)
+        t.files += 1
+        t.rows += rows
+        t.inserted += inserted
+        took = max(time.monotonic() - started, 1e-9)
+        print(f"replay: {path}: records, {rows} rows, {inserted} new, in {took:.2f}s",
+              file=self.progress)  # fmt: skip
+
+    def _records(self, batch: list[tuple[int, Record]], path: str, t: Totals) -> int:
+        groups: dict[str, list[Record]] = {}
+        for _, record in batch:
+            groups.setdefault(record.measurement, []).append(record)
+        query = insert_script(self.settings.schema, groups, self._encoders,
+                              self.settings.statement_timeout)  # fmt: skip
+        try:
+            return self._retrying(lambda conn: self._run_records(conn, query, groups))
+        except psycopg.Error as exc:
+            if len(batch) == 1:
+                t.rejected += 1
+                self._problem(t, f"{path}: line {batch[0][0]}: rejected: {self._text(exc)}")
+                return 0
+            mid = len(batch) // 2
+            return self._records(batch[:mid], path, t) + self._records(batch[mid:], path, t)
+
+    def _run_records(
+        self, conn: psycopg.Connection[Any], query: bytes, groups: dict[str, list[Record]]
+    ) -> int:
+        try:
+            return sum(run_script(conn, query)[1:])
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition of relation" not in str(exc) or conn.closed:
+                raise
+        s = self.settings
+        for name, records in groups.items():
+            partitions.ensure_for(conn, s.schema, MEASUREMENTS[name], [r.ts for r in records],
+                                  s.partition_interval, s.statement_timeout)  # fmt: skip
+        return sum(run_script(conn, query)[1:])
+
     def _problem(self, t: Totals, message: str) -> None:
         t.problems.append(message)
         print(f"replay: {message}", file=self.progress)
@@ -371,7 +444,10 @@ def replay(
     try:
         replayer.ready()
         for path in files:
-            replayer.file(path, totals)
+            if _is_records_file(path):
+                replayer.records_file(path, totals)
+            else:
+                replayer.file(path, totals)
     except ReplayError as exc:
         print(f"replay: stopped: {exc}", file=progress)
         totals.problems.append(str(exc))

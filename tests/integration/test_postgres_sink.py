@@ -317,3 +317,26 @@ def test_a_key_stored_with_other_values_is_counted_logged_and_kept_not_dropped(
     [warning] = [e for e in events if e.get("event") == "postgres_conflicting_rows"]
     assert warning["level"] == "WARNING" and warning["rows"] == 5 and warning["host"] == "h1"
     assert "same host name" in warning["msg"]
+
+
+def test_replay_of_the_dead_letter_file_loads_what_the_server_now_accepts(
+    pg_up: PgServer, db_schema: str, query: Query, make_sink: MakeSink
+) -> None:
+    sink, _ = make_sink(pg_up.dsn(), db_schema)
+    batch = [mem(i) for i in range(6)]
+    batch[2], batch[4] = mem(2, total=2**70), mem(4, total=2**65)
+    sink.write(batch)
+    assert count(query, db_schema, "memory") == 4
+    path = Path(sink.dead_letter_path)
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(lines) == 2
+    lines[0] = lines[0].replace(str(2**70), str(8 << 30))  # the operator fixes one value
+    path.write_text("".join(lines))
+    env = clean_env(SIC_DB_DSN=pg_up.dsn(), SIC_DB_SCHEMA=db_schema)
+    result = run_cli("replay", str(path), env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "dead-letter.jsonl: line 2: rejected: 22003" in result.stderr
+    assert "2 rows from 1 files" in result.stdout and "1 new" in result.stdout
+    assert count(query, db_schema, "memory") == 5
+    again = run_cli("replay", str(path), env=env)  # idempotent: nothing new the second time
+    assert "0 new" in again.stdout and count(query, db_schema, "memory") == 5

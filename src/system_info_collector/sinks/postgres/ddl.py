@@ -12,7 +12,7 @@ from psycopg import sql
 from system_info_collector import __version__
 from system_info_collector.schema import MEASUREMENTS, Measurement
 from system_info_collector.sinks.postgres import partitions
-from system_info_collector.sinks.postgres.encoding import local_settings, quote_ident
+from system_info_collector.sinks.postgres.encoding import column_types, local_settings, quote_ident
 
 SCHEMA_VERSION = 2  # 1: plain tables; 2: range-partitioned by ts
 VERSION_TABLE = "sic_schema_version"
@@ -185,3 +185,51 @@ def record_version(conn: psycopg.Connection[Any], schema: str, version: int) -> 
         ).format(sql.Identifier(schema, VERSION_TABLE)),
         (version, __version__),
     )
+
+
+_TYPE_NAMES = {"timestamptz": "timestamp with time zone"}
+
+
+def verify(conn: psycopg.Connection[Any], schema: str) -> dict[str, list[str]]:
+    """Schema drift: ``{table: [problem, ...]}`` for each of our tables whose columns, types,
+    primary key or constraints differ from :mod:`~system_info_collector.schema` (a table that
+    does not exist is not drift: :func:`ensure_schema` creates it)."""
+    found: dict[str, list[str]] = {}
+    rows = conn.execute(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default "
+        "FROM information_schema.columns WHERE table_schema = %s AND table_name = ANY(%s)",
+        (schema, list(MEASUREMENTS)),
+    ).fetchall()
+    columns: dict[str, dict[str, tuple[str, str, str | None]]] = {}
+    for table, column, data_type, nullable, default in rows:
+        columns.setdefault(table, {})[column] = (data_type, nullable, default)
+    for name, m in MEASUREMENTS.items():
+        have = columns.get(name)
+        if have is None:
+            continue
+        problems = []
+        for column, sql_type in column_types(m):
+            expected = _TYPE_NAMES.get(sql_type, sql_type)
+            if column not in have:
+                problems.append(f"column {column} is missing (expected {expected})")
+            elif have[column][0] != expected:
+                problems.append(f"column {column} is {have[column][0]}, expected {expected}")
+        for column, (data_type, nullable, default) in have.items():
+            if column not in m.columns and nullable == "NO" and default is None:
+                problems.append(f"extra column {column} ({data_type}) is NOT NULL without a "
+                                "default: no insert can succeed")  # fmt: skip
+        regclass = f"{quote_ident(schema)}.{quote_ident(name)}"
+        constraints = conn.execute(
+            "SELECT conname, contype::text, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype IN ('c', 'p', 'u', 'f', 'x')",
+            (regclass,),
+        ).fetchall()
+        key = f"PRIMARY KEY ({', '.join(m.primary_key)})"
+        if not any(kind == "p" and text == key for _, kind, text in constraints):
+            problems.append(f"the primary key is not {key} (idempotent writes need it)")
+        for conname, kind, text in constraints:
+            if kind != "p":
+                problems.append(f"constraint {conname} ({text}) is not part of the schema")
+        if problems:
+            found[name] = problems
+    return found

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from system_info_collector.durable import set_aside_tail
@@ -14,6 +15,7 @@ from system_info_collector.model import Record
 
 DEAD_LETTER_FILE = "dead-letter.jsonl"
 CONFLICTS_FILE = "conflicts.jsonl"
+HELD_FILE = "held.jsonl"
 MIN_FILE_LIMIT = 1 << 20
 
 
@@ -103,3 +105,25 @@ def _last_newline(fd: int, size: int, window: int = 64 * 1024) -> int:
             return start + found
         end = start
     return -1
+
+
+def read_records(path: str) -> Iterator[tuple[int, Record | None]]:
+    """``(line number, record)`` of a dead-letter/held file; None for a line that does not
+    parse (reported by the caller). A torn last line (no newline) is skipped."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                return
+            try:
+                item = json.loads(raw)
+                record = Record(
+                    str(item["measurement"]),
+                    datetime.fromisoformat(item["ts"]),
+                    str(item["host"]),
+                    {str(k): str(v) for k, v in item.get("tags", {}).items()},
+                    {str(k): v for k, v in item.get("fields", {}).items()},
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
+                yield number, None
+                continue
+            yield number, record

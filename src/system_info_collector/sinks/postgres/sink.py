@@ -26,6 +26,7 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,14 +51,16 @@ from system_info_collector.sinks.postgres.connection import (
     read_password,
     run_script,
 )
-from system_info_collector.sinks.postgres.ddl import SchemaState, ensure_schema
+from system_info_collector.sinks.postgres.ddl import SchemaState, ensure_schema, verify
 from system_info_collector.sinks.postgres.deadletter import (
     CONFLICTS_FILE,
     DEAD_LETTER_FILE,
+    HELD_FILE,
     append_line,
     conflict_line,
     dead_letter_line,
     file_limit,
+    read_records,
 )
 from system_info_collector.sinks.postgres.encoding import (
     UnnestEncoder,
@@ -73,6 +76,7 @@ from system_info_collector.sinks.postgres.errors import (
     error_text,
 )
 
+HOLD_RECHECK_EVERY = 30.0  # seconds between checks of a held table
 CONFLICT_LOG_EVERY = 60.0  # seconds: one WARNING per minute at most while conflicts go on
 MAINTENANCE_EVERY = 900.0  # seconds between partition maintenance runs (cheap when idle)
 RECORD_BYTES_ESTIMATE = 300  # spooled bytes per record, to express the spool limit in records
@@ -99,6 +103,9 @@ class PostgresSink:
         self.backlog_limit = max(1000, settings.spool_max_size // RECORD_BYTES_ESTIMATE)
         self.dead_letter_path = os.path.join(settings.spool_dir, DEAD_LETTER_FILE)
         self.conflicts_path = os.path.join(settings.spool_dir, CONFLICTS_FILE)
+        self.held_path = os.path.join(settings.spool_dir, HELD_FILE)
+        self._held: dict[str, list[str]] = {}
+        self._next_recheck = 0.0
         self._conflicts_unlogged = 0
         self._conflict_log_after = 0.0
         self._conn: psycopg.Connection[Any] | None = None
@@ -119,6 +126,15 @@ class PostgresSink:
         for record in batch:
             groups.setdefault(record.measurement, []).append(record)
         conn = self._connection()
+        if self._held:
+            try:
+                self._recheck_held(conn)
+            except psycopg.Error as exc:
+                raise self._failure(exc, self._after_error(exc)) from exc
+            for name in [n for n in groups if n in self._held]:
+                self._hold(name, groups.pop(name))
+            if not groups:
+                return
         try:
             self._write_groups(conn, groups)
         except psycopg.Error as exc:
@@ -131,6 +147,9 @@ class PostgresSink:
             return
         for name, records in groups.items():
             try:
+                if len(records) > 1 and self._drifted(conn, name):
+                    self._hold(name, records)  # every row would fail: a table problem
+                    continue
                 self._bisect(name, records)
             except psycopg.Error as exc:
                 kind = self._after_error(exc)
@@ -159,6 +178,11 @@ class PostgresSink:
                     f"connected to {describe(conn)} (PostgreSQL {version // 10000}."
                     f"{version % 10000}); {summary}",
                 ))  # fmt: skip
+                for table, problems in verify(conn, self.settings.schema).items():
+                    results.append(CheckResult(
+                        f"sink postgres table {self.settings.schema}.{table}", False,
+                        drift_text(problems),
+                    ))  # fmt: skip
         except psycopg.Error as exc:
             detail = f"{classify(exc)} error: {error_text(exc)}"
             results.append(CheckResult("sink postgres", False, redact_secret(detail, secrets)))
@@ -206,6 +230,7 @@ class PostgresSink:
                           target=describe(conn))  # fmt: skip
                     if state.unpartitioned and self.settings.partition_interval > 0:
                         self._warn_unpartitioned(state)
+                    self._set_held(verify(conn, self.settings.schema))
         except psycopg.Error as exc:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -215,6 +240,75 @@ class PostgresSink:
 
     def _deadline(self) -> float:
         return self.settings.statement_timeout + WATCHDOG_GRACE
+
+    # -- schema drift: a table whose shape is not ours holds its rows, the others flow ------
+    def _drifted(self, conn: psycopg.Connection[Any], name: str) -> bool:
+        with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+            found = verify(conn, self.settings.schema)
+        self._set_held({**self._held, **{n: p for n, p in found.items() if n == name}})
+        return name in found
+
+    def _set_held(self, found: dict[str, list[str]]) -> None:
+        """Log each change of state once: a table held (ERROR), a table released (INFO)."""
+        for name, problems in found.items():
+            if name not in self._held:
+                event("ERROR", "postgres_table_held",
+                      "the table does not match the collector's schema: its rows are held in "
+                      "the spool directory (not dead-lettered) until it is fixed; the other "
+                      "tables go on", sink=self.name, table=f"{self.settings.schema}.{name}",
+                      problems=problems, file=self.held_path)  # fmt: skip
+        self._held = dict(found)
+        self._next_recheck = time.monotonic() + HOLD_RECHECK_EVERY
+
+    def _recheck_held(self, conn: psycopg.Connection[Any]) -> None:
+        if time.monotonic() < self._next_recheck:
+            return
+        with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
+            found = verify(conn, self.settings.schema)
+        released = [n for n in self._held if n not in found]
+        self._set_held({n: p for n, p in found.items() if n in self._held})
+        if released:
+            self._release(released)
+
+    def _hold(self, name: str, records: list[Record]) -> None:
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        problem = drift_text(self._held.get(name, ["table problem"]))
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.getsize(self.held_path) > self.settings.spool_max_size:
+                event("ERROR", "postgres_held_overflow",
+                      "the held rows reached SIC_DB_SPOOL_MAX_SIZE; dropping these", sink=self.name,
+                      table=name, rows=len(records), file=self.held_path)  # fmt: skip
+                return
+        with open(self.held_path, "ab") as handle:
+            handle.write(b"".join(dead_letter_line(r, self.name, problem) for r in records))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._metrics.db_held.inc(len(records))
+
+    def _release(self, names: list[str]) -> None:
+        """The tables are fixed: write their held rows, keep the others' (one pass)."""
+        if not os.path.exists(self.held_path):
+            return
+        mine: dict[str, list[Record]] = {}
+        keep: list[bytes] = []
+        with open(self.held_path, "rb") as handle:
+            lines = handle.readlines()
+        for number, record in read_records(self.held_path):
+            if record is not None and record.measurement in names:
+                mine.setdefault(record.measurement, []).append(record)
+            else:
+                keep.append(lines[number - 1])
+        for name, records in mine.items():
+            for start in range(0, len(records), self.batch_max_rows):
+                self._bisect(name, records[start : start + self.batch_max_rows])
+        tmp = self.held_path + ".tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(b"".join(keep))
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.held_path)
+        event("INFO", "postgres_table_released",
+              "the table matches the schema again; wrote the rows held for it", sink=self.name,
+              tables=names, rows=sum(len(r) for r in mine.values()))  # fmt: skip
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> SchemaState:
         s = self.settings
@@ -381,3 +475,26 @@ class PostgresSink:
               "PostgreSQL rejected a row; wrote it to the dead-letter file",
               sink=self.name, measurement=record.measurement, error=text,
               file=self.dead_letter_path)  # fmt: skip
+
+
+def drift_text(problems: list[str]) -> str:
+    return "; ".join(problems) + (
+        " -- the table does not match the collector's schema (docs/postgres.md, Tables): "
+        "ALTER it back, or rename it and let the collector create it again"
+    )
+
+
+def preflight(settings: PostgresSettings) -> list[str]:
+    """At start: the schema problems of a reachable database (an unreachable one is not a
+    problem here -- the sink spools and retries)."""
+    try:
+        password = read_password(settings)
+        quick = replace(settings, connect_timeout=min(settings.connect_timeout, 3.0))
+        with connect(quick, password) as conn:
+            ensure_schema(conn, settings.schema, settings.timescale,
+                          statement_timeout=settings.statement_timeout,
+                          partition_interval=settings.partition_interval)  # fmt: skip
+            found = verify(conn, settings.schema)
+    except (OSError, psycopg.Error):
+        return []
+    return [f"{settings.schema}.{table}: {drift_text(p)}" for table, p in found.items()]

@@ -1,0 +1,90 @@
+"""Schema drift against a real server: `check` and start refuse it; at run time a drifted table
+holds only its own rows (kept, not dead-lettered) and releases them once fixed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from system_info_collector.config import PostgresSettings, RetrySettings
+from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
+from system_info_collector.schema import MEASUREMENTS
+from system_info_collector.sinks.postgres import PostgresSink
+from system_info_collector.sinks.postgres import sink as sink_module
+from tests.helpers import clean_env, run_cli
+from tests.integration.conftest import PgServer
+
+pytestmark = pytest.mark.integration
+
+Query = Callable[..., list[tuple[Any, ...]]]
+T0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+def batch(start: int, n: int = 5) -> list[Record]:
+    cpu = {f.name: 1.5 for f in MEASUREMENTS["cpu"].fields}
+    memory = {f.name: 1 for f in MEASUREMENTS["memory"].fields}
+    out = []
+    for i in range(start, start + n):
+        ts = T0 + timedelta(seconds=i)
+        out += [Record("cpu", ts, "h1", {"cpu": "cpu-total"}, cpu),
+                Record("memory", ts, "h1", {}, memory)]  # fmt: skip
+    return out
+
+
+def test_check_and_start_refuse_a_table_of_another_shape(
+    pg_up: PgServer, db_schema: str, query: Query, tmp_path: Path
+) -> None:
+    env = clean_env(SIC_SINKS="csv,postgres", SIC_DB_DSN=pg_up.dsn(), SIC_DB_SCHEMA=db_schema,
+                    SIC_CSV_DIR=str(tmp_path / "csv"), SIC_HTTP_LISTEN="")  # fmt: skip
+    assert run_cli("check", env=env).returncode == 0
+    query(f'ALTER TABLE "{db_schema}".memory ALTER COLUMN used_percent TYPE integer')
+    query(f'ALTER TABLE "{db_schema}".cpu ADD CONSTRAINT sane CHECK (user_percent < 0)')
+    bad = run_cli("check", env=env)
+    assert bad.returncode == 1, bad.stdout
+    assert (f"FAIL  sink postgres table {db_schema}.memory: column used_percent is integer, "
+            "expected double precision") in bad.stdout  # fmt: skip
+    assert "constraint sane (CHECK ((user_percent < (0)::double precision)))" in bad.stdout
+    assert "ok    sink postgres: connected" in bad.stdout  # the rest is fine
+    started = run_cli("run", env=env, timeout=30)
+    assert started.returncode == 1
+    assert "postgres_schema_drift" in started.stderr and "used_percent is integer" in started.stderr
+    assert "Traceback" not in started.stderr
+
+
+def test_a_table_broken_at_run_time_holds_only_its_rows_until_fixed(
+    pg_up: PgServer, db_schema: str, query: Query, tmp_path: Path,
+    events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    settings = PostgresSettings(dsn=pg_up.dsn(), schema=db_schema, spool_dir=str(tmp_path),
+                                statement_timeout=2.0)  # fmt: skip
+    metrics = Metrics()
+    sink = PostgresSink(settings, retry=RetrySettings(), metrics=metrics)
+    try:
+        sink.write(batch(0))
+        cut = (T0 + timedelta(seconds=5)).isoformat()  # the stored rows pass, every new one fails
+        query(f"ALTER TABLE \"{db_schema}\".cpu ADD CONSTRAINT broken CHECK (ts < '{cut}')")
+        sink.write(batch(5))  # every cpu row fails: a table problem, not 5 bad rows
+        sink.write(batch(10))
+        assert query(f'SELECT count(*) FROM "{db_schema}".memory') == [(15,)]  # others flow
+        assert query(f'SELECT count(*) FROM "{db_schema}".cpu') == [(5,)]
+        assert not Path(sink.dead_letter_path).exists()  # kept, not dead-lettered
+        assert metrics.registry.get_sample_value("sic_db_held_rows_total") == 10
+        held = [e for e in events if e.get("event") == "postgres_table_held"]
+        assert len(held) == 1 and held[0]["level"] == "ERROR"  # once per state change
+        assert "constraint broken" in held[0]["problems"][0]
+
+        query(f'ALTER TABLE "{db_schema}".cpu DROP CONSTRAINT broken')
+        monkeypatch.setattr(sink_module, "HOLD_RECHECK_EVERY", 0.0)
+        sink._next_recheck = 0.0  # the next write re-checks now instead of in 30 s
+        sink.write(batch(15))
+        assert query(f'SELECT count(*) FROM "{db_schema}".cpu') == [(20,)]  # all released
+        assert query(f'SELECT count(*) FROM "{db_schema}".memory') == [(20,)]
+        assert [e for e in events if e.get("event") == "postgres_table_released"]
+        assert Path(sink.held_path).read_bytes() == b""
+    finally:
+        sink.close()
