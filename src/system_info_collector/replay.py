@@ -9,9 +9,13 @@ file twice, or a file the sink already wrote, adds nothing. A torn last line (ki
 writer) or a truncated ``.gz`` is reported and the intact rows before it are loaded; a line the
 server rejects is isolated by bisection and reported with its line number.
 
-Progress goes to stderr (one line per file, and every few seconds inside a big file); the
-summary to stdout. Exit status: 0 all rows loaded (or already there); 1 some file or row could
-not be loaded, or the server failed; 2 a PATH does not exist / nothing to replay / no DSN.
+Progress goes to stderr: one line per file, and the whole replay's bytes done of the total, rate
+and ETA -- a tqdm bar on a terminal, a plain line every 2 s otherwise; the summary to stdout.
+A dead-letter/held file of the PostgreSQL sink (``*.jsonl``) named on the command line is
+loaded through the live sink's statement.
+
+Exit status: 0 all rows loaded (or already there); 1 some file or row could not be loaded, or
+the server failed; 2 a PATH does not exist / nothing to replay / no DSN.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import psycopg
 
 from system_info_collector.config import PostgresSettings, RetrySettings
 from system_info_collector.model import Record
+from system_info_collector.progress import Progress
 from system_info_collector.redact import redact_secret
 from system_info_collector.retry import Backoff
 from system_info_collector.schema import MEASUREMENTS, Measurement
@@ -57,7 +62,6 @@ from system_info_collector.sinks.postgres import (
 from system_info_collector.sinks.postgres.deadletter import read_records
 
 CHUNK_BYTES = 8 << 20  # per COPY transaction
-PROGRESS_EVERY = 2.0  # seconds
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _HEADERS = {(",".join(m.columns) + "\n").encode(): m for m in MEASUREMENTS.values()}
 
@@ -71,6 +75,13 @@ def _timestamps(data: bytes) -> list[datetime]:
         with contextlib.suppress(ValueError):
             out.append(datetime.fromisoformat(hour.decode("ascii", "replace") + ":00+00:00"))
     return out
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 JSON_BATCH = 5000  # records per transaction from a dead-letter file
@@ -201,6 +212,8 @@ class Replayer:
         self.settings = settings
         self.retry = retry
         self.progress = progress
+        self.bar: Progress | None = None  # of the whole replay, in bytes of the files
+        self.bytes_before = 0  # of the files done
         self.password = read_password(settings)
         self._secrets = dsn_secrets(settings, self.password)
         self._conn: psycopg.Connection[Any] | None = None
@@ -364,7 +377,7 @@ class Replayer:
         print(f"replay: {message}", file=self.progress)
 
     def file(self, path: str, t: Totals) -> None:
-        started = last = time.monotonic()
+        started = time.monotonic()
         rows = inserted = 0
         try:
             opened, gunzip = _open(path)
@@ -394,12 +407,9 @@ class Replayer:
                     line_no += n
                     rows += n
                     inserted += t.inserted - before
-                    now = time.monotonic()
-                    if now - last >= PROGRESS_EVERY:
-                        last = now
-                        rate = rows / (now - started)
-                        print(f"replay: {path}: {rows} rows so far ({rate:,.0f} rows/s)",
-                              file=self.progress)  # fmt: skip
+                    if self.bar is not None:
+                        at = gunzip.consumed if gunzip is not None else handle.tell()
+                        self.bar.update(self.bytes_before + at, t.rows + rows)
                 if gunzip is not None and gunzip.damage:
                     self._problem(t, f"{path}: {gunzip.damage}; loaded the {rows} complete rows "
                                   "before it (as zcat recovers them)")  # fmt: skip
@@ -443,12 +453,19 @@ def replay(
     started = time.monotonic()
     try:
         replayer.ready()
+        sizes = {path: _size(path) for path in files}
+        replayer.bar = Progress(progress, "replay", sum(sizes.values()), "bytes")
         for path in files:
             if _is_records_file(path):
                 replayer.records_file(path, totals)
             else:
                 replayer.file(path, totals)
+            replayer.bytes_before += sizes[path]
+            replayer.bar.update(replayer.bytes_before, totals.rows)
+        replayer.bar.close()
     except ReplayError as exc:
+        if replayer.bar is not None:
+            replayer.bar.close()
         print(f"replay: stopped: {exc}", file=progress)
         totals.problems.append(str(exc))
         replayer.close()

@@ -172,7 +172,7 @@ def test_plain_tables_from_version_1_are_reported_and_migrated_keeping_every_row
     done = run_cli("db", "migrate", env=env, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "memory (100 rows; the old table is kept as memory_unpartitioned)" in done.stdout
-    assert "migrate: memory: 100/100 rows (100 %)" in done.stderr  # plain lines: not a TTY
+    assert "migrate: memory: 100 % (100 rows of 100 rows)" in done.stderr  # plain: not a TTY
     assert pg_up.password not in done.stdout + done.stderr
     assert query(f'SELECT * FROM "{db_schema}".memory ORDER BY host, ts') == before
     assert {"memory_p20260130", "memory_p20260131"} <= set(parts(query, db_schema, "memory"))

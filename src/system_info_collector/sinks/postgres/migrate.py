@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from system_info_collector.config import PostgresSettings
+from system_info_collector.progress import Progress as ProgressBar
 from system_info_collector.redact import redact_secret
 from system_info_collector.schema import MEASUREMENTS, Measurement
 from system_info_collector.sinks.postgres import partitions
@@ -168,28 +169,6 @@ def _rename_old(conn: psycopg.Connection[Any], schema: str, m: Measurement, old_
             )
 
 
-class PlainProgress:
-    """A line every few seconds (and at the end of each table): for logs and pipes."""
-
-    def __init__(self, write: Callable[[str], None], every: float = 2.0) -> None:
-        self._write = write
-        self._every = every
-        self._last = 0.0
-        self._started = time.monotonic()
-
-    def __call__(self, table: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < self._every:
-            return
-        self._last = now
-        took = max(now - self._started, 1e-9)
-        rate = done / took
-        eta = (total - done) / rate if rate > 0 and done < total else 0.0
-        pct = 100.0 * done / total if total else 100.0
-        self._write(f"migrate: {table}: {done}/{total} rows ({pct:.0f} %), {rate:,.0f} rows/s, "
-                    f"ETA {eta:.0f}s")  # fmt: skip
-
-
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -242,20 +221,17 @@ def run_migrate(
 
 
 def make_progress(stream: TextIO) -> Progress:
-    """A tqdm bar on a terminal, plain periodic lines otherwise (logs, pipes, CI)."""
-    if stream.isatty():
-        from tqdm import tqdm
+    """One :class:`~system_info_collector.progress.Progress` per table (rows)."""
+    bars: dict[str, ProgressBar] = {}
 
-        bars: dict[str, Any] = {}
+    def show(table: str, done: int, total: int) -> None:
+        bar = bars.get(table)
+        if bar is None:
+            bar = bars[table] = ProgressBar(stream, f"migrate: {table}", total, "rows")
+        bar.update(done)
+        if done >= total:
+            if not stream.isatty():
+                print(bar.line(), file=stream, flush=True)
+            bar.close()
 
-        def bar(table: str, done: int, total: int) -> None:
-            b = bars.get(table)
-            if b is None:
-                b = bars[table] = tqdm(total=total, desc=f"migrate {table}", unit=" rows",
-                                       unit_scale=True, file=stream)  # fmt: skip
-            b.update(done - b.n)
-            if done >= total:
-                b.close()
-
-        return bar
-    return PlainProgress(lambda line: print(line, file=stream, flush=True))
+    return show
