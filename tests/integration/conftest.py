@@ -439,6 +439,7 @@ class Bouncer:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     run_as: str | None = None
+    max_client_conn: int = 100  # PgBouncer's default
 
     @property
     def ini(self) -> str:
@@ -464,6 +465,7 @@ class Bouncer:
             f"auth_file = {self.base}/userlist.txt\n"
             "pool_mode = transaction\n"
             f"default_pool_size = {self.pool_size}\n"
+            f"max_client_conn = {self.max_client_conn}\n"
             "server_login_retry = 1\n"  # the default 15 s would slow the restart test only
             f"logfile = {self.log}\n"
         )

@@ -157,6 +157,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "sic.envVar" (list "SIC_DB_SPOOL_DIR" $v.postgres.spoolDir) }}
 {{- include "sic.envVar" (list "SIC_DB_SPOOL_MAX_SIZE" $v.postgres.spoolMaxSize) }}
 {{- include "sic.envVar" (list "SIC_DB_TIMESCALE" $v.postgres.timescale) }}
+{{- include "sic.envVar" (list "SIC_DB_PARTITION_INTERVAL" $v.postgres.partitionInterval) }}
+{{- include "sic.envVar" (list "SIC_DB_RETENTION" $v.postgres.retention) }}
 {{- end }}
 {{- if $v.remoteWrite.enabled }}
 {{- $rw := $v.remoteWrite }}
