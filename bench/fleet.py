@@ -15,7 +15,8 @@ write is retried at the next tick with everything pending, in batches of 5000 re
 ``--outage S`` stops the server S seconds into the run (the bouncer stays up), starts it again
 after S seconds and reports the catch-up: how long until every node's backlog is empty.
 
-Reported: sustained rows/s, commit latency (sample time → committed) p50/p99 outside the outage,
+Reported: sustained rows/s, commit latency (sample time → committed) p50/p99 outside the outage
+and its catch-up (after a 5 s warm-up: every sink connecting and checking the schema),
 the server's CPU (its container's cgroup), bytes per row on disk (heap + indexes, all
 partitions), the lag at the end of the outage and the catch-up time, and lost / duplicated rows
 (expected = nodes * ticks * 26, counted in the database; must be 0 / 0).
@@ -77,7 +78,7 @@ def node_tick(host: str, ts: datetime, i: int) -> list[Record]:
 @dataclass
 class Report:
     rows: int = 0
-    latencies: list[float] | None = None  # seconds, sample time -> commit, outside the outage
+    latencies: list[tuple[float, float]] | None = None  # (sample time, seconds to commit)
     lag_at_restart: float = 0.0  # seconds of samples pending when the server came back
     drained_at: float = 0.0  # wall time when the last backlog emptied after the outage
     failures: int = 0
@@ -94,7 +95,7 @@ def worker(
                                 connect_timeout=2.0, statement_timeout=5.0)  # fmt: skip
     sinks = {h: PostgresSink(settings, retry=RetrySettings(), metrics=Metrics()) for h in hosts}
     pending: dict[str, list[Record]] = {h: [] for h in hosts}
-    latencies: list[float] = []
+    latencies: list[tuple[float, float]] = []
     report = Report(latencies=latencies)
     lock = threading.Lock()
     pool = ThreadPoolExecutor(THREADS)
@@ -129,12 +130,13 @@ def worker(
                 return
             committed = time.time()
             del pending[h][: len(batch)]
-            first = batch[0].ts.timestamp()
-            in_outage = outage is not None and outage[0] - 6 <= first <= outage[1]
             with lock:
                 report.rows += len(batch)
-                if not in_outage and first >= start + WARMUP:
-                    latencies.extend(committed - r.ts.timestamp() for r in batch[::ROWS_PER_TICK])
+                latencies.extend(
+                    (r.ts.timestamp(), committed - r.ts.timestamp())
+                    for r in batch[::ROWS_PER_TICK]
+                    if r.ts.timestamp() >= start + WARMUP
+                )
 
         list(pool.map(flush, hosts))  # the nodes write in parallel, as real ones do
         if restarted and not report.drained_at and not any(pending.values()):
@@ -180,7 +182,12 @@ def run_fleet(
     cpu += measure() - cpu0
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     took = time.time() - start
-    latencies = sorted(x for r in reports for x in (r.latencies or []))
+    drained = max((r.drained_at for r in reports), default=0.0)
+
+    def steady(ts: float) -> bool:  # outside the outage and its catch-up
+        return window is None or not window[0] - 6 <= ts <= max(drained, window[1])
+
+    latencies = sorted(x for r in reports for ts, x in (r.latencies or []) if steady(ts))
     with direct() as conn:
         stored = sum(conn.execute(f'SELECT count(*) FROM "{schema}"."{m}"').fetchone()[0]
                      for m in MEASUREMENTS)  # fmt: skip
@@ -191,7 +198,6 @@ def run_fleet(
             (schema,),
         ).fetchone()[0]
     expected = nodes * seconds * ROWS_PER_TICK
-    drained = max((r.drained_at for r in reports), default=0.0)
     return {
         "nodes": nodes,
         "processes": processes,
