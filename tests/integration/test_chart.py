@@ -181,7 +181,18 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     environ["SIC_DB_PASSWORD_FILE"] = str(password)
     settings = load_settings(environ)
     assert settings.interval == 0.5
-    assert settings.collector_intervals == {"disk": 30.0, "memory": 1.0, "diskio": 1.0}
+    assert settings.collector_intervals == {
+        "memory": 1.0,
+        "disk": 30.0,
+        "diskio": 1.0,
+        "net": 1.0,
+        "system": 5.0,
+        "pressure": 5.0,
+        "vmstat": 5.0,
+        "filefd": 30.0,
+        "sockets": 10.0,
+    }
+    assert settings.collector("net").interfaces_exclude.pattern == "^(lo|veth.*|cali.*)$"
     assert settings.sinks == ("csv", "postgres", "stdout", "remote_write", "otlp")
     assert settings.csv.max_total_size == 2 * 1024**3
     assert settings.postgres.schema == "metrics"

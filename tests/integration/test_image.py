@@ -255,6 +255,59 @@ def test_once_reports_this_machines_memory_and_root_filesystem(image: str, data_
     assert cpus == {"cpu-total"} | (host_cpus - {"cpu"})
 
 
+def host_net_dev() -> dict[str, tuple[int, int]]:
+    """(receive bytes, transmit bytes) per interface of this machine's network namespace."""
+    with open("/proc/1/net/dev", encoding="ascii") as fh:
+        lines = fh.read().splitlines()[2:]
+    table = {}
+    for line in lines:
+        name, _, rest = line.partition(":")
+        values = rest.split()
+        table[name.strip()] = (int(values[0]), int(values[8]))
+    return table
+
+
+def test_net_on_a_bridge_network_reports_the_hosts_interfaces(image: str, data_dir: Path) -> None:
+    """No --network host: the container has its own namespace (lo and its own eth0), yet the
+    collector reports the host's interfaces and counters, through <proc>/1/net/dev."""
+    own = docker(
+        "run", "--rm", "--network", "bridge", "--entrypoint", "cat", image, "/proc/net/dev"
+    ).stdout
+    own_names = {ln.split(":")[0].strip() for ln in own.splitlines()[2:]}
+    before = host_net_dev()
+    result = docker(
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        *run_args(
+            image,
+            data_dir,
+            "-v",
+            "/sys:/host/sys:ro",
+            "-e",
+            "SIC_COLLECTORS=net",
+            "-e",
+            "SIC_NET_INTERFACES_EXCLUDE=^$",
+        ),
+        "once",
+        timeout=60,
+    )
+    after = host_net_dev()
+    reported = {r["tags"]["interface"]: r["fields"] for r in map(json.loads, result.stdout.split())}
+    # veth pairs come and go with other containers; the rest must match one for one.
+    stable = {n for n in set(before) & set(after) if not n.startswith("veth")}
+    assert {n for n in reported if not n.startswith("veth")} == stable, reported.keys()
+    assert set(reported) != own_names and "docker0" in reported, (own_names, reported.keys())
+    for name in stable:
+        rx, tx = reported[name]["receive_bytes_total"], reported[name]["transmit_bytes_total"]
+        assert before[name][0] <= rx <= after[name][0], name
+        assert before[name][1] <= tx <= after[name][1], name
+    # The host's sysfs (mounted as the README says) gives the host's links' state and MTU.
+    assert reported["lo"]["mtu_bytes"] == int(Path("/sys/class/net/lo/mtu").read_text())
+    assert "net_host_namespace_unavailable" not in result.stderr
+
+
 def test_run_writes_csv_files_owned_by_the_image_user_and_stops_on_sigterm(
     container: str, data_dir: Path
 ) -> None:

@@ -9,7 +9,11 @@ from system_info_collector.errors import ConfigError
 def test_defaults() -> None:
     s = load_settings({})
     assert s.interval == 1.0
-    assert s.collectors == ("cpu", "memory", "disk", "diskio")
+    # Every collector but the optional `sockets`; the first four are still valid on their own.
+    new = ("net", "system", "pressure", "vmstat", "filefd")
+    assert s.collectors == ("cpu", "memory", "disk", "diskio", *new)
+    previous = load_settings({"SIC_COLLECTORS": "cpu,memory,disk,diskio"})
+    assert previous.collectors == ("cpu", "memory", "disk", "diskio")
     assert s.sinks == ("csv",)
     assert s.host_paths.proc == "/proc" and s.host_paths.root == "/"
     assert s.csv.directory == "./data" and s.csv.rotate_size == 100_000_000

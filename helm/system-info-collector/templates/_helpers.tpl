@@ -115,13 +115,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- include "sic.envVar" (list "SIC_SHUTDOWN_TIMEOUT" $v.shutdownTimeout) }}
 {{- include "sic.envVar" (list "SIC_COLLECTORS" (join "," $v.collectors.enabled)) }}
-{{- range $name := list "cpu" "memory" "disk" "diskio" }}
+{{- range $name := list "cpu" "memory" "disk" "diskio" "net" "system" "pressure" "vmstat" "filefd" "sockets" }}
 {{- include "sic.envVar" (list (printf "SIC_%s_INTERVAL" (upper $name)) (index $v.collectors.intervals $name | default "")) }}
 {{- end }}
 {{- include "sic.envVar" (list "SIC_DISK_MOUNTPOINTS_EXCLUDE" $v.collectors.disk.mountpointsExclude) }}
 {{- include "sic.envVar" (list "SIC_DISK_FSTYPES_EXCLUDE" $v.collectors.disk.fstypesExclude) }}
 {{- include "sic.envVar" (list "SIC_DISK_TIMEOUT" $v.collectors.disk.timeout) }}
 {{- include "sic.envVar" (list "SIC_DISKIO_DEVICES_EXCLUDE" $v.collectors.diskio.devicesExclude) }}
+{{- include "sic.envVar" (list "SIC_NET_INTERFACES_EXCLUDE" $v.collectors.net.interfacesExclude) }}
 {{- include "sic.envVar" (list "SIC_CSV_ROTATE_SIZE" $v.csv.rotateSize) }}
 {{- include "sic.envVar" (list "SIC_CSV_ROTATE_INTERVAL" $v.csv.rotateInterval) }}
 {{- include "sic.envVar" (list "SIC_CSV_COMPRESS" $v.csv.compress) }}

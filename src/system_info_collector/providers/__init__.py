@@ -12,7 +12,18 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from system_info_collector.collector import Clock, Collector, Provider
-from system_info_collector.providers import cpu, disk, diskio, memory
+from system_info_collector.providers import (
+    cpu,
+    disk,
+    diskio,
+    filefd,
+    memory,
+    net,
+    pressure,
+    sockets,
+    system,
+    vmstat,
+)
 
 if TYPE_CHECKING:
     from system_info_collector.config import Settings
@@ -24,6 +35,12 @@ COLLECTORS: Mapping[str, Collector[Any]] = {
     "memory": memory.COLLECTOR,
     "disk": disk.COLLECTOR,
     "diskio": diskio.COLLECTOR,
+    "net": net.COLLECTOR,
+    "system": system.COLLECTOR,
+    "pressure": pressure.COLLECTOR,
+    "vmstat": vmstat.COLLECTOR,
+    "filefd": filefd.COLLECTOR,
+    "sockets": sockets.COLLECTOR,
 }
 
 

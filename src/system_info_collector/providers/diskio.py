@@ -21,6 +21,7 @@ from system_info_collector.collector import (
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import Sample
+from system_info_collector.providers._counters import Previous, deltas
 from system_info_collector.providers._read import ProcFile, read_text
 
 SECTOR_BYTES = 512  # diskstats counts 512-byte sectors whatever the device's sector size
@@ -107,29 +108,21 @@ class DiskIOProvider:
         self._path = paths.proc_path("diskstats")
         self._file = ProcFile(self._path)
         self._exclude = devices_exclude
-        self._clock = clock
-        self._prev: dict[str, DiskStats] = {}
-        self._prev_time = 0.0
+        self._prev: Previous[DiskStats] = Previous(clock)
 
     def _read(self) -> dict[str, DiskStats]:
         stats = parse_diskstats(self._file.read(), self._path)
         return {d: s for d, s in stats.items() if not self._exclude.search(d)}
 
     def prime(self) -> None:
-        self._prev = self._read()
-        self._prev_time = self._clock()
+        self._prev.start(self._read())
 
     def collect(self) -> list[Sample]:
-        current = self._read()
-        now = self._clock()
-        elapsed = now - self._prev_time
+        elapsed, pairs = self._prev.advance(self._read())
         samples = []
-        for device, cur in current.items():
-            prev = self._prev.get(device)
-            if prev is None or elapsed <= 0:
-                continue
-            delta = [c - p for p, c in zip(prev, cur, strict=True)]
-            if any(d < 0 for d in delta):
+        for device, prev, cur in pairs:
+            delta = deltas(prev, cur)
+            if delta is None:
                 continue  # counter wrap or device re-created: start again from this reading
             d = DiskStats(*delta)
             samples.append(
@@ -152,8 +145,6 @@ class DiskIOProvider:
                     },
                 )
             )
-        self._prev = current
-        self._prev_time = now
         return samples
 
     def close(self) -> None:
