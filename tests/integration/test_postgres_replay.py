@@ -63,7 +63,7 @@ def test_replay_of_the_csv_sink_directory_gives_exactly_the_rows_the_db_sink_wro
     assert " 0 rejected" in first.stdout and ".csv.gz: cpu," in first.stderr
     for name in MEASUREMENTS:
         expected = table(query, db_schema, name)
-        assert expected or name == "diskio", name
+        assert expected or name not in ("cpu", "memory", "disk"), name  # the collectors run
         assert table(query, other_schema, name) == expected, name
 
     again = replay(pg_up, other_schema, csv_dir)  # idempotent: nothing new
