@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from system_info_collector.collector import (
@@ -60,18 +61,21 @@ MEASUREMENT = Measurement(
 )
 
 
+_WANTED = re.compile(
+    r"^(" + "|".join(key for key, _ in _COUNTERS.values()) + r") (.*)$", re.MULTILINE
+)
+
+
 def parse_vmstat(text: str, path: str = "vmstat") -> dict[str, int]:
-    """The counters this collector reports, as totals in the field's unit."""
-    wanted = {key for key, _ in _COUNTERS.values()}
+    """The counters this collector reports, as totals in the field's unit (one regex scan over
+    the ~180 lines instead of splitting each)."""
     raw: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        key, _, value = line.partition(" ")
-        if key in wanted:
-            try:
-                raw[key] = int(value)
-            except ValueError:
-                raise ProviderError(f"{path}: line {lineno}: non-numeric {key}: {line!r}") from None
-    missing = sorted(wanted - _OPTIONAL - set(raw))
+    for key, value in _WANTED.findall(text):
+        try:
+            raw[key] = int(value)
+        except ValueError:
+            raise ProviderError(f"{path}: non-numeric {key}: {value[:40]!r}") from None
+    missing = sorted({key for key, _ in _COUNTERS.values()} - _OPTIONAL - set(raw))
     if missing:
         raise ProviderError(f"{path}: no {', '.join(missing)} (truncated or not a vmstat file?)")
     totals = {stem: raw.get(key, 0) * unit for stem, (key, unit) in _COUNTERS.items()}
