@@ -107,6 +107,17 @@ class Metrics:
             "Spooled records dropped (oldest first) because the spool reached its size limit",
             registry=r,
         )
+        self.spool_damaged_bytes = Counter(
+            "sic_spool_damaged_bytes",
+            "Damaged spool bytes set aside (flipped, torn, zeroed) or lost (a truncated or "
+            "removed segment); every intact entry around them is kept",
+            registry=r,
+        )
+        self.spool_damage_events = Counter(
+            "sic_spool_damage_events",
+            "Times damage was found in the spool (at start or while draining)",
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "sic_dead_lettered_rows",
             "Rows the database rejected, written to the dead-letter file",

@@ -4,16 +4,22 @@ A :class:`Spool` is a directory of append-only segment files (``spool-<seq>.seg`
 is one batch of records: a 16-byte header (magic, payload length, row count, CRC32 of all three
 and the payload) followed by the batch as compact JSON. Entries are committed oldest-first; the
 committed position is kept in the file ``committed`` (written atomically) and segments that are
-fully committed are deleted. At start every segment is checked entry by entry: intact entries
-are kept, a damaged tail (a kill -9 or power cut can tear a file at any byte) is moved aside to
-``<segment>.torn-<time>`` with an ERROR log ``spool_torn_tail``, and the collector starts anyway.
+fully committed are deleted. At start every segment is checked entry by entry (:func:`scan`
+resynchronises on the next intact entry after damage): intact entries are kept, a damaged tail
+(a kill -9 or power cut can tear a file at any byte) is moved aside to ``<segment>.torn-<time>``
+with an ERROR log ``spool_torn_tail``, damage with intact entries after it is moved aside the
+same way and the segment rewritten with every intact entry (``spool_damaged``), and the
+collector starts anyway. Damage met while draining (bytes changed, a segment truncated or
+removed under us) is set aside too, and draining goes on: :meth:`Spool.peek` returns every
+intact entry, never an empty list while one is pending.
 Only when the spool would exceed its size limit are the oldest segments dropped, with an ERROR
 log ``spool_overflow`` and the counter ``sic_spool_dropped_records_total``.
 
 A :class:`SpoolWorker` is the :class:`~system_info_collector.worker.SinkWorker` of a sink that
 declares a spool (the PostgreSQL sink). ``submit`` appends the batch to the spool in the
-sampling thread -- one buffered ``write(2)``, no fsync, no network -- so a sample is in the
-kernel before ``submit`` returns and a kill -9 of the collector cannot lose it. The worker
+sampling thread -- one ``pwrite(2)`` at the segment's own offset, no fsync, no network -- so a
+sample is in the kernel before ``submit`` returns and a kill -9 of the collector cannot lose
+it. The worker
 thread reads batches from the spool (from memory while they are recent) and writes them with
 the usual retries, backoff and degraded probing; the spool, not memory, holds what the
 destination has not committed. Group commit: what the destination commits is durable there, so
@@ -34,12 +40,18 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from system_info_collector.config import RetrySettings
-from system_info_collector.durable import fsync_dir, set_aside_tail, torn_path
+from system_info_collector.durable import (
+    fsync_dir,
+    set_aside_ranges,
+    set_aside_tail,
+    torn_path,
+    write_all,
+)
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -59,6 +71,7 @@ ACK_FILE = "committed"
 # were already committed is harmless: the sink's writes are idempotent).
 ACK_SLOT = struct.Struct("<4sQQQI")
 ACK_MAGIC = b"SICa"
+READ_WINDOW = 1 << 20  # bytes peek() reads at a time (more only for a larger entry)
 CACHE_ROWS = 2000  # records of the newest appended batches kept in memory for peek()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -94,21 +107,62 @@ def frame(payload: bytes, rows: int) -> bytes:
     return HEADER.pack(MAGIC, len(payload), rows, crc) + payload
 
 
-def scan(data: bytes) -> tuple[list[tuple[int, int, int]], int]:
-    """Intact entries of a segment's bytes as ``(offset, end, rows)``, and where they stop."""
+def _entry_at(data: bytes, off: int) -> tuple[int, int] | None:
+    """``(end, rows)`` of the intact entry starting at ``off``, or None."""
+    if off + HEADER.size > len(data):
+        return None
+    magic, length, rows, crc = HEADER.unpack_from(data, off)
+    end = off + HEADER.size + length
+    if magic != MAGIC or length > MAX_ENTRY_BYTES or end > len(data):
+        return None
+    payload = memoryview(data)[off + HEADER.size : end]
+    if zlib.crc32(payload, zlib.crc32(_LENGTH_ROWS.pack(length, rows))) != crc:
+        return None
+    return end, rows
+
+
+def scan(data: bytes) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """The intact entries of a segment's bytes as ``(offset, end, rows)``, and the damaged
+    ranges ``(start, end)`` between and after them.
+
+    Where an entry does not check out (a flipped byte, a torn write, zeros where a truncated
+    file was extended), scanning resynchronises on the next offset that holds an intact entry
+    (its magic, a plausible length and a matching CRC32 over length, rows and payload), so
+    every intact entry after the damage is found too.
+    """
     entries: list[tuple[int, int, int]] = []
-    off, size = 0, len(data)
-    while off + HEADER.size <= size:
-        magic, length, rows, crc = HEADER.unpack_from(data, off)
-        end = off + HEADER.size + length
-        if magic != MAGIC or length > MAX_ENTRY_BYTES or end > size:
-            break
-        payload = memoryview(data)[off + HEADER.size : end]
-        if zlib.crc32(payload, zlib.crc32(_LENGTH_ROWS.pack(length, rows))) != crc:
-            break
-        entries.append((off, end, rows))
-        off = end
-    return entries, off
+    damaged: list[tuple[int, int]] = []
+    off, size, bad = 0, len(data), -1
+    while off < size:
+        found = _entry_at(data, off)
+        if found is None:
+            if bad < 0:
+                bad = off
+            off = data.find(MAGIC, off + 1)
+            if off < 0:
+                break
+            continue
+        if bad >= 0:
+            damaged.append((bad, off))
+            bad = -1
+        entries.append((off, found[0], found[1]))
+        off = found[0]
+    if bad >= 0:
+        damaged.append((bad, size))
+    return entries, damaged
+
+
+def gaps(start: int, end: int, intact: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ranges of ``[start, end)`` not covered by the sorted ``intact`` ranges."""
+    out: list[tuple[int, int]] = []
+    pos = start
+    for lo, hi in intact:
+        if lo > pos:
+            out.append((pos, lo))
+        pos = max(pos, hi)
+    if pos < end:
+        out.append((pos, end))
+    return out
 
 
 @dataclass(slots=True)
@@ -121,6 +175,12 @@ class _Segment:
     acked_offset: int = 0  # entries before this offset are committed
     acked_rows: int = 0
     acked_entries: int = 0
+    # damaged ranges already set aside (start -> end): skipped by peek(), passed by commit()
+    holes: dict[int, int] = field(default_factory=dict)
+
+    def pass_holes(self) -> None:
+        while self.acked_offset in self.holes:
+            self.acked_offset = self.holes.pop(self.acked_offset)
 
     @property
     def pending_rows(self) -> int:
@@ -191,16 +251,15 @@ class Spool:
             if (m := SEGMENT_RE.match(name))
         )
         segments: list[_Segment] = []
-        for seq, name in found:
+        for i, (seq, name) in enumerate(found):
             path = os.path.join(self.directory, name)
             if seq < ack_seq:  # committed; its deletion was interrupted
                 _unlink(path)
                 continue
-            segment = self._recover(seq, path)
+            segment = self._recover(seq, path, ack_off if seq == ack_seq else None,
+                                    newest=i == len(found) - 1)  # fmt: skip
             if segment is None:
                 continue
-            if seq == ack_seq:
-                self._apply_ack(segment, ack_off)
             if segment.pending_entries == 0:
                 _unlink(path)
                 continue
@@ -246,37 +305,87 @@ class Spool:
               file=path, moved_to=aside, size_bytes=len(data))  # fmt: skip
         return 0, 0
 
-    def _apply_ack(self, segment: _Segment, ack_off: int) -> None:
-        data = _read_file(segment.path)
-        entries, _ = scan(data)
-        ends = {end for _, end, _ in entries}
-        if ack_off not in ends:
-            return  # not an entry boundary: replay the whole segment (idempotent)
-        for _, end, rows in entries:
-            if end > ack_off:
-                break
-            segment.acked_offset, segment.acked_rows = end, segment.acked_rows + rows
-            segment.acked_entries += 1
+    def _recover(
+        self, seq: int, path: str, ack_off: int | None, *, newest: bool
+    ) -> _Segment | None:
+        """Check a segment entry by entry; set damaged bytes aside, keep every intact entry.
 
-    def _recover(self, seq: int, path: str) -> _Segment | None:
+        ``ack_off``: the committed position when this is the marker's segment. A damaged tail
+        is cut off (:func:`set_aside_tail`); damage with intact entries after it is removed by
+        rewriting the segment with its pending intact entries only (the marker is reset to the
+        rewritten segment's start *before* the rename, so a crash in between only replays).
+        """
         data = _read_file(path)
-        entries, good = scan(data)
-        if good < len(data):
+        entries, damaged = scan(data)
+        acked = 0  # entries before the committed position
+        if ack_off is not None and ack_off in {end for _, end, _ in entries}:
+            acked = next(i + 1 for i, (_, end, _) in enumerate(entries) if end == ack_off)
+        segment = _Segment(seq, path, size=len(data), rows=sum(r for *_, r in entries),
+                           entries=len(entries))  # fmt: skip
+        if not data and not newest:
+            # only the newest segment can be empty (created at start, nothing appended yet)
+            self._damaged(segment, "spool_segment_emptied",
+                          "spool segment is empty but is not the newest one (truncated?); "
+                          "what it held is lost", damaged_bytes=0)  # fmt: skip
+        if len(damaged) == 1 and damaged[0][1] == len(data):
+            good = damaged[0][0]
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
             try:
                 aside = set_aside_tail(fd, path, good, len(data), time.time())
             finally:
                 os.close(fd)
-            event("ERROR", "spool_torn_tail",
-                  "spool segment ends in a damaged record; kept the intact records and moved "
-                  "the damaged tail aside", segment=path,
-                  intact_records=sum(r for *_, r in entries),
-                  intact_bytes=good, damaged_bytes=len(data) - good, moved_to=aside)  # fmt: skip
-        if not entries:
+            segment.size = good
+            self._damaged(segment, "spool_torn_tail",
+                          "spool segment ends in a damaged record; kept the intact records and "
+                          "moved the damaged tail aside", moved_to=aside,
+                          intact_bytes=good, damaged_bytes=len(data) - good)  # fmt: skip
+        elif damaged:
+            kept = entries[acked:]
+            aside = set_aside_ranges(path, data, damaged, time.time())
+            if kept:
+                self._rewrite(segment, data, kept, marker=ack_off is not None)
+            else:
+                _unlink(path)
+            segment.size = sum(end - off for off, end, _ in kept)
+            segment.rows = sum(r for *_, r in kept)
+            segment.entries, acked = len(kept), 0
+            self._damaged(segment, "spool_damaged",
+                          "spool segment holds damaged bytes; kept every intact record before "
+                          "and after them and moved the damaged bytes aside", moved_to=aside,
+                          damaged_ranges=len(damaged),
+                          damaged_bytes=sum(e - s for s, e in damaged))  # fmt: skip
+        if not segment.entries:
             _unlink(path)
             return None
-        return _Segment(seq, path, size=good, rows=sum(r for *_, r in entries),
-                        entries=len(entries))  # fmt: skip
+        for _, end, rows in entries[:acked]:
+            segment.acked_offset, segment.acked_rows = end, segment.acked_rows + rows
+            segment.acked_entries += 1
+        return segment
+
+    def _rewrite(
+        self, segment: _Segment, data: bytes, kept: Sequence[tuple[int, int, int]], *, marker: bool
+    ) -> None:
+        tmp = segment.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(fd, b"".join(data[off:end] for off, end, _ in kept))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if marker:  # the old offsets mean nothing in the rewritten file
+            self._write_ack(segment.seq, 0)
+            if self._ack_fd is not None:
+                os.fsync(self._ack_fd)
+        os.replace(tmp, segment.path)
+        fsync_dir(self.directory)
+
+    def _damaged(self, segment: _Segment, name: str, message: str, **fields: Any) -> None:
+        """ERROR log and counter for bytes set aside (or lost) from ``segment``."""
+        self._metrics.spool_damaged_bytes.inc(fields["damaged_bytes"])
+        self._metrics.spool_damage_events.inc()
+        event("ERROR", name, message, segment=segment.path,
+              intact_records=segment.pending_rows, intact_entries=segment.pending_entries,
+              **fields)  # fmt: skip
 
     # -- the sampling thread -----------------------------------------------------------
     def append(self, batch: Sequence[Record]) -> None:
@@ -307,8 +416,8 @@ class Spool:
                 dropped_files.append(oldest.path)
                 active = self._segments[-1]
             assert self._fd is not None
-            try:
-                written = os.write(self._fd, data)
+            try:  # at our own offset: a file truncated under us gets a hole, not shifted entries
+                written = os.pwrite(self._fd, data, active.size)
             except OSError:
                 self._repair_tail(active)
                 raise
@@ -364,7 +473,14 @@ class Spool:
 
     def _new_segment(self, seq: int) -> None:
         path = os.path.join(self.directory, f"spool-{seq:016d}.seg")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the directory was removed under us
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            event("ERROR", "spool_dir_recreated", "the spool directory was removed; created it "
+                  "again", directory=self.directory)  # fmt: skip
+            fd = os.open(path, flags, 0o600)
         if self._fd is not None:
             self._unsynced.append(self._fd)
         self._fd = fd
@@ -401,46 +517,197 @@ class Spool:
             os.close(active)
 
     def peek(self, max_rows: int) -> list[Entry]:
-        """The oldest uncommitted batches, at least one, up to ``max_rows`` records."""
+        """The oldest uncommitted batches, at least one, up to ``max_rows`` records.
+
+        Damage found on the way (bytes that do not check out, a segment truncated or removed
+        under us) is set aside with an ERROR and counted, and every intact entry before and
+        after it is still returned: an empty list means nothing intact is pending.
+        """
+        for _ in range(4):  # each pass settles the damage it met; more is pathological
+            entries, damaged = self._collect(max_rows)
+            if damaged is None:
+                break
+            self._settle(damaged)
+        return entries
+
+    def _collect(self, max_rows: int) -> tuple[list[Entry], int | None]:
+        """The entries :meth:`peek` returns, or those before unknown damage and its segment."""
         with self._lock:
-            plan = [(s.seq, s.path, s.acked_offset, s.size) for s in self._segments if s.size]
+            plan = [(s.seq, s.path, s.acked_offset, s.size, dict(s.holes))
+                    for s in self._segments if s.pending_entries]  # fmt: skip
             cache = dict(self._cache)
         entries: list[Entry] = []
         rows = 0
-        for seq, path, start, size in plan:
-            while start < size and (cached := cache.get((seq, start))) is not None:
-                if entries and rows + cached.rows > max_rows:
-                    return entries
-                entries.append(cached)
-                rows += cached.rows
-                start = cached.end
-            if start >= size:
-                if rows >= max_rows:
-                    break
-                continue
-            try:
-                with open(path, "rb") as handle:
-                    handle.seek(start)
-                    data = handle.read(size - start)
-            except FileNotFoundError:
-                continue  # dropped by the size limit meanwhile
-            found, _ = scan(data)
-            for off, end, n in found:
-                if entries and rows + n > max_rows:
-                    return entries
-                payload = data[off + HEADER.size : end]
+        for seq, path, pos, size, holes in plan:
+            window = READ_WINDOW
+            while pos < size:
+                if pos in holes:
+                    pos = holes[pos]
+                    continue
+                cached = cache.get((seq, pos))
+                if cached is not None:
+                    if entries and rows + cached.rows > max_rows:
+                        return entries, None
+                    entries.append(cached)
+                    rows += cached.rows
+                    pos = cached.end
+                    continue
+                want = min(size - pos, window)
                 try:
-                    records = decode_batch(payload)
-                except (ValueError, TypeError, KeyError) as exc:
-                    event("ERROR", "spool_bad_entry", "spool entry passed its CRC but does not "
-                          "decode; skipping it", segment=path, offset=start + off,
-                          error=str(exc))  # fmt: skip
-                    records = []
-                entries.append(Entry(seq, start + off, start + end, n, records))
-                rows += n
-            if rows >= max_rows:
-                break
-        return entries
+                    data = _pread_path(path, pos, want)
+                except FileNotFoundError:
+                    return entries, seq  # removed under us
+                found, damaged = scan(data)
+                stop = damaged[0][0] if damaged else len(data)
+                for off, end, n in found:
+                    if off >= stop:
+                        break
+                    if entries and rows + n > max_rows:
+                        return entries, None
+                    hit = cache.get((seq, pos + off))
+                    try:
+                        records = (
+                            hit.records if hit else decode_batch(data[off + HEADER.size : end])
+                        )
+                    except (ValueError, TypeError, KeyError):
+                        return entries, seq  # passed its CRC, does not decode: damage too
+                    entries.append(Entry(seq, pos + off, pos + end, n, records))
+                    rows += n
+                if rows >= max_rows:
+                    return entries, None
+                if not damaged and len(data) == want:
+                    pos += len(data)
+                    continue
+                if pos + stop in holes:  # (a short read: the file was truncated under us)
+                    pos += stop
+                    continue
+                if len(data) == want < size - pos and damaged[0][1] == len(data):
+                    pos, window = pos + stop, window * 2  # maybe an entry cut by the window
+                    continue
+                return entries, seq
+        return entries, None
+
+    def _settle(self, seq: int) -> None:
+        """Re-read segment ``seq`` after damage: keep every intact entry (on disk or still in
+        memory), set the damaged bytes aside, mark them as holes, correct the counts."""
+        with self._lock:
+            segment = next((s for s in self._segments if s.seq == seq), None)
+            if segment is None:
+                return
+            start, size = segment.acked_offset, segment.size
+            try:
+                data = _pread_path(segment.path, start, size - start)
+                missing = False
+            except FileNotFoundError:
+                if segment is self._segments[-1]:
+                    self._rescue_active()
+                    return
+                data, missing = b"", True
+            found, _ = scan(data)
+            intact = {start + off: (start + end, n) for off, end, n in found}
+            for (c_seq, off), entry in self._cache.items():
+                if c_seq == seq and off >= start:
+                    intact[off] = (entry.end, entry.rows)
+            bad: list[tuple[int, int]] = []  # decode failures: intact CRC, useless payload
+            for off, (end, _n) in sorted(intact.items()):
+                if (seq, off) in self._cache or off - start + HEADER.size > len(data):
+                    continue
+                try:
+                    decode_batch(data[off - start + HEADER.size : end - start])
+                except (ValueError, TypeError, KeyError):
+                    bad.append((off, end))
+            for off, _end in bad:
+                del intact[off]
+            spans = sorted((off, end) for off, (end, _) in intact.items())
+            holes = gaps(start, size, spans)
+            new = [(lo, hi) for lo, hi in holes if lo not in segment.holes]
+            kept_rows = sum(n for _, n in intact.values())
+            lost_rows = segment.pending_rows - kept_rows
+            lost_entries = segment.pending_entries - len(intact)
+            segment.rows -= lost_rows
+            segment.entries -= lost_entries
+            segment.holes = dict(holes)
+            segment.pass_holes()
+            present = [(lo - start, min(hi, start + len(data)) - start) for lo, hi in new
+                       if lo < start + len(data)]  # fmt: skip
+            aside = (
+                set_aside_ranges(segment.path, data, present, time.time())
+                if present and not missing
+                else None
+            )
+            gone = missing and segment is not self._segments[-1]
+            if gone:
+                self._segments.remove(segment)
+            self._update_metrics()
+        if not new and not lost_rows:
+            return
+        damaged_bytes = sum(hi - lo for lo, hi in new)
+        self._metrics.spool_damaged_bytes.inc(damaged_bytes)
+        self._metrics.spool_damage_events.inc()
+        event("ERROR", "spool_removed" if missing else "spool_damaged",
+              "spool segment was removed: its records are lost" if missing else
+              "spooled bytes are damaged (changed or truncated on disk); kept every intact "
+              "record before and after them and moved the damaged bytes aside",
+              segment=segment.path, intact_records=kept_rows, intact_entries=len(intact),
+              lost_records=max(lost_rows, 0), lost_entries=max(lost_entries, 0),
+              damaged_bytes=damaged_bytes, damaged_ranges=len(new),
+              moved_to=aside)  # fmt: skip
+
+    def verify(self) -> None:
+        """Notice that the active segment (or the whole spool directory) was removed under us
+        (``rm -rf``, a volume re-created): appends would go on into a file nobody can find
+        after a restart. Its pending entries are still readable through our descriptor: they
+        move to a new segment in a re-created directory, with an ERROR log."""
+        with self._lock:
+            if not self._opened or self._fd is None:
+                return
+            try:
+                if os.fstat(self._fd).st_nlink:
+                    return
+            except OSError:
+                return
+            self._rescue_active()
+
+    def _rescue_active(self) -> None:
+        """(Locked.) Move the removed active segment's pending entries to a new segment."""
+        assert self._fd is not None
+        active = self._segments[-1]
+        data = _pread_fd(self._fd, active.acked_offset, active.size - active.acked_offset)
+        found, _ = scan(data)
+        recreated = not os.path.isdir(self.directory)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self._new_segment(active.seq + 1)  # raises before anything changed if it cannot
+        fresh = self._segments[-1]
+        lost_rows, lost_files = 0, 0
+        for segment in self._segments[:-2]:
+            if not os.path.exists(segment.path):
+                lost_rows += segment.pending_rows
+                lost_files += 1
+                self._segments.remove(segment)
+        self._segments.remove(active)
+        payload = b"".join(data[off:end] for off, end, _ in found)
+        assert self._fd is not None
+        os.pwrite(self._fd, payload, 0)
+        fresh.size, fresh.entries = len(payload), len(found)
+        fresh.rows = sum(n for *_, n in found)
+        lost_rows += active.pending_rows - fresh.rows
+        self._cache.clear()
+        self._cache_rows = 0
+        self._dirty = True
+        if self._ack_fd is not None and os.fstat(self._ack_fd).st_nlink == 0:
+            os.close(self._ack_fd)
+            self._ack_fd = os.open(os.path.join(self.directory, ACK_FILE),
+                                   os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)  # fmt: skip
+        head = self._segments[0]
+        self._write_ack(head.seq, head.acked_offset)
+        self._update_metrics()
+        if lost_rows:
+            self._metrics.spool_damage_events.inc()
+        event("ERROR", "spool_files_removed",
+              "spool files were removed while running; kept the records still readable and "
+              "spool to a new segment", directory=self.directory,
+              directory_recreated=recreated, kept_records=fresh.rows,
+              lost_records=max(lost_rows, 0), lost_segments=lost_files)  # fmt: skip
 
     def commit(self, entries: Sequence[Entry]) -> None:
         """Mark ``entries`` (a prefix returned by :meth:`peek`) as written; trim the spool."""
@@ -460,6 +727,7 @@ class Spool:
                             segment.acked_offset = entry.end
                             segment.acked_rows += entry.rows
                             segment.acked_entries += 1
+                    segment.pass_holes()
                     if segment.pending_entries == 0 and segment is not self._segments[-1]:
                         done.append(segment.path)
                         continue
@@ -534,6 +802,24 @@ class Spool:
 def _read_file(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
+
+
+def _pread_path(path: str, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes of ``path`` from ``offset`` (fewer if the file is shorter)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _pread_fd(fd, offset, size)
+    finally:
+        os.close(fd)
+
+
+def _pread_fd(fd: int, offset: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := os.pread(fd, size, offset)):
+        chunks.append(chunk)
+        offset += len(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def _unlink(path: str) -> None:
@@ -710,10 +996,17 @@ class SpoolWorker(SinkWorker):
             # the spool is fsync'ed only when a write fails (below) and before every attempt
             # while it keeps failing -- one fsync per attempt, never in the sampling thread.
             self._sync_spool(appended=self._failing)
+            try:
+                self.spool.verify()  # one fstat: was the spool removed under us?
+            except OSError as exc:
+                self._spool_failed("cannot re-create the removed spool", exc)
             entries: list[Entry] = []
             memory_batch: Sequence[Record] | None = None
             if self.spool.pending_batches:
                 entries = self.spool.peek(self._batch_max_rows)
+                if not entries:  # what was pending was damaged: set aside, nothing to write
+                    self._update_gauges()
+                    continue
                 batch: Sequence[Record] = [r for e in entries for r in e.records]
             elif self._pending:
                 memory_batch = batch = self._pending[0]
@@ -721,8 +1014,7 @@ class SpoolWorker(SinkWorker):
                 continue
             self._next_flush = self._clock() + self._flush_interval
             try:
-                if batch:
-                    self.sink.write(batch)
+                self.sink.write(batch)
             except TransientSinkError as exc:
                 self._sync_spool()  # the batch stays in the spool: make it durable
                 if self._closing:

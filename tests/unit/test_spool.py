@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,8 @@ from system_info_collector.spool import (
     SpoolWorker,
     decode_batch,
     encode_batch,
+    frame,
+    gaps,
     scan,
 )
 from tests.helpers import poll
@@ -203,22 +206,174 @@ def test_batches_not_kept_in_memory_are_read_back_from_disk_in_order(tmp_path: P
     assert spool._cache_rows <= 10
 
 
-def test_garbage_in_a_segment_is_set_aside_and_later_segments_survive(
+def test_the_scanner_resynchronises_on_the_next_intact_entry_whatever_byte_is_damaged() -> None:
+    frames = [frame(encode_batch(batch(i, n=1 + i % 3)), 1 + i % 3) for i in range(6)]
+    data = b"".join(frames)
+    bounds = [(sum(map(len, frames[:i])), sum(map(len, frames[: i + 1]))) for i in range(6)]
+    victim_start, victim_end = bounds[2]
+    for pos in range(victim_start, victim_end):  # header fields, CRC and payload alike
+        for flip in (0x01, 0xFF):
+            raw = bytearray(data)
+            raw[pos] ^= flip
+            entries, damaged = scan(bytes(raw))
+            assert [(o, e) for o, e, _ in entries] == bounds[:2] + bounds[3:], pos
+            assert damaged == [(victim_start, victim_end)], pos
+    # zeros in the middle (a truncated file extended by later writes), garbage at the end
+    holed = data[:victim_start] + b"\0" * 100 + data[victim_end:] + b"SICs" + b"x" * 10
+    entries, damaged = scan(holed)
+    assert len(entries) == 5
+    assert damaged == [(victim_start, victim_start + 100), (len(holed) - 14, len(holed))]
+    assert gaps(0, 10, [(2, 4), (4, 6)]) == [(0, 2), (6, 10)]
+
+
+def damaged_spool(tmp_path: Path, at: float, n: int = 60) -> tuple[Path, list[int]]:
+    """A closed spool of batches 0..n-1 (one segment) with one byte flipped ``at`` (0..1) into
+    the segment; returns the directory and the batches that must survive."""
+    spool, _ = open_spool(tmp_path)
+    for i in range(n):
+        spool.append(batch(i, n=1 + i % 3))
+    spool.close()
+    [segment] = list(tmp_path.glob("*.seg"))
+    raw = bytearray(segment.read_bytes())
+    pos = int(len(raw) * at)
+    entries, _ = scan(bytes(raw))
+    hit = next(i for i, (off, end, _) in enumerate(entries) if off <= pos < end)
+    raw[pos] ^= 0x5A
+    segment.write_bytes(bytes(raw))
+    return tmp_path, [i for i in range(n) if i != hit]
+
+
+@pytest.mark.parametrize("at", [0.1, 0.3, 0.97])
+def test_a_flipped_byte_at_start_keeps_every_intact_entry_before_and_after_it(
+    tmp_path: Path, events: list[dict[str, Any]], at: float
+) -> None:
+    directory, survivors = damaged_spool(tmp_path, at)
+    before = {p.name: p.read_bytes() for p in directory.glob("*.seg")}
+    again, metrics = open_spool(directory)
+    assert ticks(again.peek(max_rows=10_000)) == survivors
+    [damage] = [e for e in events if e.get("event") in ("spool_damaged", "spool_torn_tail")]
+    assert damage["level"] == "ERROR"
+    assert damage["intact_entries"] == len(survivors)
+    assert damage["intact_records"] == sum(1 + i % 3 for i in survivors)
+    aside = Path(damage["moved_to"]).read_bytes()
+    assert len(aside) == damage["damaged_bytes"] > 0
+    assert aside in next(iter(before.values()))  # exactly the damaged entry's bytes
+    assert metrics.registry.get_sample_value("sic_spool_damaged_bytes_total") == len(aside)
+    assert metrics.registry.get_sample_value("sic_spool_damage_events_total") == 1
+    first = again.peek(max_rows=5)
+    again.commit(first)  # and the rewritten segment works on
+    del again  # as after kill -9: the damage is gone from the segment, not found twice
+    events.clear()
+    third, _ = open_spool(directory)
+    assert ticks(third.peek(max_rows=10_000)) == survivors[len(first) :]
+    assert not [e for e in events if e["level"] == "ERROR"]
+
+
+def test_damage_after_the_committed_position_replays_nothing_that_was_committed(
     tmp_path: Path, events: list[dict[str, Any]]
 ) -> None:
-    spool, _ = open_spool(tmp_path, segment_size=4096)
+    spool, _ = open_spool(tmp_path)
+    for i in range(30):
+        spool.append(batch(i))
+    spool.commit(spool.peek(max_rows=30))  # batches 0..9
+    del spool  # kill -9: the marker points into the segment
+    [segment] = list(tmp_path.glob("*.seg"))
+    raw = bytearray(segment.read_bytes())
+    entries, _ = scan(bytes(raw))
+    raw[entries[20][0] + 20] ^= 0xFF  # batch 20's payload
+    segment.write_bytes(bytes(raw))
+    again, _ = open_spool(tmp_path)
+    assert ticks(again.peek(max_rows=10_000)) == [*range(10, 20), *range(21, 30)]
+    del again  # the marker was reset with the rewrite: a second start agrees
+    third, _ = open_spool(tmp_path)
+    assert ticks(third.peek(max_rows=10_000)) == [*range(10, 20), *range(21, 30)]
+
+
+def drain(spool: Spool, max_rows: int = 12) -> list[int]:
+    got: list[int] = []
+    while spool.pending_batches:
+        entries = spool.peek(max_rows=max_rows)
+        if not entries:
+            break
+        got += ticks(entries)
+        spool.commit(entries)
+    return got
+
+
+@pytest.mark.parametrize("at", [0.1, 0.3])
+def test_a_byte_flipped_while_running_is_set_aside_and_draining_goes_on(
+    tmp_path: Path, events: list[dict[str, Any]], at: float
+) -> None:
+    spool, metrics = open_spool(tmp_path)
+    spool.cache_limit = 0  # read everything back from disk
     for i in range(60):
         spool.append(batch(i))
-    spool.close()
-    first = sorted(tmp_path.glob("*.seg"))[0]
-    raw = bytearray(first.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF  # a flipped bit in the middle: CRC mismatch
-    first.write_bytes(bytes(raw))
-    again, _ = open_spool(tmp_path)
-    got = ticks(again.peek(max_rows=10_000))
-    assert got[0] == 0 and got[-1] == 59 and len(got) < 60
-    assert got == sorted(got)
-    assert [e for e in events if e.get("event") == "spool_torn_tail"]
+    [segment] = list(tmp_path.glob("*.seg"))
+    raw = bytearray(segment.read_bytes())
+    entries, _ = scan(bytes(raw))
+    pos = int(len(raw) * at)
+    hit = next(i for i, (off, end, _) in enumerate(entries) if off <= pos < end)
+    raw[pos] ^= 0x01
+    with open(segment, "r+b") as handle:  # in place, as a bad disk would
+        handle.seek(pos)
+        handle.write(raw[pos : pos + 1])
+    assert drain(spool) == [i for i in range(60) if i != hit]
+    assert spool.pending_batches == 0 and spool.pending_rows == 0
+    [damage] = [e for e in events if e.get("event") == "spool_damaged"]
+    assert damage["level"] == "ERROR" and damage["lost_records"] == 3
+    assert (
+        damage["lost_entries"] == 1 and damage["damaged_bytes"] == entries[hit][1] - entries[hit][0]
+    )
+    assert (
+        metrics.registry.get_sample_value("sic_spool_damaged_bytes_total")
+        == damage["damaged_bytes"]
+    )
+    assert Path(damage["moved_to"]).read_bytes() == bytes(raw[entries[hit][0] : entries[hit][1]])
+    spool.append(batch(99))
+    assert drain(spool) == [99]
+
+
+def test_a_segment_truncated_to_zero_while_running_never_stalls_the_drain(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    spool, metrics = open_spool(tmp_path, segment_size=4096)
+    spool.cache_limit = 0
+    for i in range(60):
+        spool.append(batch(i))
+    segments = sorted(tmp_path.glob("*.seg"))
+    assert len(segments) > 2
+    os.truncate(segments[0], 0)  # the oldest
+    os.truncate(segments[-1], 0)  # and the active one, which goes on being appended to
+    for i in range(60, 65):
+        spool.append(batch(i))
+    got = drain(spool)
+    lost_old = {e["lost_records"] for e in events if e.get("event") == "spool_damaged"}
+    assert got[-5:] == list(range(60, 65))  # appended after the truncation: kept
+    assert got == sorted(got) and 0 not in got and len(got) < 65
+    assert sum(e["lost_records"] for e in events if e.get("event") == "spool_damaged") == 3 * (
+        65 - len(got)
+    ), lost_old
+    assert spool.pending_batches == 0
+    assert (metrics.registry.get_sample_value("sic_spool_damage_events_total") or 0) >= 2
+
+
+def test_a_removed_spool_directory_is_recreated_and_nothing_pending_is_lost(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    directory = tmp_path / "spool"
+    spool, _ = open_spool(directory)
+    for i in range(10):
+        spool.append(batch(i))
+    spool.commit(spool.peek(max_rows=6))  # 0, 1
+    shutil.rmtree(directory)
+    spool.verify()
+    [removed] = [e for e in events if e.get("event") == "spool_files_removed"]
+    assert removed["level"] == "ERROR" and removed["directory_recreated"] is True
+    assert removed["kept_records"] == 24 and removed["lost_records"] == 0
+    spool.append(batch(10))
+    del spool  # kill -9: what was pending is on disk again
+    again, _ = open_spool(directory)
+    assert ticks(again.peek(max_rows=10_000)) == list(range(2, 11))
 
 
 def test_over_the_size_limit_the_oldest_are_dropped_with_an_error_and_a_count(

@@ -1,0 +1,100 @@
+"""A damaged spool never stalls the PostgreSQL sink: the real collector, real segment files
+with a flipped byte, a real server.
+
+The collector samples with the server unreachable, so every record is only in the spool. One
+byte is flipped in a segment while the collector is stopped (found at start) and another while
+it runs (found while draining). When the server is reachable again every record of every
+intact entry -- before and after the damage -- is in the database exactly once, the records of
+the two damaged entries are not, and the damage is logged and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from system_info_collector.sinks.stdout import record_json
+from system_info_collector.spool import HEADER, decode_batch, scan
+from tests.helpers import poll
+from tests.integration.conftest import Collector, PgServer, _free_port
+from tests.integration.faultproxy import FaultProxy
+from tests.integration.test_postgres_outage import (
+    Key,
+    Query,
+    assert_exactly_once,
+    db_keys,
+    stdout_keys,
+    wait_ticks,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def flip_byte(spool: str, at: float) -> set[Key]:
+    """Flip one byte ``at`` (0..1) into the oldest non-empty segment, in place as a bad disk
+    would; return the keys of the records of the entry it hit."""
+    segments = sorted(p for p in Path(spool).glob("spool-*.seg") if p.stat().st_size)
+    data = segments[0].read_bytes()
+    pos = int(len(data) * at)
+    entries, damaged = scan(data)
+    assert not damaged
+    off, end, _ = next(e for e in entries if e[0] <= pos < e[1])
+    hit = [json.loads(record_json(r)) for r in decode_batch(data[off + HEADER.size : end])]
+    with open(segments[0], "r+b") as handle:
+        handle.seek(pos)
+        handle.write(bytes([data[pos] ^ 0x20]))
+    return set(stdout_keys(hit))
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_flipped_bytes_in_the_spool_at_start_and_while_draining_lose_only_their_entries(
+    pg_up: PgServer, db_schema: str, query: Query, proxy: FaultProxy,
+    collector: Callable[..., Collector],
+) -> None:  # fmt: skip
+    host, port = proxy.address
+    dsn = pg_up.dsn(host=host, port=port)
+    proxy.refuse()  # unreachable from the start: everything goes to the spool
+    first = collector(dsn, db_schema)
+    wait_ticks(first, 30)
+    assert first.stop() == 0
+    spool = first.env["SIC_DB_SPOOL_DIR"]
+    lost_at_start = flip_byte(spool, 0.3)
+
+    http = _free_port()
+    second = collector(dsn, db_schema, SIC_HTTP_LISTEN=f"127.0.0.1:{http}")
+    [found] = poll(lambda: second.events("spool_damaged"), timeout=10, what="damage at start")
+    assert found["level"] == "ERROR" and found["damaged_bytes"] > 0
+    kept_at_start = found["intact_records"]
+    wait_ticks(second, 5)
+    lost_running = flip_byte(spool, 0.1)  # the recovered segment: read from disk, not memory
+    proxy.heal()
+
+    reference = set(stdout_keys(first.records()))
+    assert kept_at_start == len(reference) - len(lost_at_start)
+    poll(lambda: len(second.events("spool_damaged")) == 2, timeout=20, what="damage at run time")
+    expected = reference - lost_at_start - lost_running
+    poll(lambda: expected <= set(db_keys(query, db_schema)), timeout=20, what="intact rows")
+    running = second.events("spool_damaged")[1]
+    assert running["level"] == "ERROR" and running["lost_records"] == len(lost_running)
+    assert metric(http, "sic_spool_damage_events_total") == 2
+    assert metric(http, "sic_spool_damaged_bytes_total") >= found["damaged_bytes"] + 1
+    wait_ticks(second, 3)
+    assert second.stop() == 0
+
+    in_db = db_keys(query, db_schema)
+    assert lost_at_start and lost_running and not (lost_at_start | lost_running) & set(in_db)
+    assert_exactly_once(sorted(expected | set(stdout_keys(second.records()))), in_db)
+    aside = [p for p in Path(spool).iterdir() if ".torn-" in p.name]
+    assert len(aside) == 2 and all(p.stat().st_size for p in aside)
+    assert not [n for n in os.listdir(spool) if n.endswith(".seg") and
+                os.path.getsize(os.path.join(spool, n))]  # fmt: skip
