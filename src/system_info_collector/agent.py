@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from system_info_collector.buffer import build_buffer
 from system_info_collector.collect import Failures, collect, prime
 from system_info_collector.config import Settings
 from system_info_collector.hostpaths import HostPaths
@@ -18,8 +19,6 @@ from system_info_collector.scheduler import Tick, Ticker
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks import Sink
 from system_info_collector.worker import SinkWorker
-
-DEFAULT_BACKLOG_RECORDS = 100_000  # for sinks that do not declare their own ``backlog_limit``
 
 
 def resolve_hostname(settings: Settings) -> str:
@@ -51,17 +50,16 @@ def host_hostname(paths: HostPaths) -> str:
     return name or socket.gethostname()
 
 
-def _make_worker(sink: Sink, settings: Settings, metrics: Metrics) -> SinkWorker:
-    """A sink declaring ``spool_dir`` gets a write-ahead :class:`~.spool.SpoolWorker`."""
-    if getattr(sink, "spool_dir", None):
-        from system_info_collector.spool import SpoolWorker
-
-        return SpoolWorker.for_sink(sink, retry=settings.retry, metrics=metrics)
+def make_worker(sink: Sink, settings: Settings, metrics: Metrics) -> SinkWorker:
+    """The sink's worker over the buffer its settings name (``SIC_<SINK>_BUFFER``)."""
+    config = settings.buffer(sink.name)
     return SinkWorker(
         sink,
+        build_buffer(sink.name, config, metrics),
         retry=settings.retry,
-        backlog_limit=getattr(sink, "backlog_limit", DEFAULT_BACKLOG_RECORDS),
         metrics=metrics,
+        batch_max_rows=config.batch_max_rows,
+        flush_interval=config.flush_interval,
     )
 
 
@@ -96,10 +94,10 @@ class Agent:
         self.metrics = metrics
         self.host = host
         self.stop_event = threading.Event()
-        self.workers = [_make_worker(sink, settings, metrics) for sink in sinks]
+        self.workers = [make_worker(sink, settings, metrics) for sink in sinks]
         metrics.prepare([w.name for w in self.workers], [p.name for p in self.providers])
         # write-ahead (spooled) sinks first: a sample is on disk before any other sink shows it
-        self._submit_order = sorted(self.workers, key=lambda w: not getattr(w, "spool", None))
+        self._submit_order = sorted(self.workers, key=lambda w: not w.durable)
         self._every = {
             p.name: max(1, round(settings.collector_interval(p.name) / settings.interval))
             for p in self.providers

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 from system_info_collector import __version__
 from system_info_collector.config import Settings, load_settings
 from system_info_collector.errors import ConfigError
+from system_info_collector.heap import release_free_memory
 from system_info_collector.logging import configure, event
 
 if TYPE_CHECKING:
@@ -199,7 +200,7 @@ def cmd_run(settings: Settings) -> int:
             )
             return EXIT_FAILED
     agent.start()
-    _release_startup_memory()
+    release_free_memory()  # the heap left over from imports and start-up (about 1 MB)
     if server is not None:
         server.start()
     try:
@@ -237,19 +238,6 @@ def _force_exit(agent: Agent, signal_name: str) -> NoReturn:
     with contextlib.suppress(Exception):
         sys.stderr.flush()
     os._exit(EXIT_INTERRUPTED)
-
-
-def _release_startup_memory() -> None:
-    """Return the heap left over from imports and start-up to the OS (about 1 MB of RSS).
-
-    glibc keeps freed memory in its arenas; ``malloc_trim`` hands it back. A no-op elsewhere.
-    """
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def cmd_health(settings: Settings) -> int:

@@ -68,6 +68,26 @@ class PostgresSettings:
     retention: float = 30 * 86400.0  # 0: keep forever
 
 
+# Sinks behind a write-ahead spool on disk unless SIC_<SINK>_BUFFER says otherwise.
+DISK_BUFFERED_SINKS = frozenset({"postgres"})
+MIN_MEMORY_BUFFER_SIZE = 64 * 1024
+MEMORY_SINK_BATCH_ROWS = 200  # records a sink without its own batch setting writes at once
+
+
+@dataclass(frozen=True, slots=True)
+class BufferSettings:
+    """What holds one sink's records until it wrote them (``SIC_<SINK>_BUFFER``), and how the
+    sink's worker batches them."""
+
+    kind: str = "memory"  # "memory" or "disk" (a write-ahead spool, memory while it fails)
+    memory_max_size: int = 8_000_000  # SIC_BUFFER_MEMORY_MAX_SIZE: bytes held in memory
+    memory_max_records: int | None = None  # SIC_CSV_BACKLOG for the CSV sink
+    spool_dir: str = "./data/.spool"
+    spool_max_size: int = 1_000_000_000
+    batch_max_rows: int = MEMORY_SINK_BATCH_ROWS
+    flush_interval: float = 0.0  # 0: write as soon as something is pending
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteWriteSettings:
     url: str | None = None
@@ -114,6 +134,19 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     remote_write: RemoteWriteSettings = field(default_factory=RemoteWriteSettings)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
+    buffers: Mapping[str, BufferSettings] = field(default_factory=dict)
+
+    def buffer(self, sink: str) -> BufferSettings:
+        """The buffer settings of ``sink`` (defaults for a sink the mapping does not name)."""
+        found = self.buffers.get(sink)
+        if found is not None:
+            return found
+        if sink == "postgres":
+            return _postgres_buffer(self.postgres, kind="disk")
+        kind = "disk" if sink in DISK_BUFFERED_SINKS else "memory"
+        return BufferSettings(
+            kind=kind, spool_dir=os.path.join(self.csv.directory, f".spool-{sink}")
+        )
 
     def collector_interval(self, name: str) -> float:
         return self.collector_intervals.get(name, self.interval)
@@ -286,6 +319,23 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     default_sinks = "csv,postgres" if dsn else "csv"
     sinks = e.names("SIC_SINKS", default_sinks)
+    memory_max_size = e.size("SIC_BUFFER_MEMORY_MAX_SIZE", "8MB")
+    buffers: dict[str, BufferSettings] = {}
+    for s in KNOWN_SINKS:
+        default_kind = "disk" if s in DISK_BUFFERED_SINKS else "memory"
+        kind = choice(f"SIC_{s.upper()}_BUFFER", default_kind, ("memory", "disk"))
+        if s == "postgres":
+            buffers[s] = _postgres_buffer(postgres, kind=kind, memory_max_size=memory_max_size)
+            continue
+        upper = s.upper()
+        buffers[s] = BufferSettings(
+            kind=kind,
+            memory_max_size=memory_max_size,
+            memory_max_records=csv.backlog if s == "csv" else None,
+            spool_dir=get(f"SIC_{upper}_SPOOL_DIR", "").strip()
+            or os.path.join(csv_dir, f".spool-{s}"),
+            spool_max_size=e.size(f"SIC_{upper}_SPOOL_MAX_SIZE", "1GB"),
+        )
 
     try:
         env.seal()
@@ -353,6 +403,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"SIC_DB_RETENTION={get('SIC_DB_RETENTION')!r}: must be 0 (keep forever) or at "
             "least SIC_DB_PARTITION_INTERVAL (whole partitions are dropped)"
         )
+    if memory_max_size is not None and memory_max_size < MIN_MEMORY_BUFFER_SIZE:
+        problems.append(
+            f"SIC_BUFFER_MEMORY_MAX_SIZE={get('SIC_BUFFER_MEMORY_MAX_SIZE')!r}: must be at least "
+            "64KiB (a sink's in-memory backlog)"
+        )
     if password_file and not os.path.isfile(password_file):
         problems.append(f"SIC_DB_PASSWORD_FILE={password_file!r}: not a readable file")
     problems.extend(_push_problems(sinks or (), remote_write, otlp, otlp_endpoint))
@@ -380,6 +435,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http=http,
         remote_write=remote_write,
         otlp=otlp,
+        buffers=buffers,
+    )
+
+
+def _postgres_buffer(pg: PostgresSettings, **kw: Any) -> BufferSettings:
+    """The PostgreSQL sink's buffer: its spool and batching come from the SIC_DB_* settings."""
+    return BufferSettings(
+        spool_dir=pg.spool_dir,
+        spool_max_size=pg.spool_max_size,
+        batch_max_rows=pg.batch_max_rows,
+        flush_interval=pg.flush_interval,
+        **kw,
     )
 
 

@@ -32,7 +32,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from system_info_collector import __version__
-from system_info_collector.agent import DEFAULT_BACKLOG_RECORDS, Agent
+from system_info_collector.agent import Agent
 from system_info_collector.config import parse_listen
 from system_info_collector.logging import event
 from system_info_collector.model import Record
@@ -187,11 +187,16 @@ class Probes:
         return (200 if ready else 503), body
 
     def _sink_state(self, worker: Any) -> dict[str, Any]:
-        limit = int(getattr(worker.sink, "backlog_limit", DEFAULT_BACKLOG_RECORDS))
+        limit = int(worker.backlog_limit)
         high = max(1, int(limit * self.high_water))
         pending = int(worker.pending_records)
+        problem = worker.buffer_problem  # e.g. the spool cannot be written: memory only
         if worker.degraded:
             state = "degraded"
+        elif problem:
+            state = "buffer_failed"
+        elif worker.stalled:
+            state = "stalled"
         elif pending >= high:
             state = "backlogged"
         elif worker.failing:
@@ -210,7 +215,7 @@ class Probes:
             "last_success": None
             if last_success is None
             else datetime.fromtimestamp(last_success, UTC).isoformat(timespec="milliseconds"),
-            "last_error": worker.last_error if state != "ok" else None,
+            "last_error": problem or (worker.last_error if state != "ok" else None),
         }
 
 

@@ -97,11 +97,15 @@ class Metrics:
             "sic_sink_degraded", "1 while a sink is failing and backing off", ["sink"], registry=r
         )
         self.spool_bytes = Gauge(
-            "sic_spool_bytes", "Bytes in the PostgreSQL write-ahead spool", registry=r
+            "sic_spool_bytes",
+            "Bytes not yet written in the write-ahead spools (PostgreSQL's by default; every "
+            "sink with SIC_<SINK>_BUFFER=disk adds its own)",
+            registry=r,
         )
         self.spool_batches = Gauge(
-            "sic_spool_batches", "Batches in the PostgreSQL write-ahead spool", registry=r
+            "sic_spool_batches", "Batches not yet written in the write-ahead spools", registry=r
         )
+        self._spools: dict[str, tuple[int, int]] = {}
         self.spool_dropped = Counter(
             "sic_spool_dropped_records",
             "Spooled records dropped (oldest first) because the spool reached its size limit",
@@ -145,6 +149,13 @@ class Metrics:
         )
         self.csv_rotations = Counter("sic_csv_rotations", "CSV files rotated", registry=r)
         self.csv_bytes = Counter("sic_csv_written_bytes", "Bytes written to CSV files", registry=r)
+
+    def spool_state(self, directory: str, pending_bytes: int, pending_batches: int) -> None:
+        """One spool's backlog; ``sic_spool_*`` show the sum over every spool."""
+        self._spools[directory] = (pending_bytes, pending_batches)
+        spools = list(self._spools.values())
+        self.spool_bytes.set(sum(b for b, _ in spools))
+        self.spool_batches.set(sum(n for _, n in spools))
 
     def prepare(self, sinks: Iterable[str], collectors: Iterable[str]) -> None:
         """Create the labelled series of these sinks and collectors at zero.

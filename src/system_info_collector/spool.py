@@ -1,4 +1,4 @@
-"""On-disk write-ahead spool, and the worker that drains it into a sink.
+"""The on-disk write-ahead spool: CRC-checked batches in append-only segment files.
 
 A :class:`Spool` is a directory of append-only segment files (``spool-<seq>.seg``). Each entry
 is one batch of records: a 16-byte header (magic, payload length, row count, CRC32 of all three
@@ -15,18 +15,13 @@ intact entry, never an empty list while one is pending.
 Only when the spool would exceed its size limit are the oldest segments dropped, with an ERROR
 log ``spool_overflow`` and the counter ``sic_spool_dropped_records_total``.
 
-A :class:`SpoolWorker` is the :class:`~system_info_collector.worker.SinkWorker` of a sink that
-declares a spool (the PostgreSQL sink). ``submit`` appends the batch to the spool in the
-sampling thread -- one ``pwrite(2)`` at the segment's own offset, no fsync, no network -- so a
-sample is in the kernel before ``submit`` returns and a kill -9 of the collector cannot lose
-it. The worker
-thread reads batches from the spool (from memory while they are recent) and writes them with
-the usual retries, backoff and degraded probing; the spool, not memory, holds what the
-destination has not committed. Group commit: what the destination commits is durable there, so
-the worker fsyncs the spool after a failed attempt and before each attempt while failing (and
-whenever a segment was created), not after every successful one. If the spool itself cannot
-be written (disk full, read-only), batches wait in the bounded in-memory backlog of the base
-worker and go to the spool, in order, as soon as it works again.
+The spool is the disk half of the write-ahead buffer
+(:class:`~system_info_collector.buffer.SpoolBuffer`): ``append`` runs in the sampling thread --
+one ``pwrite(2)`` at the segment's own offset, no fsync, no network -- so a sample is in the
+kernel before it returns and a kill -9 of the collector cannot lose it. The sink's worker reads
+batches back (from memory while they are recent) and commits what the destination committed.
+Group commit: what the destination commits is durable there, so the spool is fsync'ed after a
+failed attempt (and whenever a segment was created), not after every successful one.
 """
 
 from __future__ import annotations
@@ -39,12 +34,11 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from system_info_collector.config import RetrySettings
 from system_info_collector.durable import (
     fsync_dir,
     set_aside_ranges,
@@ -52,12 +46,9 @@ from system_info_collector.durable import (
     torn_path,
     write_all,
 )
-from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
-from system_info_collector.sinks import Sink
-from system_info_collector.worker import SinkWorker
 
 MAGIC = b"SICs"
 HEADER = struct.Struct("<4sIII")  # magic, payload length, rows, crc32(length, rows, payload)
@@ -256,8 +247,9 @@ class Spool:
             if seq < ack_seq:  # committed; its deletion was interrupted
                 _unlink(path)
                 continue
-            segment = self._recover(seq, path, ack_off if seq == ack_seq else None,
-                                    newest=i == len(found) - 1)  # fmt: skip
+            segment = self._recover(
+                seq, path, ack_off if seq == ack_seq else None, newest=i == len(found) - 1
+            )
             if segment is None:
                 continue
             if segment.pending_entries == 0:
@@ -272,9 +264,15 @@ class Spool:
             self._update_metrics()
         self.sync()
         if segments:
-            event("INFO", "spool_recovered", "replaying spooled records oldest-first",
-                  directory=self.directory, batches=self.pending_batches,
-                  records=self.pending_rows, bytes=self.pending_bytes)  # fmt: skip
+            event(
+                "INFO",
+                "spool_recovered",
+                "replaying spooled records oldest-first",
+                directory=self.directory,
+                batches=self.pending_batches,
+                records=self.pending_rows,
+                bytes=self.pending_bytes,
+            )
 
     def _read_ack(self) -> tuple[int, int]:
         """The committed position ``(segment, offset)``; ``(0, 0)``: replay everything."""
@@ -299,10 +297,15 @@ class Spool:
             return best[1], best[2]
         aside = torn_path(path, time.time())
         os.replace(path, aside)
-        event("ERROR", "spool_marker_damaged",
-              "the spool's committed-position marker is damaged; moved it aside and replaying "
-              "every spooled record (rows already in the database are skipped, not duplicated)",
-              file=path, moved_to=aside, size_bytes=len(data))  # fmt: skip
+        event(
+            "ERROR",
+            "spool_marker_damaged",
+            "the spool's committed-position marker is damaged; moved it aside and replaying "
+            "every spooled record (rows already in the database are skipped, not duplicated)",
+            file=path,
+            moved_to=aside,
+            size_bytes=len(data),
+        )
         return 0, 0
 
     def _recover(
@@ -320,13 +323,18 @@ class Spool:
         acked = 0  # entries before the committed position
         if ack_off is not None and ack_off in {end for _, end, _ in entries}:
             acked = next(i + 1 for i, (_, end, _) in enumerate(entries) if end == ack_off)
-        segment = _Segment(seq, path, size=len(data), rows=sum(r for *_, r in entries),
-                           entries=len(entries))  # fmt: skip
+        segment = _Segment(
+            seq, path, size=len(data), rows=sum(r for *_, r in entries), entries=len(entries)
+        )
         if not data and not newest:
             # only the newest segment can be empty (created at start, nothing appended yet)
-            self._damaged(segment, "spool_segment_emptied",
-                          "spool segment is empty but is not the newest one (truncated?); "
-                          "what it held is lost", damaged_bytes=0)  # fmt: skip
+            self._damaged(
+                segment,
+                "spool_segment_emptied",
+                "spool segment is empty but is not the newest one (truncated?); "
+                "what it held is lost",
+                damaged_bytes=0,
+            )
         if len(damaged) == 1 and damaged[0][1] == len(data):
             good = damaged[0][0]
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -335,10 +343,15 @@ class Spool:
             finally:
                 os.close(fd)
             segment.size = good
-            self._damaged(segment, "spool_torn_tail",
-                          "spool segment ends in a damaged record; kept the intact records and "
-                          "moved the damaged tail aside", moved_to=aside,
-                          intact_bytes=good, damaged_bytes=len(data) - good)  # fmt: skip
+            self._damaged(
+                segment,
+                "spool_torn_tail",
+                "spool segment ends in a damaged record; kept the intact records and "
+                "moved the damaged tail aside",
+                moved_to=aside,
+                intact_bytes=good,
+                damaged_bytes=len(data) - good,
+            )
         elif damaged:
             kept = entries[acked:]
             aside = set_aside_ranges(path, data, damaged, time.time())
@@ -349,11 +362,15 @@ class Spool:
             segment.size = sum(end - off for off, end, _ in kept)
             segment.rows = sum(r for *_, r in kept)
             segment.entries, acked = len(kept), 0
-            self._damaged(segment, "spool_damaged",
-                          "spool segment holds damaged bytes; kept every intact record before "
-                          "and after them and moved the damaged bytes aside", moved_to=aside,
-                          damaged_ranges=len(damaged),
-                          damaged_bytes=sum(e - s for s, e in damaged))  # fmt: skip
+            self._damaged(
+                segment,
+                "spool_damaged",
+                "spool segment holds damaged bytes; kept every intact record before "
+                "and after them and moved the damaged bytes aside",
+                moved_to=aside,
+                damaged_ranges=len(damaged),
+                damaged_bytes=sum(e - s for s, e in damaged),
+            )
         if not segment.entries:
             _unlink(path)
             return None
@@ -383,9 +400,15 @@ class Spool:
         """ERROR log and counter for bytes set aside (or lost) from ``segment``."""
         self._metrics.spool_damaged_bytes.inc(fields["damaged_bytes"])
         self._metrics.spool_damage_events.inc()
-        event("ERROR", name, message, segment=segment.path,
-              intact_records=segment.pending_rows, intact_entries=segment.pending_entries,
-              **fields)  # fmt: skip
+        event(
+            "ERROR",
+            name,
+            message,
+            segment=segment.path,
+            intact_records=segment.pending_rows,
+            intact_entries=segment.pending_entries,
+            **fields,
+        )
 
     # -- the sampling thread -----------------------------------------------------------
     def append(self, batch: Sequence[Record]) -> None:
@@ -437,10 +460,15 @@ class Spool:
             _unlink(path)
         if dropped_rows or dropped_files:
             self._metrics.spool_dropped.inc(dropped_rows)
-            event("ERROR", "spool_overflow",
-                  "spool reached SIC_DB_SPOOL_MAX_SIZE: dropped the oldest spooled records",
-                  directory=self.directory, dropped_records=dropped_rows,
-                  dropped_segments=len(dropped_files), max_size_bytes=self.max_size)  # fmt: skip
+            event(
+                "ERROR",
+                "spool_overflow",
+                "spool reached SIC_DB_SPOOL_MAX_SIZE: dropped the oldest spooled records",
+                directory=self.directory,
+                dropped_records=dropped_rows,
+                dropped_segments=len(dropped_files),
+                max_size_bytes=self.max_size,
+            )
 
     def _remember(self, entry: Entry) -> None:
         self._cache[(entry.seq, entry.offset)] = entry
@@ -478,8 +506,12 @@ class Spool:
             fd = os.open(path, flags, 0o600)
         except FileNotFoundError:  # the directory was removed under us
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            event("ERROR", "spool_dir_recreated", "the spool directory was removed; created it "
-                  "again", directory=self.directory)  # fmt: skip
+            event(
+                "ERROR",
+                "spool_dir_recreated",
+                "the spool directory was removed; created it again",
+                directory=self.directory,
+            )
             fd = os.open(path, flags, 0o600)
         if self._fd is not None:
             self._unsynced.append(self._fd)
@@ -533,8 +565,11 @@ class Spool:
     def _collect(self, max_rows: int) -> tuple[list[Entry], int | None]:
         """The entries :meth:`peek` returns, or those before unknown damage and its segment."""
         with self._lock:
-            plan = [(s.seq, s.path, s.acked_offset, s.size, dict(s.holes))
-                    for s in self._segments if s.pending_entries]  # fmt: skip
+            plan = [
+                (s.seq, s.path, s.acked_offset, s.size, dict(s.holes))
+                for s in self._segments
+                if s.pending_entries
+            ]
             cache = dict(self._cache)
         entries: list[Entry] = []
         rows = 0
@@ -628,8 +663,11 @@ class Spool:
             segment.entries -= lost_entries
             segment.holes = dict(holes)
             segment.pass_holes()
-            present = [(lo - start, min(hi, start + len(data)) - start) for lo, hi in new
-                       if lo < start + len(data)]  # fmt: skip
+            present = [
+                (lo - start, min(hi, start + len(data)) - start)
+                for lo, hi in new
+                if lo < start + len(data)
+            ]
             aside = (
                 set_aside_ranges(segment.path, data, present, time.time())
                 if present and not missing
@@ -644,14 +682,22 @@ class Spool:
         damaged_bytes = sum(hi - lo for lo, hi in new)
         self._metrics.spool_damaged_bytes.inc(damaged_bytes)
         self._metrics.spool_damage_events.inc()
-        event("ERROR", "spool_removed" if missing else "spool_damaged",
-              "spool segment was removed: its records are lost" if missing else
-              "spooled bytes are damaged (changed or truncated on disk); kept every intact "
-              "record before and after them and moved the damaged bytes aside",
-              segment=segment.path, intact_records=kept_rows, intact_entries=len(intact),
-              lost_records=max(lost_rows, 0), lost_entries=max(lost_entries, 0),
-              damaged_bytes=damaged_bytes, damaged_ranges=len(new),
-              moved_to=aside)  # fmt: skip
+        event(
+            "ERROR",
+            "spool_removed" if missing else "spool_damaged",
+            "spool segment was removed: its records are lost"
+            if missing
+            else "spooled bytes are damaged (changed or truncated on disk); kept every intact "
+            "record before and after them and moved the damaged bytes aside",
+            segment=segment.path,
+            intact_records=kept_rows,
+            intact_entries=len(intact),
+            lost_records=max(lost_rows, 0),
+            lost_entries=max(lost_entries, 0),
+            damaged_bytes=damaged_bytes,
+            damaged_ranges=len(new),
+            moved_to=aside,
+        )
 
     def verify(self) -> None:
         """Notice that the active segment (or the whole spool directory) was removed under us
@@ -696,18 +742,25 @@ class Spool:
         self._dirty = True
         if self._ack_fd is not None and os.fstat(self._ack_fd).st_nlink == 0:
             os.close(self._ack_fd)
-            self._ack_fd = os.open(os.path.join(self.directory, ACK_FILE),
-                                   os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)  # fmt: skip
+            self._ack_fd = os.open(
+                os.path.join(self.directory, ACK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
         head = self._segments[0]
         self._write_ack(head.seq, head.acked_offset)
         self._update_metrics()
         if lost_rows:
             self._metrics.spool_damage_events.inc()
-        event("ERROR", "spool_files_removed",
-              "spool files were removed while running; kept the records still readable and "
-              "spool to a new segment", directory=self.directory,
-              directory_recreated=recreated, kept_records=fresh.rows,
-              lost_records=max(lost_rows, 0), lost_segments=lost_files)  # fmt: skip
+        event(
+            "ERROR",
+            "spool_files_removed",
+            "spool files were removed while running; kept the records still readable and "
+            "spool to a new segment",
+            directory=self.directory,
+            directory_recreated=recreated,
+            kept_records=fresh.rows,
+            lost_records=max(lost_rows, 0),
+            lost_segments=lost_files,
+        )
 
     def commit(self, entries: Sequence[Entry]) -> None:
         """Mark ``entries`` (a prefix returned by :meth:`peek`) as written; trim the spool."""
@@ -753,8 +806,13 @@ class Spool:
         try:
             os.pwrite(self._ack_fd, slot, (generation % 2) * ACK_SLOT.size)
         except OSError as exc:  # the rows are written; at worst they are replayed again
-            event("WARNING", "spool_marker_failed", "cannot record the committed position",
-                  directory=self.directory, error=str(exc))  # fmt: skip
+            event(
+                "WARNING",
+                "spool_marker_failed",
+                "cannot record the committed position",
+                directory=self.directory,
+                error=str(exc),
+            )
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -774,8 +832,7 @@ class Spool:
         return sum(s.pending_bytes for s in self._segments)
 
     def _update_metrics(self) -> None:
-        self._metrics.spool_bytes.set(self.pending_bytes)
-        self._metrics.spool_batches.set(self.pending_batches)
+        self._metrics.spool_state(self.directory, self.pending_bytes, self.pending_batches)
 
     def close(self) -> None:
         try:
@@ -827,210 +884,4 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-# -- the worker --------------------------------------------------------------------------
-class SpooledSink(Sink, Protocol):
-    """A sink that wants a write-ahead spool in front of it."""
-
-    spool_dir: str
-    spool_max_size: int
-    batch_max_rows: int
-    flush_interval: float
-
-
-class SpoolWorker(SinkWorker):
-    """A :class:`SinkWorker` whose backlog is a :class:`Spool` on disk (module docstring)."""
-
-    def __init__(
-        self,
-        sink: Sink,
-        *,
-        spool: Spool,
-        retry: RetrySettings,
-        metrics: Metrics,
-        batch_max_rows: int,
-        flush_interval: float,
-        memory_limit: int = 100_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(sink, retry=retry, backlog_limit=memory_limit, metrics=metrics,
-                         clock=clock)  # fmt: skip
-        self.spool = spool
-        self._batch_max_rows = batch_max_rows
-        self._flush_interval = flush_interval
-        self._spool_ok = False
-        self._next_flush = 0.0
-
-    @classmethod
-    def for_sink(cls, sink: Any, *, retry: RetrySettings, metrics: Metrics) -> SpoolWorker:
-        spool = Spool(sink.spool_dir, max_size=sink.spool_max_size, metrics=metrics)
-        return cls(
-            sink,
-            spool=spool,
-            retry=retry,
-            metrics=metrics,
-            batch_max_rows=sink.batch_max_rows,
-            flush_interval=sink.flush_interval,
-        )
-
-    # -- the sampling thread -----------------------------------------------------------
-    def start(self) -> None:
-        try:
-            self.spool.open()
-            self._spool_ok = True
-        except OSError as exc:
-            self._spool_failed("cannot open the spool", exc)
-        super().start()
-
-    def submit(self, batch: Sequence[Record]) -> None:
-        if not batch:
-            return
-        with self._cond:
-            if self._spool_ok and not self._pending:
-                try:
-                    self.spool.append(batch)
-                except OSError as exc:
-                    self._spool_failed("cannot append to the spool", exc)
-                else:
-                    self._update_gauges()
-                    self._cond.notify()
-                    return
-        super().submit(batch)  # memory, until the spool works again
-
-    def _spool_failed(self, what: str, exc: OSError) -> None:
-        if self._spool_ok or not self._thread.is_alive():
-            event("ERROR", "spool_unavailable",
-                  f"{what}; keeping records in memory until it works again",
-                  sink=self.name, directory=self.spool.directory, error=str(exc))  # fmt: skip
-        self._spool_ok = False
-
-    @property
-    def pending_records(self) -> int:
-        return self.spool.pending_rows + self._pending_records
-
-    @property
-    def pending_batches(self) -> int:
-        return self.spool.pending_batches + len(self._pending)
-
-    def close(self, timeout: float) -> bool:
-        with self._cond:
-            self._closing = True
-            self._deadline = self._clock() + timeout
-            self._cond.notify_all()
-        self._thread.join(timeout + 1.0)
-        in_memory = self._pending_records
-        if in_memory:
-            event("ERROR", "sink_unflushed", "shutdown: records that could not be spooled "
-                  "were not written", sink=self.name, records=in_memory)  # fmt: skip
-        spooled = self.spool.pending_rows
-        if spooled:
-            event("WARNING", "spool_kept", "records not yet written stay in the spool and are "
-                  "written after the next start", sink=self.name, records=spooled,
-                  directory=self.spool.directory)  # fmt: skip
-        if not self._thread.is_alive():
-            self.spool.close()
-        return in_memory == 0 and spooled == 0 and not self._thread.is_alive()
-
-    # -- the worker thread -------------------------------------------------------------
-    def _sync_spool(self, *, appended: bool = True) -> None:
-        try:
-            self.spool.sync(appended=appended)
-        except OSError as exc:
-            event("ERROR", "spool_sync_failed", "cannot fsync the spool",
-                  sink=self.name, error=str(exc))  # fmt: skip
-
-    def _update_gauges(self) -> None:
-        self._metrics.queue_depth.labels(self.name).set(self.pending_batches)
-        self._metrics.backlog_records.labels(self.name).set(self.pending_records)
-
-    def _drain_memory(self) -> None:
-        """Move batches kept in memory (spool was failing) into the spool, oldest first."""
-        while True:
-            with self._cond:
-                if not self._pending:
-                    if not self._spool_ok and self.spool.is_open:
-                        self._spool_ok = True
-                    return
-                batch = self._pending[0]
-                try:
-                    if not self.spool.is_open:
-                        self.spool.open()
-                    self.spool.append(batch)
-                except OSError:
-                    return
-                self._pending.popleft()
-                self._pending_records -= len(batch)
-                if not self._pending:
-                    self._spool_ok = True
-                    event("INFO", "spool_available", "spool works again", sink=self.name)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._past_deadline():
-                        return
-                    pending = self.pending_records
-                    if self._closing and not pending:
-                        return
-                    if not self._opened:
-                        break
-                    now = self._clock()
-                    if pending and (
-                        self._closing or pending >= self._batch_max_rows or now >= self._next_flush
-                    ):
-                        break
-                    self._cond.wait(None if not pending else self._next_flush - now)
-            if not self._opened:
-                try:
-                    self.sink.open()
-                    self._opened = True
-                except Exception as exc:  # keep the data, keep probing
-                    self._sync_spool()
-                    if self._closing:
-                        return
-                    self._on_transient(exc)
-                continue
-            if self._pending:
-                self._drain_memory()
-            # Group commit: while the destination works, what it commits is durable there, so
-            # the spool is fsync'ed only when a write fails (below) and before every attempt
-            # while it keeps failing -- one fsync per attempt, never in the sampling thread.
-            self._sync_spool(appended=self._failing)
-            try:
-                self.spool.verify()  # one fstat: was the spool removed under us?
-            except OSError as exc:
-                self._spool_failed("cannot re-create the removed spool", exc)
-            entries: list[Entry] = []
-            memory_batch: Sequence[Record] | None = None
-            if self.spool.pending_batches:
-                entries = self.spool.peek(self._batch_max_rows)
-                if not entries:  # what was pending was damaged: set aside, nothing to write
-                    self._update_gauges()
-                    continue
-                batch: Sequence[Record] = [r for e in entries for r in e.records]
-            elif self._pending:
-                memory_batch = batch = self._pending[0]
-            else:
-                continue
-            self._next_flush = self._clock() + self._flush_interval
-            try:
-                self.sink.write(batch)
-            except TransientSinkError as exc:
-                self._sync_spool()  # the batch stays in the spool: make it durable
-                if self._closing:
-                    return  # the spool keeps it for the next start
-                self._on_transient(exc)
-                continue
-            except PermanentSinkError as exc:
-                self.spool.commit(entries)
-                self._drop(memory_batch or batch, "permanent", exc)
-            except Exception as exc:  # a bug must not kill the worker
-                self.spool.commit(entries)
-                self._drop(memory_batch or batch, "unexpected", exc)
-            else:
-                self.spool.commit(entries)
-                self._on_success(memory_batch or batch)
-            self._update_gauges()
-
-
-__all__ = ["Entry", "Spool", "SpoolWorker", "decode_batch", "encode_batch"]
+__all__ = ["Entry", "Spool", "decode_batch", "encode_batch", "frame", "scan"]

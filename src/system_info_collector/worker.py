@@ -1,20 +1,25 @@
-"""One thread per sink: a bounded backlog in front of the sink, retries with backoff.
+"""The one worker loop: a thread per sink that drives the sink over its buffer.
 
-The agent hands each tick's batch to :meth:`SinkWorker.submit`, which never blocks. The worker
-writes batches oldest-first; a transient failure keeps the batch (and everything behind it) in
-the backlog and retries with :class:`~system_info_collector.retry.Backoff`; only when the
-backlog exceeds its limit are the oldest records dropped, with an ERROR log and a counter.
+The agent hands each tick's batch to :meth:`SinkWorker.submit`, which puts it into the sink's
+:class:`~system_info_collector.buffer.Buffer` (memory or write-ahead disk; the worker never
+knows which) and never blocks. The thread takes the oldest records (up to ``batch_max_rows``,
+once ``flush_interval`` passed or that many wait), writes them, and accepts or rejects the
+batch. A transient failure rejects the batch (it stays first in line and the buffer makes it
+durable) and retries with :class:`~system_info_collector.retry.Backoff`, degrading to slow
+probing after ``SIC_RETRY_MAX`` attempts; a permanent failure drops the batch with an ERROR and
+a counter. Retry, backoff, degrade, gauges and close/flush live here, for every sink and buffer.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
+from system_info_collector.buffer import Batch, Buffer
 from system_info_collector.config import RetrySettings
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
+from system_info_collector.heap import release_free_memory
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
@@ -22,61 +27,59 @@ from system_info_collector.redact import redact_dsn
 from system_info_collector.retry import Backoff
 from system_info_collector.sinks import Sink
 
+TRIM_AFTER_RECORDS = 1000  # hand the heap back after a drained backlog at least this large
+STALL_AFTER_SECONDS = 60.0  # records waiting, no write attempt finished for this long: stalled
+
 
 class SinkWorker:
     def __init__(
         self,
         sink: Sink,
+        buffer: Buffer,
         *,
         retry: RetrySettings,
-        backlog_limit: int,
         metrics: Metrics,
+        batch_max_rows: int = 5000,
+        flush_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sink = sink
+        self.buffer = buffer
         self.name = sink.name
         self._backoff = Backoff(retry)
-        self._limit = backlog_limit
         self._metrics = metrics
+        self._batch_max_rows = batch_max_rows
+        self._flush_interval = flush_interval
         self._clock = clock
         self._cond = threading.Condition()
-        self._pending: deque[Sequence[Record]] = deque()
-        self._pending_records = 0
         self._closing = False
         self._deadline = float("inf")
         self._opened = False
         self._failing = False
+        self._next_flush = 0.0
+        self._peak = 0  # records held at most since the buffer was last empty
+        self._progress = clock()  # when the worker last finished a step (or had nothing to do)
         self.last_success: float | None = None
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
 
     # -- called from the sampling thread -------------------------------------------------
     def start(self) -> None:
+        self.buffer.open()  # a spool left by the previous run is recovered before new data
+        self._update_gauges()
         self._thread.start()
 
     def submit(self, batch: Sequence[Record]) -> None:
         if not batch:
             return
+        self.buffer.add(batch)
         with self._cond:
-            self._pending.append(batch)
-            self._pending_records += len(batch)
-            dropped = 0
-            while self._pending_records > self._limit and len(self._pending) > 1:
-                oldest = self._pending.popleft()
-                self._pending_records -= len(oldest)
-                dropped += len(oldest)
             self._update_gauges()
             self._cond.notify()
-        if dropped:
-            self._metrics.sink_dropped.labels(self.name).inc(dropped)
-            event(
-                "ERROR",
-                "sink_backlog_overflow",
-                "backlog full: dropped the oldest records",
-                sink=self.name,
-                dropped_records=dropped,
-                limit_records=self._limit,
-            )
+
+    @property
+    def durable(self) -> bool:
+        return self.buffer.durable
 
     @property
     def degraded(self) -> bool:
@@ -88,14 +91,32 @@ class SinkWorker:
 
     @property
     def pending_records(self) -> int:
-        return self._pending_records
+        return len(self.buffer)
 
     @property
     def pending_batches(self) -> int:
-        return len(self._pending)
+        return self.buffer.batches
+
+    @property
+    def stalled(self) -> bool:
+        """Records wait but no write attempt finished for a while: a write hangs, or the loop
+        is stuck. Readiness shows it (a damaged spool used to stop a sink silently)."""
+        if not len(self.buffer) or self._failing:
+            return False  # failing is "retrying"/"degraded", not stalled
+        stall_after = max(STALL_AFTER_SECONDS, 3 * self._flush_interval)
+        return self._clock() - self._progress > stall_after and self._thread.is_alive()
+
+    @property
+    def backlog_limit(self) -> int:
+        return self.buffer.limit_records
+
+    @property
+    def buffer_problem(self) -> str | None:
+        return self.buffer.problem
 
     def close(self, timeout: float) -> bool:
-        """Flush what is pending for up to ``timeout`` seconds, then close the sink.
+        """Write what is pending for up to ``timeout`` seconds, then close the sink and the
+        buffer. A durable buffer keeps what the sink did not take for the next start.
 
         Returns True if everything was written.
         """
@@ -104,8 +125,11 @@ class SinkWorker:
             self._deadline = self._clock() + timeout
             self._cond.notify_all()
         self._thread.join(timeout + 1.0)
-        left = self._pending_records
-        if left:
+        alive = self._thread.is_alive()
+        left = len(self.buffer)
+        if not alive:
+            self.buffer.close()  # logs what stays (spool_kept) or is lost (sink_unflushed)
+        elif left:
             event(
                 "ERROR",
                 "sink_unflushed",
@@ -113,12 +137,12 @@ class SinkWorker:
                 sink=self.name,
                 records=left,
             )
-        return left == 0 and not self._thread.is_alive()
+        return left == 0 and not alive
 
     # -- the worker thread -----------------------------------------------------------------
     def _update_gauges(self) -> None:
-        self._metrics.queue_depth.labels(self.name).set(len(self._pending))
-        self._metrics.backlog_records.labels(self.name).set(self._pending_records)
+        self._metrics.queue_depth.labels(self.name).set(self.buffer.batches)
+        self._metrics.backlog_records.labels(self.name).set(len(self.buffer))
 
     def _sleep(self, delay: float) -> None:
         with self._cond:
@@ -150,45 +174,81 @@ class SinkWorker:
                     error=redact_dsn(str(exc)),
                 )
 
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closing and self._opened:
-                    self._cond.wait()
-                if self._past_deadline() or (self._closing and not self._pending):
-                    return
-                batch = self._pending[0] if self._pending else None
-            try:
+    def _wait_for_work(self) -> bool:
+        """Until there is something to write (or the sink to open); False: stop."""
+        with self._cond:
+            while True:
+                if self._past_deadline():
+                    return False
+                pending = len(self.buffer)
+                if self._closing and not pending:
+                    return False
                 if not self._opened:
-                    self.sink.open()
-                    self._opened = True
-                    continue
-                assert batch is not None
-                self.sink.write(batch)
-            except TransientSinkError as exc:
-                self._on_transient(exc)
-                continue
-            except PermanentSinkError as exc:
-                if not self._opened:
-                    self._on_transient(exc)  # configuration: keep probing, keep the data
-                    continue
-                self._drop(batch, "permanent", exc)
-            except Exception as exc:
-                if not self._opened:
-                    self._on_transient(exc)
-                    continue
-                self._drop(batch, "unexpected", exc)
-            else:
-                self._on_success(batch)
+                    return True
+                now = self._clock()
+                if pending and (
+                    self._closing or pending >= self._batch_max_rows or now >= self._next_flush
+                ):
+                    return True
+                self._progress = now  # waiting by choice is not a stall
+                self._cond.wait(None if not pending else self._next_flush - now)
 
-    def _drop(self, batch: Sequence[Record] | None, cls: str, exc: Exception) -> None:
+    def _loop(self) -> None:
+        while self._wait_for_work():
+            if not self._step():
+                return
+            self._progress = self._clock()
+            held = len(self.buffer)
+            self._peak = max(self._peak, held)
+            if not held and self._peak >= TRIM_AFTER_RECORDS:
+                # A backlog drained (its batches are released by now): glibc keeps the freed
+                # heap unless asked, so the RSS of the outage would stay for good.
+                self._peak = 0
+                release_free_memory()
+
+    def _step(self) -> bool:
+        """One attempt: open the sink, or write the oldest batch and accept or reject it.
+        False: stop now (shutting down, and the rest is safe in a durable buffer)."""
+        if not self._opened:
+            try:
+                self.sink.open()
+                self._opened = True
+            except Exception as exc:  # configuration or transient: keep the data, probe
+                if self._closing and self.buffer.volatile == 0:
+                    return False
+                self._on_transient(exc)
+            return True
+        # While failing, probe with the oldest batch alone: a backlog is decoded in full only
+        # once the sink writes again (a retry must not cost a 5000-record batch of memory).
+        batch = self.buffer.batch(1 if self._failing else self._batch_max_rows)
+        if batch is None:  # nothing intact was pending (damage set aside)
+            with self._cond:
+                self._update_gauges()
+            return True
+        self._next_flush = self._clock() + self._flush_interval
+        try:
+            self.sink.write(batch.records)
+        except TransientSinkError as exc:
+            self.buffer.reject(batch)
+            if self._closing and self.buffer.volatile == 0:
+                return False  # the rest is safe in the buffer for the next start
+            self._on_transient(exc)
+        except PermanentSinkError as exc:
+            self.buffer.accept(batch)
+            self._drop(batch, "permanent", exc)
+        except Exception as exc:  # a bug must not kill the worker
+            self.buffer.accept(batch)
+            self._drop(batch, "unexpected", exc)
+        else:
+            self.buffer.accept(batch)
+            self._on_success(batch)
+        return True
+
+    def _drop(self, batch: Batch, cls: str, exc: Exception) -> None:
         self._metrics.write_errors.labels(self.name, cls).inc()
         with self._cond:
-            if batch is not None and self._pending and self._pending[0] is batch:
-                self._pending.popleft()
-                self._pending_records -= len(batch)
-                self._update_gauges()
-        count = len(batch) if batch else 0
+            self._update_gauges()
+        count = len(batch.records)
         self._metrics.sink_dropped.labels(self.name).inc(count)
         event(
             "ERROR",
@@ -206,6 +266,7 @@ class SinkWorker:
         was_degraded = self._backoff.degraded
         delay = self._backoff.next_delay()
         self.last_error = redact_dsn(str(exc))
+        pending = len(self.buffer)  # spool and memory alike
         if not self._failing:
             self._failing = True
             event(
@@ -214,7 +275,7 @@ class SinkWorker:
                 "sink failed; retrying with backoff",
                 sink=self.name,
                 error=self.last_error,
-                pending_records=self._pending_records,
+                pending_records=pending,
             )
         if self._backoff.degraded and not was_degraded:
             self._metrics.sink_degraded.labels(self.name).set(1)
@@ -225,19 +286,15 @@ class SinkWorker:
                 sink=self.name,
                 error=self.last_error,
                 probe_interval_seconds=delay,
-                pending_records=self._pending_records,
+                pending_records=pending,
             )
         self._sleep(delay)
 
-    def _on_success(self, batch: Sequence[Record] | None) -> None:
+    def _on_success(self, batch: Batch) -> None:
         with self._cond:
-            if batch is not None and self._pending and self._pending[0] is batch:
-                self._pending.popleft()
-                self._pending_records -= len(batch)
             self._update_gauges()
-            left = self._pending_records
-        if batch is not None:
-            self._metrics.rows_written.labels(self.name).inc(len(batch))
+        left = len(self.buffer)
+        self._metrics.rows_written.labels(self.name).inc(len(batch.records))
         now = time.time()
         self.last_success = now
         self._metrics.last_write.labels(self.name).set(now)

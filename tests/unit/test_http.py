@@ -14,9 +14,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import pytest
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from system_info_collector.agent import Agent
-from system_info_collector.config import RetrySettings, Settings
+from system_info_collector.config import BufferSettings, RetrySettings, Settings
 from system_info_collector.http import HostMetricsCollector, HttpServer, Probes, host_metric_name
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
@@ -43,6 +44,7 @@ def make_agent(
     collectors: tuple[str, ...] = ("memory",),
     retry: RetrySettings = FAST,
     interval: float = 0.1,
+    buffers: Mapping[str, BufferSettings] | None = None,
 ) -> Agent:
     settings = Settings(
         interval=interval,
@@ -50,6 +52,7 @@ def make_agent(
         sinks=tuple(s.name for s in sinks),
         retry=retry,
         shutdown_timeout=1.0,
+        buffers=buffers or {},
     )
     return Agent(settings, build_providers(settings), sinks, Metrics(), host="test-host")
 
@@ -349,9 +352,9 @@ def test_readyz_fails_while_a_sink_is_degraded_and_recovers(stuck_pipe: StuckPip
 
 def test_readyz_fails_at_the_backlog_high_water_mark(stuck_pipe: StuckPipe) -> None:
     sink = StdoutSink(stuck_pipe.stream)
-    sink.backlog_limit = 10  # type: ignore[attr-defined]  # what a sink may declare
     patient = RetrySettings(max_attempts=10_000, initial=0.01, max_wait=0.02)
-    agent = make_agent([sink], retry=patient)  # retries, never degraded
+    small = {"stdout": BufferSettings(memory_max_records=10)}  # SIC_CSV_BACKLOG-style bound
+    agent = make_agent([sink], retry=patient, buffers=small)  # retries, never degraded
     with serving(agent) as server:
         tick(agent)
         poll(lambda: agent.workers[0].failing, what="first failure")
@@ -500,3 +503,19 @@ def test_health_command_asks_healthz() -> None:
     assert code == 1 and "no answer" in out and "Traceback" not in out
     code, out = run_health("")
     assert code == 1 and "SIC_HTTP_LISTEN is empty" in out
+
+
+def test_readyz_fails_while_a_disk_buffer_cannot_write_its_spool(
+    tmp_path: Path, stuck_pipe: StuckPipe
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # the spool directory cannot be created below a file
+    spooled = {"stdout": BufferSettings(kind="disk", spool_dir=str(blocker / "spool"))}
+    agent = make_agent([StdoutSink(stuck_pipe.stream)], buffers=spooled)
+    with serving(agent) as server:
+        tick(agent)
+        status, body = ready_status(server)
+        [sink] = body["sinks"]
+        assert status == 503 and sink["state"] == "buffer_failed" and not sink["ready"]
+        assert "cannot open the spool" in sink["last_error"]
+        assert "stdout buffer_failed" in body["reason"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from system_info_collector.buffer import FallbackBuffer, MemoryBuffer, SpoolBuffer
 from system_info_collector.config import RetrySettings
 from system_info_collector.errors import TransientSinkError
 from system_info_collector.metrics import Metrics
@@ -19,14 +20,14 @@ from system_info_collector.model import Record
 from system_info_collector.sinks import CheckResult
 from system_info_collector.spool import (
     Spool,
-    SpoolWorker,
     decode_batch,
     encode_batch,
     frame,
     gaps,
     scan,
 )
-from tests.helpers import poll
+from system_info_collector.worker import SinkWorker
+from tests.helpers import FIXTURES, poll
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -393,7 +394,6 @@ def test_over_the_size_limit_the_oldest_are_dropped_with_an_error_and_a_count(
 
 class FlakySink:
     name = "flaky"
-    spool_dir = ""
 
     def __init__(self) -> None:
         self.rows: list[Record] = []
@@ -414,20 +414,32 @@ class FlakySink:
         return []
 
 
+def spooled_worker(sink: FlakySink, spool: Spool, metrics: Metrics) -> SinkWorker:
+    memory = MemoryBuffer(sink.name, max_bytes=1 << 20, metrics=metrics)
+    buffer = FallbackBuffer(SpoolBuffer(sink.name, spool), memory)
+    return SinkWorker(
+        sink,
+        buffer,
+        retry=RetrySettings(3, 0.001, 0.01),
+        metrics=metrics,
+        batch_max_rows=50,
+        flush_interval=0.01,
+    )
+
+
 def test_worker_keeps_the_outage_on_disk_not_in_memory_and_drains_in_order(
     tmp_path: Path,
 ) -> None:
     sink = FlakySink()
     metrics = Metrics()
     spool = Spool(str(tmp_path), max_size=1 << 20, metrics=metrics)
-    worker = SpoolWorker(sink, spool=spool, retry=RetrySettings(3, 0.001, 0.01), metrics=metrics,
-                         batch_max_rows=50, flush_interval=0.01)  # fmt: skip
+    worker = spooled_worker(sink, spool, metrics)
     worker.start()
     sink.down.set()
     for i in range(30):
         worker.submit(batch(i))
     assert worker.pending_records == 90
-    assert worker._pending_records == 0  # nothing in memory: it is all in the spool
+    assert worker.buffer.volatile == 0  # nothing in memory: it is all in the spool
     poll(lambda: worker.degraded, timeout=5, what="degraded")
     assert not spool._dirty, "a failed attempt leaves the spool fsync'ed"
     sink.down.clear()
@@ -442,11 +454,58 @@ def test_worker_falls_back_to_memory_when_the_spool_cannot_be_written(tmp_path: 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")  # the spool directory cannot be created here
     spool = Spool(str(blocker / "spool"), max_size=1 << 20, metrics=metrics)
-    worker = SpoolWorker(sink, spool=spool, retry=RetrySettings(3, 0.001, 0.01), metrics=metrics,
-                         batch_max_rows=50, flush_interval=0.01)  # fmt: skip
+    worker = spooled_worker(sink, spool, metrics)
     worker.start()  # never prevents start
+    assert worker.buffer_problem and "cannot open the spool" in worker.buffer_problem
     for i in range(5):
         worker.submit(batch(i))
     poll(lambda: len(sink.rows) == 15, timeout=5, what="written from memory")
     assert worker.close(2.0)
     assert os.path.isfile(blocker)
+
+
+def test_a_damaged_entry_never_stalls_the_worker(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    """The bug this guards against: peek() returned [] for a damaged head entry and the worker
+    took the empty batch as written, so the sink never wrote again."""
+    sink = FlakySink()
+    sink.down.set()
+    metrics = Metrics()
+    spool = Spool(str(tmp_path), max_size=1 << 20, metrics=metrics)
+    spool.cache_limit = 0
+    worker = spooled_worker(sink, spool, metrics)
+    worker.start()
+    for i in range(30):
+        worker.submit(batch(i))
+    [segment] = [p for p in tmp_path.glob("*.seg") if p.stat().st_size]
+    with open(segment, "r+b") as handle:  # the head entry's payload
+        handle.seek(30)
+        byte = handle.read(1)
+        handle.seek(30)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    sink.down.clear()
+    poll(lambda: worker.pending_records == 0, timeout=5, what="drained past the damage")
+    assert [int((r.ts - T0).total_seconds()) for r in sink.rows[::3]] == list(range(1, 30))
+    assert value_of(metrics, "sic_sink_rows_written_total", sink="flaky") == 87
+    assert [e for e in events if e.get("event") == "spool_damaged"]
+    assert worker.close(2.0)
+
+
+def value_of(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_a_spool_written_by_the_previous_release_is_drained(tmp_path: Path) -> None:
+    """tests/fixtures/spool/previous-release: written by the release before the Buffer
+    protocol (40 batches in 3 segments of 4 KiB, batches 0-4 committed, no close: kill -9)."""
+    directory = tmp_path / "spool"
+    shutil.copytree(FIXTURES / "spool" / "previous-release", directory)
+    sink = FlakySink()
+    metrics = Metrics()
+    worker = spooled_worker(sink, Spool(str(directory), max_size=1 << 20, metrics=metrics), metrics)
+    worker.start()
+    poll(lambda: len(sink.rows) == 105, timeout=5, what="the old spool drained")
+    assert sink.rows == [r for i in range(5, 40) for r in batch(i)]
+    assert worker.close(2.0)
+    assert not [p for p in directory.glob("*.seg") if p.stat().st_size]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+from system_info_collector.buffer import MemoryBuffer
 from system_info_collector.config import RetrySettings
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.metrics import Metrics
@@ -51,13 +53,18 @@ def batch(*ns: int) -> list[Record]:
     return [Record("x", ts, "h", {}, {"n": n}) for n in ns]
 
 
+def memory_worker(sink: ScriptedSink, metrics: Metrics, limit: int) -> SinkWorker:
+    buffer = MemoryBuffer(sink.name, max_bytes=1 << 20, max_records=limit, metrics=metrics)
+    return SinkWorker(sink, buffer, retry=FAST, metrics=metrics)
+
+
 def value(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def test_batches_are_written_in_order_after_an_outage() -> None:
     sink, metrics = ScriptedSink(), Metrics()
-    worker = SinkWorker(sink, retry=FAST, backlog_limit=1000, metrics=metrics)
+    worker = memory_worker(sink, metrics, 1000)
     worker.start()
     sink.fail_with = TransientSinkError("disk full")
     worker.submit(batch(1, 2))
@@ -76,7 +83,7 @@ def test_batches_are_written_in_order_after_an_outage() -> None:
 def test_overflow_drops_the_oldest_and_counts() -> None:
     sink, metrics = ScriptedSink(), Metrics()
     sink.fail_with = TransientSinkError("down")
-    worker = SinkWorker(sink, retry=FAST, backlog_limit=4, metrics=metrics)
+    worker = memory_worker(sink, metrics, 4)
     worker.start()
     for n in range(1, 7):
         worker.submit(batch(n))
@@ -89,7 +96,7 @@ def test_overflow_drops_the_oldest_and_counts() -> None:
 
 def test_a_permanently_rejected_batch_is_dropped_and_the_rest_flows() -> None:
     sink, metrics = ScriptedSink(), Metrics()
-    worker = SinkWorker(sink, retry=FAST, backlog_limit=100, metrics=metrics)
+    worker = memory_worker(sink, metrics, 100)
     sink.fail_with = PermanentSinkError("bad row")
     worker.start()
     worker.submit(batch(1))
@@ -109,8 +116,54 @@ def test_a_permanently_rejected_batch_is_dropped_and_the_rest_flows() -> None:
 def test_close_gives_up_after_the_timeout_and_reports_unflushed() -> None:
     sink = ScriptedSink()
     sink.fail_with = TransientSinkError("down")
-    worker = SinkWorker(sink, retry=FAST, backlog_limit=100, metrics=Metrics())
+    worker = memory_worker(sink, Metrics(), 100)
     worker.start()
     worker.submit(batch(1))
     assert worker.close(0.2) is False
     assert sink.closed.is_set()
+
+
+def test_a_write_that_hangs_shows_as_stalled_until_it_returns() -> None:
+    now = [0.0]
+    release = threading.Event()
+
+    class HangingSink(ScriptedSink):
+        def write(self, batch: Sequence[Record]) -> None:
+            self.attempts += 1
+            release.wait(10)
+            self.rows.extend(int(r.fields["n"]) for r in batch)
+
+    sink, metrics = HangingSink(), Metrics()
+    buffer = MemoryBuffer(sink.name, max_bytes=1 << 20, metrics=metrics)
+    worker = SinkWorker(sink, buffer, retry=FAST, metrics=metrics, clock=lambda: now[0])
+    worker.start()
+    worker.submit(batch(1))
+    poll(lambda: sink.attempts == 1, what="the write to start")
+    assert not worker.stalled
+    now[0] += 61.0  # a minute without a finished attempt while records wait
+    assert worker.stalled
+    release.set()
+    poll(lambda: sink.rows == [1], what="the write to return")
+    poll(lambda: not worker.stalled, what="progress again")
+    assert worker.close(1.0)
+
+
+def test_failure_logs_report_what_the_buffer_really_holds(events: list[dict[str, Any]]) -> None:
+    sink, metrics = ScriptedSink(), Metrics()
+    sink.fail_with = TransientSinkError("down")
+    worker = memory_worker(sink, metrics, 1000)
+    for n in range(40):
+        worker.buffer.add(batch(n))  # held before the worker even starts (a recovered spool)
+    worker.start()
+    failed = poll(
+        lambda: [e for e in events if e.get("event") == "sink_write_failed"],
+        what="the first failure",
+    )
+    assert failed[0]["pending_records"] == 40
+    degraded = poll(
+        lambda: [e for e in events if e.get("event") == "sink_degraded"], what="degraded"
+    )
+    assert degraded[0]["pending_records"] == 40
+    sink.fail_with = None
+    poll(lambda: len(sink.rows) == 40, what="written")
+    assert worker.close(1.0)

@@ -131,6 +131,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "sic.envVar" (list "SIC_CSV_FSYNC" $v.csv.fsync) }}
 {{- include "sic.envVar" (list "SIC_CSV_BACKLOG" (int64 $v.csv.backlog)) }}
 {{- include "sic.envVar" (list "SIC_CSV_FILE_MODE" $v.csv.fileMode) }}
+{{- include "sic.envVar" (list "SIC_BUFFER_MEMORY_MAX_SIZE" $v.buffers.memoryMaxSize) }}
+{{- range $sink, $kind := $v.buffers.sinks }}
+{{- include "sic.envVar" (list (printf "SIC_%s_BUFFER" (upper $sink)) $kind) }}
+{{- end }}
 {{- include "sic.envVar" (list "SIC_RETRY_MAX" (int64 $v.retry.maxAttempts)) }}
 {{- include "sic.envVar" (list "SIC_RETRY_INITIAL" $v.retry.initial) }}
 {{- include "sic.envVar" (list "SIC_RETRY_MAX_WAIT" $v.retry.maxWait) }}

@@ -79,7 +79,6 @@ from system_info_collector.sinks.postgres.errors import (
 HOLD_RECHECK_EVERY = 30.0  # seconds between checks of a held table
 CONFLICT_LOG_EVERY = 60.0  # seconds: one WARNING per minute at most while conflicts go on
 MAINTENANCE_EVERY = 900.0  # seconds between partition maintenance runs (cheap when idle)
-RECORD_BYTES_ESTIMATE = 300  # spooled bytes per record, to express the spool limit in records
 
 
 class PostgresSink:
@@ -95,12 +94,11 @@ class PostgresSink:
         self.settings = settings
         self.retry = retry
         self._metrics = metrics
-        # read by the agent: these make it run this sink behind a write-ahead SpoolWorker
+        # the spool directory also holds the dead-letter file (the spool itself is the buffer
+        # the worker drives: buffer.py, SIC_POSTGRES_BUFFER; the sink never sees it)
         self.spool_dir = settings.spool_dir
         self.spool_max_size = settings.spool_max_size
-        self.batch_max_rows = settings.batch_max_rows
-        self.flush_interval = settings.flush_interval
-        self.backlog_limit = max(1000, settings.spool_max_size // RECORD_BYTES_ESTIMATE)
+        self.batch_max_rows = settings.batch_max_rows  # held rows are re-sent in such chunks
         self.dead_letter_path = os.path.join(settings.spool_dir, DEAD_LETTER_FILE)
         self.conflicts_path = os.path.join(settings.spool_dir, CONFLICTS_FILE)
         self.held_path = os.path.join(settings.spool_dir, HELD_FILE)
