@@ -58,9 +58,12 @@ def metric(port: int, name: str) -> float:
 
 
 def test_flipped_bytes_in_the_spool_at_start_and_while_draining_lose_only_their_entries(
-    pg_up: PgServer, db_schema: str, query: Query, proxy: FaultProxy,
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    proxy: FaultProxy,
     collector: Callable[..., Collector],
-) -> None:  # fmt: skip
+) -> None:
     host, port = proxy.address
     dsn = pg_up.dsn(host=host, port=port)
     proxy.refuse()  # unreachable from the start: everything goes to the spool
@@ -96,5 +99,51 @@ def test_flipped_bytes_in_the_spool_at_start_and_while_draining_lose_only_their_
     assert_exactly_once(sorted(expected | set(stdout_keys(second.records()))), in_db)
     aside = [p for p in Path(spool).iterdir() if ".torn-" in p.name]
     assert len(aside) == 2 and all(p.stat().st_size for p in aside)
-    assert not [n for n in os.listdir(spool) if n.endswith(".seg") and
-                os.path.getsize(os.path.join(spool, n))]  # fmt: skip
+    assert not [
+        n
+        for n in os.listdir(spool)
+        if n.endswith(".seg") and os.path.getsize(os.path.join(spool, n))
+    ]
+
+
+def entry_keys(segment: Path) -> set[Key]:
+    data = segment.read_bytes()
+    entries, _ = scan(data)
+    records = [r for off, end, _ in entries for r in decode_batch(data[off + HEADER.size : end])]
+    return set(stdout_keys([json.loads(record_json(r)) for r in records]))
+
+
+def test_a_segment_truncated_to_zero_while_draining_loses_only_what_it_held(
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    proxy: FaultProxy,
+    collector: Callable[..., Collector],
+) -> None:
+    host, port = proxy.address
+    dsn = pg_up.dsn(host=host, port=port)
+    proxy.refuse()
+    small = {"SIC_DB_SPOOL_MAX_SIZE": "64KB"}  # 8 KiB segments: the outage spans several
+    first = collector(dsn, db_schema, **small)
+    wait_ticks(first, 30)
+    assert first.stop() == 0
+    assert len([p for p in Path(first.env["SIC_DB_SPOOL_DIR"]).glob("*.seg")]) >= 2
+    second = collector(dsn, db_schema, **small)  # the spool is on disk only now: not cached
+    poll(lambda: second.events("spool_recovered"), timeout=10, what="the spool recovered")
+    spool = first.env["SIC_DB_SPOOL_DIR"]
+    oldest = min(p for p in Path(spool).glob("spool-*.seg") if p.stat().st_size)
+    lost = entry_keys(oldest)
+    os.truncate(oldest, 0)  # `: > segment` under the running collector
+    wait_ticks(second, 5)
+    proxy.heal()
+    kept = set(stdout_keys(first.records())) - lost
+    poll(
+        lambda: kept | set(stdout_keys(second.records())) <= set(db_keys(query, db_schema)),
+        timeout=20,
+        what="every record outside the truncated segment",
+    )
+    [damage] = second.events("spool_damaged")
+    assert damage["level"] == "ERROR" and damage["lost_records"] == len(lost) > 0
+    assert kept, "the segments after the truncated one were delivered"
+    assert second.stop() == 0
+    assert not lost & set(db_keys(query, db_schema))
