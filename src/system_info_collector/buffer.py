@@ -409,6 +409,8 @@ class FallbackBuffer:
         return self._error
 
     def close(self) -> None:
+        if len(self.memory):  # the disk may work again: what memory holds survives there
+            self._move_to_disk()
         self.memory.close()
         if self.disk.spool.is_open:
             self.disk.close()

@@ -176,3 +176,22 @@ def test_bad_buffer_settings_are_refused_together() -> None:
     text = str(err.value)
     assert "SIC_CSV_BUFFER='tape'" in text and "memory, disk" in text
     assert "SIC_BUFFER_MEMORY_MAX_SIZE='1KB'" in text and "64KiB" in text
+
+
+def test_records_held_in_memory_while_the_disk_failed_go_to_the_spool_at_shutdown(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.write_text("")  # a file where the directory belongs: the spool cannot open
+    config = BufferSettings(kind="disk", spool_dir=str(spool_dir))
+    buffer = build_buffer("remote_write", config, Metrics())
+    buffer.open()
+    buffer.add(tick(0))
+    assert buffer.volatile == 9 and buffer.problem
+    spool_dir.unlink()  # the operator fixes it; the process is asked to stop before a write
+    buffer.close()
+    assert not [e for e in events if e.get("event") == "sink_unflushed"]
+    again = build_buffer("remote_write", config, Metrics())
+    again.open()
+    batch = again.batch(100)
+    assert batch is not None and list(batch.records) == tick(0)
