@@ -5,13 +5,16 @@ The collector samples with the server unreachable, so every record is only in th
 byte is flipped in a segment while the collector is stopped (found at start) and another while
 it runs (found while draining). When the server is reachable again every record of every
 intact entry -- before and after the damage -- is in the database exactly once, the records of
-the two damaged entries are not, and the damage is logged and counted.
+the two damaged entries are not, and the damage is logged and counted. Likewise a segment
+truncated to zero under the running collector (only its records are lost) and a spool
+directory removed with ``rm -rf`` (re-created; a kill -9 afterwards loses nothing).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -147,3 +150,35 @@ def test_a_segment_truncated_to_zero_while_draining_loses_only_what_it_held(
     assert kept, "the segments after the truncated one were delivered"
     assert second.stop() == 0
     assert not lost & set(db_keys(query, db_schema))
+
+
+def test_a_spool_directory_removed_while_running_is_recreated_and_survives_kill_9(
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    proxy: FaultProxy,
+    collector: Callable[..., Collector],
+) -> None:
+    host, port = proxy.address
+    dsn = pg_up.dsn(host=host, port=port)
+    proxy.refuse()
+    first = collector(dsn, db_schema)
+    wait_ticks(first, 10)
+    spool = first.env["SIC_DB_SPOOL_DIR"]
+    shutil.rmtree(spool)  # an operator's rm -rf, a volume re-created under the pod
+    [removed] = poll(
+        lambda: first.events("spool_files_removed"), timeout=10, what="the removal noticed"
+    )
+    assert removed["level"] == "ERROR" and removed["directory_recreated"] is True
+    assert removed["lost_records"] == 0 and removed["kept_records"] > 0
+    wait_ticks(first, 5)
+    first.kill9()  # only what is on disk in the re-created directory can survive this
+    proxy.heal()
+    second = collector(dsn, db_schema)
+    printed = set(stdout_keys(first.records()))
+    poll(
+        lambda: printed <= set(db_keys(query, db_schema)),
+        timeout=20,
+        what="everything sampled before the kill",
+    )
+    assert second.stop() == 0
