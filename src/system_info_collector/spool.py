@@ -236,11 +236,11 @@ class Spool:
         self._ack_fd = os.open(
             os.path.join(self.directory, ACK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
-        found = sorted(
-            (int(m.group(1)), name)
-            for name in os.listdir(self.directory)
-            if (m := SEGMENT_RE.match(name))
-        )
+        names = os.listdir(self.directory)
+        for name in names:  # a rewrite (_rewrite) interrupted before its rename: the original
+            if name.endswith(".seg.tmp"):  # segment is still there, intact
+                _unlink(os.path.join(self.directory, name))
+        found = sorted((int(m.group(1)), name) for name in names if (m := SEGMENT_RE.match(name)))
         segments: list[_Segment] = []
         for i, (seq, name) in enumerate(found):
             path = os.path.join(self.directory, name)

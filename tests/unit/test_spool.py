@@ -270,6 +270,15 @@ def test_a_flipped_byte_at_start_keeps_every_intact_entry_before_and_after_it(
     assert not [e for e in events if e["level"] == "ERROR"]
 
 
+def test_a_rewrite_cut_short_by_kill_9_leaves_the_original_and_no_litter(tmp_path: Path) -> None:
+    directory, survivors = damaged_spool(tmp_path, 0.3)
+    [segment] = list(directory.glob("*.seg"))
+    (directory / (segment.name + ".tmp")).write_bytes(segment.read_bytes()[:100])  # half-written
+    again, _ = open_spool(directory)
+    assert ticks(again.peek(max_rows=10_000)) == survivors
+    assert not list(directory.glob("*.tmp"))
+
+
 def test_damage_after_the_committed_position_replays_nothing_that_was_committed(
     tmp_path: Path, events: list[dict[str, Any]]
 ) -> None:
