@@ -5,8 +5,10 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import select
 import struct
 import termios
+import time
 
 import pytest
 
@@ -30,6 +32,17 @@ def test_off_a_terminal_it_prints_plain_lines_with_rate_and_eta(
     assert "/s, ETA " in lines[0] and "\r" not in out.getvalue()
 
 
+def _read_pty(fd: int, until: str, timeout: float = 5.0) -> str:
+    """Everything the pty has delivered, until ``until`` arrived (a pty hands over chunks)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while until.encode() not in got and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            got += os.read(fd, 65536)
+    return got.decode()
+
+
 def test_on_a_terminal_it_draws_a_bar() -> None:
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
@@ -40,7 +53,7 @@ def test_on_a_terminal_it_draws_a_bar() -> None:
         bar.update(200)
         bar.close()
         tty.flush()
-        drawn = os.read(leader, 65536).decode()
+        drawn = _read_pty(leader, until="200/200")
     os.close(leader)
     assert "migrate: cpu" in drawn and "100%" in drawn and "200/200" in drawn
     assert "\r" in drawn  # redrawn in place, not one line per update
