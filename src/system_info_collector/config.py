@@ -18,6 +18,7 @@ import environs
 
 from system_info_collector.errors import ConfigError
 from system_info_collector.hostpaths import HostPaths
+from system_info_collector.limits import dsn_problems, limit_problems, text_problems
 from system_info_collector.providers import COLLECTORS
 from system_info_collector.redact import redact_dsn
 from system_info_collector.schema import RESERVED_TAGS
@@ -347,8 +348,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{key}={given!r}: {text}")
 
     # Cross-field rules, checked only where the values themselves parsed.
-    if interval is not None and interval < MIN_INTERVAL:
-        problems.append(f"SIC_INTERVAL={get('SIC_INTERVAL')!r}: must be at least 100ms")
+    problems += limit_problems(
+        {
+            "SIC_INTERVAL": interval,
+            "SIC_SHUTDOWN_TIMEOUT": shutdown_timeout,
+            "SIC_RETRY_INITIAL": retry.initial,
+            "SIC_RETRY_MAX_WAIT": retry.max_wait,
+            "SIC_RETRY_MAX": retry.max_attempts,
+            "SIC_CSV_ROTATE_SIZE": csv.rotate_size,
+            "SIC_CSV_ROTATE_INTERVAL": csv.rotate_interval,
+            "SIC_CSV_RETENTION": csv.retention,
+            "SIC_CSV_MAX_TOTAL_SIZE": csv.max_total_size,
+            "SIC_CSV_BACKLOG": csv.backlog,
+            "SIC_DB_BATCH_MAX_ROWS": postgres.batch_max_rows,
+            "SIC_DB_FLUSH_INTERVAL": postgres.flush_interval,
+            "SIC_DB_CONNECT_TIMEOUT": postgres.connect_timeout,
+            "SIC_DB_STATEMENT_TIMEOUT": postgres.statement_timeout,
+            "SIC_DB_SPOOL_MAX_SIZE": postgres.spool_max_size,
+        },
+        source,
+    )
+    problems += text_problems(source)
+    if dsn:
+        problems += dsn_problems(dsn)
     for c in collectors or ():
         if c not in KNOWN_COLLECTORS:
             problems.append(
@@ -379,7 +401,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append(f"SIC_TAGS={get('SIC_TAGS')!r}: {key!r} is a column name; pick another")
     if sinks and "postgres" in sinks and not dsn:
         problems.append("SIC_SINKS includes postgres but SIC_DB_DSN is not set")
-    if retry.initial is not None and retry.max_wait is not None and retry.initial > retry.max_wait:
+    if (
+        retry.initial is not None
+        and retry.max_wait is not None
+        and retry.initial > retry.max_wait >= 0.1
+    ):
         problems.append(
             f"SIC_RETRY_INITIAL={get('SIC_RETRY_INITIAL')!r}: must not exceed SIC_RETRY_MAX_WAIT"
         )
@@ -527,7 +553,7 @@ def _positive_duration(value: str) -> float:
 
 def _parse_listen(listen: str) -> tuple[str, int] | None:
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         return None
     return host.strip("[]") or "0.0.0.0", int(port)
 

@@ -278,12 +278,13 @@ def test_without_docker_the_server_is_a_local_cluster_run_unprivileged(
 
 
 def test_a_dsn_that_is_only_a_password_never_shows_it(tmp_path: Path) -> None:
-    """libpq quotes an unparsable conninfo back in its error; check must not print it."""
+    """libpq quotes an unparsable conninfo back in its error; no message may print it.
+    (A DSN that does not parse is a configuration error: exit 2.)"""
     env = clean_env(SIC_DB_DSN="hunter2secret", SIC_SINKS="postgres",
                     SIC_DB_SPOOL_DIR=str(tmp_path / "spool"))  # fmt: skip
     result = run_cli("check", env=env)
-    assert result.returncode == 1
-    assert "FAIL  sink postgres" in result.stdout
+    assert result.returncode == 2
+    assert "SIC_DB_DSN (not shown, it may hold a password): not a libpq" in result.stderr
     assert "hunter2secret" not in result.stdout + result.stderr
 
 
