@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-## run: sample this machine every second, CSV files into ./data (Ctrl-C to stop)
+## run: sample this machine every second, CSV files into ./data, /metrics on 127.0.0.1:9808
+## (local use: loopback only, unless SIC_HTTP_LISTEN says otherwise; Ctrl-C to stop)
 run: $(STAMP)
-	SIC_CSV_DIR=$${SIC_CSV_DIR:-./data} SIC_LOG_FORMAT=$${SIC_LOG_FORMAT:-text} $(BIN)/system-info-collector run
+	SIC_CSV_DIR=$${SIC_CSV_DIR:-./data} SIC_LOG_FORMAT=$${SIC_LOG_FORMAT:-text} \
+	SIC_HTTP_LISTEN=$${SIC_HTTP_LISTEN-127.0.0.1:9808} $(BIN)/system-info-collector run
 
 ## test: lint, type check, unit and integration tests
 test: $(STAMP)

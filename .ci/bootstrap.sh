@@ -366,12 +366,13 @@ DEBIAN_TOOLS=(
     "prometheus-node-exporter:/usr/bin/prometheus-node-exporter"
     "victoria-metrics:/usr/bin/victoria-metrics"
     "collectd-core:/usr/sbin/collectd"
+    "libfaketime:/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"  # a stepped wall clock
 )
 step_debian_tools() {
     step_begin "debian packages"
     local missing=() entry
     for entry in "${DEBIAN_TOOLS[@]}"; do
-        [ -x "${entry#*:}" ] || missing+=("${entry%%:*}")
+        [ -e "${entry#*:}" ] || missing+=("${entry%%:*}")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"

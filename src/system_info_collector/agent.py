@@ -109,14 +109,27 @@ class Agent:
         self.latest: dict[str, list[Record]] = {}
         self.last_tick_monotonic: float | None = None
 
+    @property
+    def failing_collectors(self) -> frozenset[str]:
+        """Collectors whose last run failed (they are retried every tick)."""
+        return self._failures.names
+
     def start(self) -> None:
-        prime(self.providers, self._failures, self.metrics)
+        self._prime()
         for worker in self.workers:
             worker.start()
 
+    def _prime(self) -> None:
+        prime(self.providers, self._failures, self.metrics)
+
     def run(self) -> None:
         """Tick until :attr:`stop_event` is set (SIGTERM/SIGINT), then flush and close."""
-        ticker = Ticker(self.settings.interval, wait=self.stop_event.wait, on_overrun=self._overrun)
+        ticker = Ticker(
+            self.settings.interval,
+            wait=self.stop_event.wait,
+            on_overrun=self._overrun,
+            on_clock_step=self._clock_stepped,
+        )
         event(
             "INFO",
             "collector_started",
@@ -126,7 +139,15 @@ class Agent:
             collectors=list(self._every),
             sinks=[w.name for w in self.workers],
         )
+        primed = False
         for tick in ticker:
+            if not primed:
+                # Read the counters again on the first slot and sample from the next one, so
+                # the first sample's rates cover a whole interval, not the few ms to the slot.
+                primed = True
+                self._prime()
+                self.last_tick_monotonic = time.monotonic()
+                continue
             self.tick(tick)
 
     def tick(self, tick: Tick) -> list[Record]:
@@ -175,4 +196,14 @@ class Agent:
             "tick ran past its slot; skipping missed slots",
             skipped_slots=skipped,
             overrun_seconds=round(late, 6),
+        )
+
+    def _clock_stepped(self, step: float) -> None:
+        self.metrics.clock_steps.inc()
+        event(
+            "WARNING",
+            "clock_stepped",
+            "the wall clock jumped; timestamps re-anchored to it from the next slot",
+            step_seconds=round(step, 6),
+            direction="backward" if step < 0 else "forward",
         )

@@ -1,7 +1,9 @@
 """Commands: run (default), once, check; exit codes; wires config → logging → agent.
 
 Exit codes: 0 success (also after SIGTERM/SIGINT and a flush); 1 a check or collector failed at
-run time; 2 invalid configuration or usage; 130 a second SIGINT cut the shutdown flush short.
+run time; 2 invalid configuration or usage; 3 another collector holds the CSV or spool directory
+(:mod:`.dirlock`); 130 a second SIGINT cut the shutdown flush short. SIGHUP, SIGUSR1 and SIGUSR2
+never end the process (:mod:`.signals`).
 Command-line flags are only another way to set ``SIC_*`` variables.
 """
 
@@ -21,9 +23,11 @@ from typing import TYPE_CHECKING, NoReturn
 
 from system_info_collector import __version__
 from system_info_collector.config import Settings, load_settings
+from system_info_collector.dirlock import EXIT_LOCKED, DirectoryLocked, DirLock, DirLocks
 from system_info_collector.errors import ConfigError
 from system_info_collector.heap import release_free_memory
 from system_info_collector.logging import configure, event
+from system_info_collector.sinks import CheckResult
 
 if TYPE_CHECKING:
     from system_info_collector.agent import Agent
@@ -43,14 +47,24 @@ FLAG_VARIABLES = {
 }
 
 
-def _add_override_flags(parser: argparse.ArgumentParser) -> None:
+OVERRIDE_FLAGS = {  # flag: (metavar, help)
+    "interval": ("DURATION", "SIC_INTERVAL, e.g. 1s"),
+    "csv": ("DIR", "SIC_CSV_DIR: directory of the CSV files"),
+    "db_dsn": ("DSN", "SIC_DB_DSN: PostgreSQL URI or key=value"),
+    "retry_max": ("N", "SIC_RETRY_MAX"),
+    "retry_initial": ("DURATION", "SIC_RETRY_INITIAL"),
+    "retry_max_wait": ("DURATION", "SIC_RETRY_MAX_WAIT"),
+}
+RETRY_FLAGS = ("retry_max", "retry_initial", "retry_max_wait")
+
+
+def _add_override_flags(parser: argparse.ArgumentParser, flags: Sequence[str]) -> None:
+    if not flags:
+        return
     group = parser.add_argument_group("overrides (each sets the SIC_ variable named)")
-    group.add_argument("--interval", metavar="DURATION", help="SIC_INTERVAL, e.g. 1s")
-    group.add_argument("--csv", metavar="DIR", help="SIC_CSV_DIR: directory of the CSV files")
-    group.add_argument("--db-dsn", metavar="DSN", help="SIC_DB_DSN: PostgreSQL URI or key=value")
-    group.add_argument("--retry-max", metavar="N", help="SIC_RETRY_MAX")
-    group.add_argument("--retry-initial", metavar="DURATION", help="SIC_RETRY_INITIAL")
-    group.add_argument("--retry-max-wait", metavar="DURATION", help="SIC_RETRY_MAX_WAIT")
+    for attr in flags:
+        metavar, help_ = OVERRIDE_FLAGS[attr]
+        group.add_argument("--" + attr.replace("_", "-"), metavar=metavar, help=help_)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,34 +76,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = commands.add_parser("run", help="sample until SIGTERM/SIGINT (the default command)")
-    once = commands.add_parser(
-        "once",
-        help=f"print one sample of every collector as JSON lines (CPU and disk I/O "
-        f"rates over {ONCE_CPU_WINDOW:g}s)",
+    everything = tuple(OVERRIDE_FLAGS)
+    specs = {  # command: (one-line help, description, the flags that apply to it)
+        "run": (
+            "sample until SIGTERM/SIGINT (the default command)",
+            "Sample every SIC_INTERVAL into the configured sinks (SIC_SINKS) and serve "
+            "/metrics, /healthz and /readyz (SIC_HTTP_LISTEN) until SIGTERM or SIGINT, then "
+            "flush every sink (SIC_SHUTDOWN_TIMEOUT). SIGHUP reopens the CSV files, SIGUSR1 "
+            "logs a status line, SIGUSR2 toggles DEBUG logging. Exit 3 if another collector "
+            "writes to the same CSV or spool directory.",
+            everything,
+        ),
+        "once": (
+            f"print one sample of every collector as JSON lines (CPU and disk I/O rates over "
+            f"{ONCE_CPU_WINDOW:g}s)",
+            "Take one sample of every collector (SIC_COLLECTORS) and print it on stdout as "
+            "JSON lines, one object per record; no sink is written. Exit 1 if a collector "
+            "failed.",
+            (),
+        ),
+        "check": (
+            "validate configuration, host paths and sink reachability; exit 0 if all pass",
+            "Validate every SIC_ variable, read the host's procfs and mount table, check that "
+            "the CSV and spool directories are free and writable, that SIC_HTTP_LISTEN can be "
+            "bound and that PostgreSQL (SIC_DB_DSN) answers. One line per check; exit 0 if "
+            "all pass, 1 if one fails, 2 on invalid configuration.",
+            everything,
+        ),
+        "health": (
+            "ask the running collector's /healthz (SIC_HTTP_LISTEN); exit 0 if healthy",
+            "GET /healthz of the collector running on SIC_HTTP_LISTEN (for a container "
+            "HEALTHCHECK); exit 0 if it answers 200, else 1. Samples nothing itself.",
+            (),
+        ),
+        "replay": (
+            "load CSV files or directories (active and rotated .gz) into PostgreSQL "
+            "(SIC_DB_DSN), idempotently",
+            "Load CSV files written by the CSV sink (active, rotated and .gz; directories are "
+            "searched) into the PostgreSQL database of SIC_DB_DSN. Rows already there are "
+            "skipped, so replaying twice is harmless.",
+            ("db_dsn", *RETRY_FLAGS),
+        ),
+    }
+    for name, (help_, description, flags) in specs.items():
+        sub = commands.add_parser(name, help=help_, description=description)
+        if name == "replay":
+            sub.add_argument("paths", nargs="+", metavar="PATH", help="CSV file or directory")
+        _add_override_flags(sub, flags)
+    db = commands.add_parser(
+        "db",
+        help="database maintenance (SIC_DB_DSN)",
+        description="Maintenance of the PostgreSQL database of SIC_DB_DSN.",
     )
-    check = commands.add_parser(
-        "check", help="validate configuration, host paths and sink reachability; exit 0 if all pass"
-    )
-    health = commands.add_parser(
-        "health", help="ask the running collector's /healthz (SIC_HTTP_LISTEN); exit 0 if healthy"
-    )
-    replay = commands.add_parser(
-        "replay",
-        help="load CSV files or directories (active and rotated .gz) into PostgreSQL "
-        "(SIC_DB_DSN), idempotently",
-    )
-    replay.add_argument("paths", nargs="+", metavar="PATH", help="CSV file or directory")
-    db = commands.add_parser("db", help="database maintenance (SIC_DB_DSN)")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    migrate = ("convert plain tables of schema version 1 to range-partitioned tables (copies "
+               "every row, keeps the old tables)")  # fmt: skip
     db_commands.add_parser(
-        "migrate",
-        help="convert plain tables of schema version 1 to range-partitioned tables (copies "
-        "every row, keeps the old tables)",
+        "migrate", help=migrate, description=f"{migrate[0].upper()}{migrate[1:]}."
     )
-    for sub in (run, once, check, health, replay, db):
-        _add_override_flags(sub)
-    _add_override_flags(parser)
+    _add_override_flags(db, ("db_dsn", *RETRY_FLAGS))
+    _add_override_flags(parser, everything)
     return parser
 
 
@@ -131,13 +177,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def directory_locks(settings: Settings) -> DirLocks:
+    """The locks of the directories ``run`` writes: the CSV directory and the spool."""
+    from system_info_collector.sinks.csv import directory_mode
+
+    wanted = []
+    if "csv" in settings.sinks:
+        mode = settings.csv.file_mode  # as the CSV sink would create them
+        wanted.append(DirLock(settings.csv.directory, "SIC_CSV_DIR", directory_mode(mode), mode))
+    if "postgres" in settings.sinks:
+        wanted.append(DirLock(settings.postgres.spool_dir, "SIC_DB_SPOOL_DIR"))
+    seen: set[str] = set()
+    locks = []
+    for lock in wanted:
+        key = os.path.realpath(lock.directory)
+        if key not in seen:  # one lock per directory, even if both variables name it
+            seen.add(key)
+            locks.append(lock)
+    return DirLocks(locks)
+
+
+def _take_locks(settings: Settings, locks: DirLocks, stop: Callable[[float], bool]) -> int | None:
+    """None when every lock is held; else the exit code."""
+
+    def waiting(lock: DirLock) -> None:
+        event("WARNING", "directory_lock_wait", "directory in use by another collector; waiting "
+              "(SIC_LOCK_TIMEOUT)", directory=lock.directory, variable=lock.what,
+              held_by=lock.holder, timeout_seconds=settings.lock_timeout)  # fmt: skip
+
+    try:
+        if not locks.acquire(settings.lock_timeout, stop=stop, on_wait=waiting):
+            return EXIT_OK  # SIGTERM while waiting
+    except DirectoryLocked as exc:
+        lock = next(lk for lk in locks.locks if lk.directory == exc.directory)
+        event("ERROR", "directory_locked", "another collector is writing to this directory; "
+              "one directory has one writer (give each collector its own SIC_CSV_DIR and "
+              "SIC_DB_SPOOL_DIR)", directory=exc.directory, variable=lock.what,
+              held_by=exc.holder, exit_code=EXIT_LOCKED)  # fmt: skip
+        return EXIT_LOCKED
+    except OSError as exc:
+        event("ERROR", "directory_lock_failed", "cannot create the lock file of a data "
+              "directory", error=f"{exc.strerror or exc} ({exc.filename})")  # fmt: skip
+        return EXIT_FAILED
+    return None
+
+
 def cmd_run(settings: Settings) -> int:
     import prometheus_client
 
     from system_info_collector.agent import Agent, resolve_hostname
     from system_info_collector.metrics import Metrics
     from system_info_collector.providers import build_providers
+    from system_info_collector.signals import SignalActions
     from system_info_collector.sinks import build_sinks
+
+    # First of all: SIGHUP/SIGUSR1/SIGUSR2 must not kill the process (queued until started).
+    actions = SignalActions(
+        set_debug=lambda on: configure("DEBUG" if on else settings.log_level, settings.log_format)
+    )
+    actions.install()
 
     if "postgres" in settings.sinks and settings.postgres.dsn:
         from system_info_collector.sinks.postgres.sink import preflight
@@ -157,6 +255,8 @@ def cmd_run(settings: Settings) -> int:
         metrics,
         host=resolve_hostname(settings),
     )
+    locks = directory_locks(settings)
+    agent.locks = locks  # type: ignore[attr-defined]  # read by /readyz and the status line
 
     requested: list[str] = []  # the signal that asked to stop (logged by the main loop)
 
@@ -199,10 +299,16 @@ def cmd_run(settings: Settings) -> int:
                 error=str(exc),
             )
             return EXIT_FAILED
+    if server is not None:
+        server.start()  # before the locks: /readyz tells why we wait
+    code = _take_locks(settings, locks, agent.stop_event.wait)
+    if code is not None:
+        if server is not None:
+            server.close()
+        return code
+    actions.start(agent)
     agent.start()
     release_free_memory()  # the heap left over from imports and start-up (about 1 MB)
-    if server is not None:
-        server.start()
     try:
         agent.run()
         if requested:
@@ -215,6 +321,8 @@ def cmd_run(settings: Settings) -> int:
             )
     finally:
         flushed = agent.close()
+        actions.close()
+        locks.release()
         if server is not None:
             server.close()
         event("INFO", "collector_stopped", "stopped", flushed=flushed)
@@ -294,10 +402,21 @@ def cmd_db(settings: Settings, command: str) -> int:
 def cmd_check(settings: Settings) -> int:
     from system_info_collector.checks import host_checks
     from system_info_collector.metrics import Metrics
-    from system_info_collector.sinks import CheckResult, build_sinks
+    from system_info_collector.sinks import build_sinks
 
     results: list[CheckResult] = [CheckResult("configuration", True, "all SIC_ variables valid")]
     results += host_checks(settings)
+    for lock in directory_locks(settings).locks:
+        try:
+            free = lock.try_acquire()
+        except OSError as exc:
+            results.append(CheckResult(f"lock {lock.what}", False, _os_error(exc)))
+            continue
+        lock.release()
+        detail = f"{lock.directory} in use by {lock.holder}: `run` would exit {EXIT_LOCKED}"
+        results.append(CheckResult(f"lock {lock.what}", free, lock.directory if free else detail))
+    if settings.http.listen:
+        results.append(_listen_check(settings.http.listen))
     for sink in build_sinks(settings, Metrics()):
         try:
             results += sink.check()
@@ -306,3 +425,26 @@ def cmd_check(settings: Settings) -> int:
     for r in results:
         print(f"{'ok' if r.ok else 'FAIL':<4}  {r.name}: {r.detail}")
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _os_error(exc: OSError) -> str:
+    return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+def _listen_check(listen: str) -> CheckResult:
+    """Bind SIC_HTTP_LISTEN as ``run`` would (and let go at once)."""
+    import socket
+
+    from system_info_collector.config import parse_listen
+
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(1)
+    except OSError as exc:
+        return CheckResult("http listen", False, f"cannot listen on {listen}: "
+                           f"{exc.strerror or exc}; `run` would exit {EXIT_FAILED}")  # fmt: skip
+    return CheckResult("http listen", True, f"{listen} can be bound")

@@ -36,6 +36,11 @@ class Failures:
                 error=f"{type(exc).__name__}: {exc}",
             )
 
+    @property
+    def names(self) -> frozenset[str]:
+        """The collectors failing now."""
+        return frozenset(self._failing)
+
     def succeeded(self, name: str) -> None:
         if name in self._failing:
             self._failing.discard(name)

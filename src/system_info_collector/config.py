@@ -128,6 +128,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     shutdown_timeout: float = 10.0
+    lock_timeout: float = 0.0
     sinks: tuple[str, ...] = ("csv",)
     csv: CsvSettings = field(default_factory=CsvSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
@@ -265,6 +266,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     ).upper()
     log_format = choice("SIC_LOG_FORMAT", "json", ("json", "text"))
     shutdown_timeout = e.duration("SIC_SHUTDOWN_TIMEOUT", "10s")
+    lock_timeout = e.duration("SIC_LOCK_TIMEOUT", "0s")
 
     csv_dir = get("SIC_CSV_DIR", "").strip() or "./data"
     csv = CsvSettings(
@@ -352,6 +354,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         {
             "SIC_INTERVAL": interval,
             "SIC_SHUTDOWN_TIMEOUT": shutdown_timeout,
+            "SIC_LOCK_TIMEOUT": lock_timeout,
             "SIC_RETRY_INITIAL": retry.initial,
             "SIC_RETRY_MAX_WAIT": retry.max_wait,
             "SIC_RETRY_MAX": retry.max_attempts,
@@ -454,6 +457,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         log_format=log_format,
         shutdown_timeout=shutdown_timeout,
+        lock_timeout=lock_timeout,
         sinks=sinks,
         csv=csv,
         retry=retry,

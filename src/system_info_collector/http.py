@@ -163,6 +163,10 @@ class Probes:
         }
         if self.agent.stop_event.is_set():
             return 503, {**body, "status": "stopping", "reason": "shutting down"}
+        locks = getattr(self.agent, "locks", None)
+        if last is None and locks is not None and locks.waiting:
+            # alive, waiting for another collector to release a directory (SIC_LOCK_TIMEOUT)
+            return 200, {**body, "status": "waiting for directory lock"}
         if last is None:
             waited = now - self.started
             if waited <= self.stale_after:
@@ -179,8 +183,22 @@ class Probes:
         sinks = [self._sink_state(worker) for worker in self.agent.workers]
         ready = all(s["ready"] for s in sinks)
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "sinks": sinks}
+        locks = getattr(self.agent, "locks", None)
+        if locks is not None:
+            body["locks"] = locks.states()
         if self.agent.stop_event.is_set():
             return 503, {**body, "status": "stopping", "reason": "shutting down"}
+        if locks is not None and locks.waiting:
+            held = "; ".join(f"{lk.directory} in use by {lk.holder}" for lk in locks.waiting)
+            return 503, {**body, "status": "waiting for directory lock", "reason": held}
+        collectors = [p.name for p in self.agent.providers]
+        failing = sorted(self.agent.failing_collectors)
+        body["collectors_failing"] = failing
+        if collectors and set(collectors) <= set(failing):
+            # Nothing is being sampled: not ready (alerts, rollouts see it); /healthz stays
+            # 200 because a restart would not fix a missing /proc mount (see operations.md).
+            reason = f"every collector fails ({', '.join(failing)}); see the collector_failed log"
+            return 503, {**body, "status": "not ready", "reason": reason}
         if not ready:
             names = ", ".join(f"{s['name']} {s['state']}" for s in sinks if not s["ready"])
             body["reason"] = f"sinks not keeping up: {names}"
@@ -246,6 +264,22 @@ class _DeadlineReader(io.RawIOBase):
         return n
 
 
+DRAIN_BYTES = 1 << 20  # at most this much of an oversized request is read and dropped ...
+DRAIN_SECONDS = 1.0  # ... for at most this long
+
+
+def _drain(sock: socket.socket) -> None:
+    sock.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + DRAIN_SECONDS
+    left = DRAIN_BYTES
+    while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+        sock.settimeout(remaining)
+        chunk = sock.recv(min(65536, left))
+        if not chunk:
+            return
+        left -= len(chunk)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = f"system-info-collector/{__version__}"
@@ -278,6 +312,18 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
+        except http.client.LineTooLong:
+            # Over the byte budget before the request line (or a header line) ended: answer,
+            # then read and drop what the client still sends for a moment, so that it sees
+            # the answer rather than a reset.
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                if not self.requestline:
+                    self.send_error(414, f"request line over {MAX_REQUEST_BYTES} bytes")
+                else:
+                    self.send_error(431, f"request headers over {MAX_REQUEST_BYTES} bytes")
+                self.wfile.flush()
+                _drain(self.connection)
         except (OSError, http.client.HTTPException) as exc:
             self.close_connection = True
             event(

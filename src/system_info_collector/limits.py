@@ -47,6 +47,11 @@ LIMITS: Mapping[str, Limit] = {
         "below 1s SIGTERM cannot flush anything; Kubernetes "
         "kills the pod at terminationGracePeriodSeconds anyway",
     ),
+    "SIC_LOCK_TIMEOUT": Limit(
+        None,
+        HOUR,
+        "how long a second collector waits for the directory lock; longer is a stuck rollout",
+    ),
     "SIC_RETRY_INITIAL": Limit(0.01, HOUR, "0 retries a failing sink in a busy loop"),
     "SIC_RETRY_MAX_WAIT": Limit(
         0.1,

@@ -40,6 +40,11 @@ class Metrics:
         self.ticks_skipped = Counter(
             "sic_ticks_skipped", "Slots skipped (never burst-replayed) after an overrun", registry=r
         )
+        self.clock_steps = Counter(
+            "sic_clock_steps",
+            "Wall-clock steps (NTP step, date -s, resume from suspend) the ticker re-anchored on",
+            registry=r,
+        )
         self.last_tick = Gauge(
             "sic_last_tick_timestamp_seconds", "Unix time of the last completed tick", registry=r
         )
@@ -148,6 +153,11 @@ class Metrics:
             registry=r,
         )
         self.csv_rotations = Counter("sic_csv_rotations", "CSV files rotated", registry=r)
+        self.csv_truncations = Counter(
+            "sic_csv_truncations",
+            "Active CSV files found cut short by another program (copytruncate) and restarted",
+            registry=r,
+        )
         self.csv_bytes = Counter("sic_csv_written_bytes", "Bytes written to CSV files", registry=r)
 
     def spool_state(self, directory: str, pending_bytes: int, pending_batches: int) -> None:

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -22,11 +23,52 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.strip().endswith(__version__)
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["once"], ["check"], ["health"], ["replay"]])
-def test_help_on_every_command(command: list[str]) -> None:
+ALL_FLAGS = ("--interval", "--csv", "--db-dsn", "--retry-max", "--retry-initial",
+             "--retry-max-wait")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "flags", "described"),
+    [
+        ([], ALL_FLAGS, "Sample the host's CPU"),
+        (["run"], ALL_FLAGS, "until SIGTERM or SIGINT"),
+        (["once"], (), "Take one sample of every collector"),
+        (["check"], ALL_FLAGS, "SIC_HTTP_LISTEN can be bound"),
+        (["health"], (), "GET /healthz of the collector"),
+        (["replay"], ("--db-dsn", "--retry-max", "--retry-initial", "--retry-max-wait"),
+         "Load CSV files written by the CSV sink"),
+    ],
+)  # fmt: skip
+def test_help_of_every_command_describes_it_and_lists_only_its_flags(
+    command: list[str], flags: tuple[str, ...], described: str
+) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0
-    assert "--interval" in result.stdout and "SIC_" in result.stdout
+    text = " ".join(result.stdout.split())
+    assert described in text and "SIC_" in text
+    for flag in ALL_FLAGS:
+        assert (f"{flag} " in result.stdout) == (flag in flags), (command, flag)
+
+
+def test_a_flag_that_does_not_apply_is_a_usage_error() -> None:
+    result = run_cli("once", "--csv", "/tmp/x")
+    assert result.returncode == 2 and "unrecognized arguments: --csv" in result.stderr
+
+
+def test_check_notices_that_the_http_port_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = clean_env(SIC_HTTP_LISTEN=f"127.0.0.1:{port}", SIC_SINKS="",
+                        SIC_HOST_PROC=str(PROC_FIXTURES / "basic"))  # fmt: skip
+        result = run_cli("check", env=env)
+    assert result.returncode == 1
+    assert f"FAIL  http listen: cannot listen on 127.0.0.1:{port}: Address already in use" in (
+        result.stdout
+    )
+    free = run_cli("check", env=env)  # the port is free again
+    assert f"ok    http listen: 127.0.0.1:{port} can be bound" in free.stdout
 
 
 def test_python_dash_m_works() -> None:
@@ -58,7 +100,7 @@ def test_invalid_configuration_lists_every_problem_and_exits_2() -> None:
 
 def test_a_flag_overrides_its_variable() -> None:
     env = clean_env(SIC_INTERVAL="1s")
-    result = run_cli("once", "--interval", "5ms", env=env)
+    result = run_cli("run", "--interval", "5ms", env=env)
     assert result.returncode == 2 and "SIC_INTERVAL='5ms'" in result.stderr
 
 

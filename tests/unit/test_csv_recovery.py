@@ -158,3 +158,24 @@ def test_recovery_reads_only_the_tail_of_a_large_file(tmp_path: Path) -> None:
     run_once(data, tick(1, MEM))
     assert (data / "memory.csv").stat().st_size == size - 17 + len(row)
     assert torn_files(data)[0].read_bytes() == row[:17]
+
+
+def test_a_nul_hole_where_the_header_was_keeps_every_valid_row(tmp_path: Path, events) -> None:
+    """logrotate's copytruncate cut the file while we wrote on at our offset."""
+    data = tmp_path / "data"
+    run_once(data, *(tick(i, MEM) for i in range(4)))
+    raw = (data / "memory.csv").read_bytes()
+    header_end = raw.index(b"\n") + 1
+    rows = raw[header_end:].splitlines(keepends=True)
+    junk = b"garbage,\n"
+    (data / "memory.csv").write_bytes(b"\0" * 300 + rows[0] + rows[1] + junk + rows[2] + rows[3])
+    run_once(data, tick(9, MEM))
+    assert keys(read_directory(data, "memory"), "memory") == expected(
+        [tick(i, MEM) for i in [0, 1, 2, 3, 9]], "memory"
+    )
+    assert (data / "memory.csv").read_bytes().startswith(raw)
+    (torn,) = torn_files(data)
+    assert torn.read_bytes() == b"\0" * 300 + junk
+    (e,) = [e for e in events if e.get("event") == "csv_damage_salvaged"]
+    assert e["level"] == "ERROR" and e["kept_rows"] == 4 and e["removed_bytes"] == 300 + len(junk)
+    assert not list(data.glob("*.salvage-tmp"))

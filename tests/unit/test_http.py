@@ -33,7 +33,7 @@ from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
 from system_info_collector.sinks import Sink
 from system_info_collector.sinks.stdout import StdoutSink
-from tests.helpers import EXE, clean_env, poll
+from tests.helpers import EXE, PROC_FIXTURES, clean_env, poll
 
 FAST = RetrySettings(max_attempts=2, initial=0.01, max_wait=0.05)
 
@@ -519,3 +519,46 @@ def test_readyz_fails_while_a_disk_buffer_cannot_write_its_spool(
         assert status == 503 and sink["state"] == "buffer_failed" and not sink["ready"]
         assert "cannot open the spool" in sink["last_error"]
         assert "stdout buffer_failed" in body["reason"]
+
+
+# -- misuse (issue 10) -------------------------------------------------------------------
+def test_a_100kb_request_line_is_answered_414_and_the_server_keeps_serving() -> None:
+    with serving(make_agent()) as server:
+        sock = _connect(server)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            while chunk := sock.recv(65536):
+                answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.0 414 "), answer[:100]
+        assert b"request line over 32768 bytes" in answer
+        assert request(server, "/healthz").status == 200
+
+
+def test_readyz_fails_but_healthz_passes_when_every_collector_fails(tmp_path: Any) -> None:
+    from system_info_collector.hostpaths import HostPaths
+
+    settings = Settings(interval=0.1, collectors=("cpu", "memory"), sinks=(),
+                        host_paths=HostPaths(proc=str(tmp_path / "nonexistent")))  # fmt: skip
+    agent = Agent(settings, build_providers(settings), [], Metrics(), host="h")
+    probes = Probes(agent)
+    agent.start()
+    try:
+        now = datetime.now(UTC)
+        agent.tick(Tick(1, now, time.monotonic(), 0.0))
+        agent.last_tick_monotonic = time.monotonic()
+        status, body = probes.readiness()
+        assert status == 503 and body["collectors_failing"] == ["cpu", "memory"]
+        assert body["reason"].startswith("every collector fails (cpu, memory)")
+        assert probes.health()[0] == 200  # the process is alive and ticking
+        # one collector working again is enough to be ready
+        (tmp_path / "nonexistent").mkdir()
+        (tmp_path / "nonexistent" / "meminfo").write_text(
+            (PROC_FIXTURES / "basic" / "meminfo").read_text()
+        )
+        agent.tick(Tick(2, now, time.monotonic(), 0.0))
+        status, body = probes.readiness()
+        assert status == 200 and body["collectors_failing"] == ["cpu"]
+    finally:
+        agent.close()

@@ -4,6 +4,7 @@ Dockerfile (hadolint), the chart's version, schema and documented values."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,23 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> None:
             merge(base[key], value)
         else:
             base[key] = value
+
+
+def test_make_run_serves_on_loopback_only_unless_told_otherwise(tmp_path: Path) -> None:
+    """``make run`` is for local use: /metrics is not open to the network by default."""
+    fake = tmp_path / "system-info-collector"  # stands in for the venv's command
+    fake.write_text('#!/bin/sh\nprintf "listen=[%s] csv=[%s] args=%s" "$SIC_HTTP_LISTEN" '
+                    '"$SIC_CSV_DIR" "$*"\n')  # fmt: skip
+    fake.chmod(0o755)
+    root = Path(__file__).parents[2]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SIC_")}
+
+    def make_run(**env: str) -> str:
+        return subprocess.run(
+            ["make", "-s", "-o", ".venv/.installed", "run", f"BIN={tmp_path}"],
+            cwd=root, env={**base, **env}, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+    assert make_run() == "listen=[127.0.0.1:9808] csv=[./data] args=run"
+    assert make_run(SIC_HTTP_LISTEN=":9900").startswith("listen=[:9900]")
+    assert make_run(SIC_HTTP_LISTEN="").startswith("listen=[]")  # empty still turns HTTP off

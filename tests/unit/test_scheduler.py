@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from datetime import UTC, datetime
+from typing import Any
 
-from system_info_collector.scheduler import Tick, Ticker
+import pytest
+
+from system_info_collector.agent import Agent
+from system_info_collector.config import Settings
+from system_info_collector.metrics import Metrics
+from system_info_collector.scheduler import Tick, Ticker, step_threshold
 
 
 class SimClock:
@@ -89,3 +97,56 @@ def test_sub_second_timestamps_are_exact_milliseconds() -> None:
     ticks = take(Ticker(0.1, wait=clock.wait, monotonic=clock.monotonic, wall=clock.wall), 30)
     assert all(t.ts.microsecond % 1000 == 0 for t in ticks)
     assert [t.ts.microsecond // 1000 for t in ticks[:3]] == [100, 200, 300]
+
+
+def stepping_ticker(clock: SimClock, interval: float, steps: list[float]) -> Ticker:
+    return Ticker(interval, wait=clock.wait, monotonic=clock.monotonic, wall=clock.wall,
+                  on_clock_step=steps.append)  # fmt: skip
+
+
+@pytest.mark.parametrize("step", [-30.0, -1.5, +0.6, +3600.0])
+def test_a_wall_clock_step_re_anchors_the_timestamps(step: float) -> None:
+    clock = SimClock(wall=1_000_000.0)
+    steps: list[float] = []
+    seen: list[Tick] = []
+    for tick in stepping_ticker(clock, 1.0, steps):
+        seen.append(tick)
+        if len(seen) == 3:
+            clock.offset += step  # NTP step / date -s / resume from suspend
+        if len(seen) == 6:
+            break
+    assert steps == [pytest.approx(step)]
+    before, after = seen[:3], seen[3:]
+    assert [t.slot for t in before] == [1_000_001, 1_000_002, 1_000_003]
+    # after the step every timestamp is the wall clock's slot again, one interval apart
+    for t in after[1:]:
+        assert t.ts.timestamp() == pytest.approx(clock_wall_at(clock, t.deadline), abs=1e-6)
+    assert [b.slot - a.slot for a, b in itertools.pairwise(after)] == [1, 1]
+    assert after[0].slot == math.floor(1_000_004 + step)  # the slot running at the step
+    assert after[0].ts.timestamp() <= clock_wall_at(clock, after[0].deadline) + 1e-6
+
+
+def clock_wall_at(clock: SimClock, mono: float) -> float:
+    return mono + clock.offset
+
+
+def test_slewing_and_jitter_below_the_threshold_do_not_re_anchor() -> None:
+    clock = SimClock(wall=1_000_000.0)
+    steps: list[float] = []
+    ticks = []
+    for tick in stepping_ticker(clock, 0.1, steps):
+        ticks.append(tick)
+        clock.offset += 0.0004 * (1 if len(ticks) % 2 else -1)  # ±0.4 ms between ticks
+        if len(ticks) == 1000:
+            break
+    assert steps == [] and step_threshold(0.1) == 0.05 and step_threshold(10.0) == 1.0
+    assert [t.slot for t in ticks] == list(range(ticks[0].slot, ticks[0].slot + 1000))
+
+
+def test_the_agent_logs_and_counts_a_step(events: list[dict[str, Any]]) -> None:
+    metrics = Metrics()
+    agent = Agent(Settings(interval=1.0, collectors=()), [], [], metrics, host="h")
+    agent._clock_stepped(-30.25)
+    (e,) = [e for e in events if e.get("event") == "clock_stepped"]
+    assert e["level"] == "WARNING" and e["step_seconds"] == -30.25 and e["direction"] == "backward"
+    assert metrics.registry.get_sample_value("sic_clock_steps_total") == 1.0

@@ -83,6 +83,11 @@ def header_bytes(measurement: str) -> bytes:
     return encode_rows([MEASUREMENTS[measurement].columns])
 
 
+def directory_mode(file_mode: int) -> int:
+    """rwx for the owner, r-x for the group/others that may read the files."""
+    return 0o700 | (0o050 if file_mode & 0o040 else 0) | (0o005 if file_mode & 0o004 else 0)
+
+
 @dataclass(slots=True)
 class _Active:
     path: str
@@ -113,13 +118,12 @@ class CsvSink:
         self._clock = clock
         self._fsync = settings.fsync
         self._mode = settings.file_mode
-        # rwx for the owner, r-x for the group/others that may read the files
-        mode = settings.file_mode
-        self._dir_mode = 0o700 | (0o050 if mode & 0o040 else 0) | (0o005 if mode & 0o004 else 0)
+        self._dir_mode = directory_mode(settings.file_mode)
         self._active: dict[str, _Active] = {}
         self._headers = {m: header_bytes(m) for m in MEASUREMENTS}
         self._retrying: Sequence[Record] | None = None  # the batch a failed write() was given
         self._done: set[str] = set()  # its measurements already written
+        self._reopen = False  # SIGHUP: fsync, close and reopen the active files at next write
         self.maintainer = Maintainer(
             self.directory, MEASUREMENTS, compress=settings.compress == "gzip",
             retention=settings.retention, max_total_size=settings.max_total_size,
@@ -138,7 +142,26 @@ class CsvSink:
             raise TransientSinkError(f"cannot open CSV directory: {_describe(exc)}") from exc
         self.maintainer.start()
 
+    def request_reopen(self) -> None:
+        """Ask for the active files to be fsynced, closed and reopened at the next write
+        (SIGHUP; safe from any thread: the worker thread acts on it)."""
+        self._reopen = True
+
+    def _reopen_files(self) -> None:
+        self._reopen = False
+        count = len(self._active)
+        try:
+            self.close_files()
+        finally:
+            event("INFO", "csv_files_reopened", "fsynced and closed the active CSV files; "
+                  "reopening them", files=count, directory=self.directory)  # fmt: skip
+
     def write(self, batch: Sequence[Record]) -> None:
+        if self._reopen:
+            try:
+                self._reopen_files()
+            except OSError as exc:
+                raise TransientSinkError(f"cannot reopen CSV files: {_describe(exc)}") from exc
         if self._retrying is not batch:
             self._retrying, self._done = None, set()
         groups: dict[str, list[Record]] = {}
@@ -161,6 +184,13 @@ class CsvSink:
         self._retrying, self._done = None, set()
 
     def close(self) -> None:
+        try:
+            self.close_files()
+        finally:
+            self.maintainer.stop()
+
+    def close_files(self) -> None:
+        """fsync (unless ``never``) and close every active file; they reopen on next write."""
         error: OSError | None = None
         for active in self._active.values():
             try:
@@ -174,7 +204,6 @@ class CsvSink:
                 except OSError as exc:
                     error = error or exc
         self._active.clear()
-        self.maintainer.stop()
         if error is not None:
             raise TransientSinkError(f"cannot fsync CSV file: {_describe(error)}") from error
 
@@ -226,7 +255,11 @@ class CsvSink:
         except FileNotFoundError:
             return self._create(path)
         try:
-            found = scan(fd, path, now=now)
+            found = scan(fd, path, now=now, header=self._headers[measurement])
+            if found.replaced:  # salvaged into a new file: open that one
+                os.close(fd)
+                fd = -1
+                return self._open_active(measurement)
             if found.header is not None and found.header != self._headers[measurement]:
                 event("WARNING", "csv_header_changed", "columns changed: rotating the old file",
                       file=path)  # fmt: skip
@@ -271,6 +304,16 @@ class CsvSink:
         if active is not None and not self._still_there(active):
             event("WARNING", "csv_file_vanished", "active CSV file was removed or replaced; "
                   "starting a new one", file=active.path)  # fmt: skip
+            del self._active[measurement]
+            os.close(active.fd)
+            active = None
+        elif active is not None and (found := os.fstat(active.fd).st_size) < active.size:
+            # Another program cut the file (logrotate's copytruncate, `: > file`): writing on at
+            # our offset would leave a hole of NUL bytes and no header. Start it again.
+            event("WARNING", "csv_file_truncated", "active CSV file was truncated by another "
+                  "program (copytruncate?); starting it again with a header", file=active.path,
+                  expected_bytes=active.size, found_bytes=found)  # fmt: skip
+            self._metrics.csv_truncations.inc()
             del self._active[measurement]
             os.close(active.fd)
             active = None

@@ -4,19 +4,26 @@ We write each tick's rows as complete lines, one record per physical line (no ra
 inside a field), so after a SIGKILL or a power cut only the end of the file can be damaged:
 bytes after the last newline, or whole lines that do not parse (another writer, a disk that
 returned garbage). :func:`scan` removes that tail -- copying the removed bytes to
-``<file>.torn-<unix-ts>`` first -- and logs ERROR ``csv_torn_tail_repaired``. A file whose
-first line is not a header (a partial header, garbage) is set aside entirely. It reads only the
+``<file>.torn-<unix-ts>`` first -- and logs ERROR ``csv_torn_tail_repaired``. It reads only the
 header, the first row and the damaged tail, never the whole file.
+
+A file whose first line is not our header is salvaged (when the caller says which header it
+expects): a hole of NUL bytes where the header was (logrotate's ``copytruncate`` cut the file
+while we wrote on at our offset), a torn header, garbage. Every line that is a valid row of
+this measurement is kept -- written with the header to a new file that replaces the old one
+atomically -- and every other byte goes to ``<file>.torn-<unix-ts>``; ERROR
+``csv_damage_salvaged`` with the counts. Only this rare case reads the whole file.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from system_info_collector.durable import set_aside_tail
+from system_info_collector.durable import fsync_dir, set_aside_tail, torn_path
 from system_info_collector.logging import event
 
 WINDOW = 64 * 1024
@@ -28,6 +35,7 @@ class Scanned:
     header: bytes | None  # the file's header line (None: empty file)
     first: datetime | None  # ts of the first and last intact row (None: no rows)
     last: datetime | None
+    replaced: bool = False  # salvaged into a new file at the same path: reopen it
 
 
 def parse_ts(text: str) -> datetime | None:
@@ -95,14 +103,90 @@ def _cut(fd: int, path: str, keep: int, size: int, now: float, what: str) -> Non
           file=path, kept_bytes=keep, removed_bytes=size - keep, set_aside=target)  # fmt: skip
 
 
-def scan(fd: int, path: str, *, now: float) -> Scanned:
-    """Repair the file open as ``fd`` (read-write) in place and describe what is left."""
+def _lines(fd: int, size: int) -> Iterator[bytes]:
+    """Every line of the file (the last one possibly without its newline)."""
+    pending, pos = b"", 0
+    while pos < size:
+        chunk = os.pread(fd, min(WINDOW, size - pos), pos)
+        if not chunk:
+            break
+        pos += len(chunk)
+        *complete, pending = (pending + chunk).split(b"\n")
+        for line in complete:
+            yield line + b"\n"
+    if pending:
+        yield pending
+
+
+def _valid_row(line: bytes, header: bytes, ncols: int) -> bytes | None:
+    body = line.lstrip(b"\0")  # a NUL hole runs into the first line written after it
+    if body.endswith(b"\n") and body != header and _row_ts(body, ncols) is not None:
+        return body
+    return None
+
+
+def salvage(fd: int, path: str, header: bytes, *, now: float) -> tuple[int, int]:
+    """Keep every valid row of ``path`` (open as ``fd``) under ``header`` in a new file that
+    replaces it; the other bytes go to a ``.torn-`` file. Returns (rows kept, bytes removed)."""
+    header_fields = parse_line(header)
+    assert header_fields is not None
+    ncols = len(header_fields)
+    size = os.fstat(fd).st_size
+    tmp = f"{path}.salvage-tmp"
+    target = torn_path(path, now)
+    kept = removed = 0
+    mode = os.fstat(fd).st_mode & 0o777
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    aside = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(out, header)
+        for line in _lines(fd, size):
+            body = _valid_row(line, header, ncols)
+            if body is not None:
+                os.write(out, body)
+                kept += 1
+                junk = line[: len(line) - len(body)]
+            else:
+                junk = line
+            if junk:
+                os.write(aside, junk)
+                removed += len(junk)
+        os.fsync(out)
+        os.fsync(aside)
+    except BaseException:
+        os.close(out)
+        os.unlink(tmp)
+        raise
+    finally:
+        os.close(aside)
+    os.close(out)
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+    event("ERROR", "csv_damage_salvaged", "CSV file without a valid header (a hole of NUL "
+          "bytes after copytruncate, a torn header, garbage): kept its valid rows, set the rest "
+          "aside", file=path, kept_rows=kept, removed_bytes=removed, set_aside=target)  # fmt: skip
+    return kept, removed
+
+
+def _has_rows(fd: int, size: int, header: bytes) -> bool:
+    ncols = len(parse_line(header) or ())
+    return any(_valid_row(line, header, ncols) is not None for line in _lines(fd, size))
+
+
+def scan(fd: int, path: str, *, now: float, header: bytes | None = None) -> Scanned:
+    """Repair the file open as ``fd`` (read-write) in place and describe what is left.
+
+    ``header``: the header this file should have; when its first line is not a header, the
+    file's valid rows are salvaged into a new file (``replaced``: reopen ``path``)."""
     size = os.fstat(fd).st_size
     if size == 0:
         return Scanned(0, None, None, None)
     nl = _find_newline(fd, 0, size)
     header_fields = parse_line(os.pread(fd, nl + 1, 0)) if nl >= 0 else None
     if nl < 0 or not header_fields or header_fields[0] != "ts" or not all(header_fields):
+        if header is not None and _has_rows(fd, size, header):
+            salvage(fd, path, header, now=now)
+            return Scanned(0, None, None, None, replaced=True)
         _cut(fd, path, 0, size, now, "CSV file without a complete header (torn or foreign)")
         return Scanned(0, None, None, None)
     header_end = nl + 1
