@@ -57,3 +57,11 @@ def poll(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def fields_of(record: Mapping[str, object]) -> dict[str, object]:
+    """The fields of one stdout/``once`` JSON record (the CSV-column layout), without nulls."""
+    from system_info_collector.schema import MEASUREMENTS
+
+    spec = MEASUREMENTS[str(record["measurement"])]
+    return {f.name: record[f.name] for f in spec.fields if record.get(f.name) is not None}

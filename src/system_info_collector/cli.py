@@ -369,7 +369,7 @@ def cmd_once(settings: Settings) -> int:
     from system_info_collector.agent import resolve_hostname
     from system_info_collector.collect import Failures, collect, prime
     from system_info_collector.providers import build_providers
-    from system_info_collector.sinks.stdout import record_json
+    from system_info_collector.sinks.stdout import record_line
 
     host = resolve_hostname(settings)
     providers = build_providers(settings)
@@ -381,7 +381,8 @@ def cmd_once(settings: Settings) -> int:
     finally:
         for provider in providers:
             provider.close()
-    sys.stdout.write("".join(record_json(r) + "\n" for r in result.accepted))
+    layout = settings.stdout_layout
+    sys.stdout.write("".join(record_line(r, layout) + "\n" for r in result.accepted))
     sys.stdout.flush()
     return EXIT_FAILED if result.failed else EXIT_OK
 

@@ -129,6 +129,7 @@ class Settings:
     log_format: str = "json"
     shutdown_timeout: float = 10.0
     lock_timeout: float = 0.0
+    stdout_layout: str = "columns"
     sinks: tuple[str, ...] = ("csv",)
     csv: CsvSettings = field(default_factory=CsvSettings)
     retry: RetrySettings = field(default_factory=RetrySettings)
@@ -267,6 +268,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     log_format = choice("SIC_LOG_FORMAT", "json", ("json", "text"))
     shutdown_timeout = e.duration("SIC_SHUTDOWN_TIMEOUT", "10s")
     lock_timeout = e.duration("SIC_LOCK_TIMEOUT", "0s")
+    stdout_layout = choice("SIC_STDOUT_LAYOUT", "columns", ("columns", "nested"))
 
     csv_dir = get("SIC_CSV_DIR", "").strip() or "./data"
     csv = CsvSettings(
@@ -458,6 +460,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         shutdown_timeout=shutdown_timeout,
         lock_timeout=lock_timeout,
+        stdout_layout=stdout_layout,
         sinks=sinks,
         csv=csv,
         retry=retry,

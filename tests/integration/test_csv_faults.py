@@ -306,7 +306,7 @@ def test_full_csv_volume_while_the_database_sink_keeps_receiving(
     assert not collector.events("sink_batch_rejected")
     for m in ("cpu", "memory"):
         spec = MEASUREMENTS[m]
-        sampled = [(datetime.fromisoformat(r["ts"]), *(r["tags"][c] for c in spec.entity))
+        sampled = [(datetime.fromisoformat(r["ts"]), *(r[c] for c in spec.entity))
                    for r in collector.stdout_records(m)]  # fmt: skip
         in_csv = [(r["ts"], *(r[c] for c in spec.entity)) for r in read_directory(data, m)]
         order = ", ".join(f'"{c}"' for c in ("ts", *spec.entity))

@@ -25,7 +25,7 @@ import pytest
 
 from system_info_collector import __version__
 from system_info_collector.config import DEFAULT_COLLECTORS
-from tests.helpers import poll
+from tests.helpers import fields_of, poll
 from tests.integration.conftest import PgServer
 
 pytestmark = pytest.mark.integration
@@ -241,9 +241,9 @@ def test_once_reports_this_machines_memory_and_root_filesystem(image: str, data_
     assert set(by_measurement) == set(MEASUREMENTS), result.stderr
 
     (memory,) = by_measurement["memory"]
-    assert memory["fields"]["total_bytes"] == meminfo_total()  # type: ignore[index]
+    assert memory["total_bytes"] == meminfo_total()  # type: ignore[index]
 
-    disks = {r["tags"]["mountpoint"]: r["fields"] for r in by_measurement["disk"]}  # type: ignore[index]
+    disks = {r["mountpoint"]: fields_of(r) for r in by_measurement["disk"]}  # type: ignore[index]
     st = os.statvfs("/")
     assert disks["/"]["total_bytes"] == st.f_blocks * st.f_frsize
     # The host's mounts, labelled as the host sees them; not the container's own.
@@ -251,7 +251,7 @@ def test_once_reports_this_machines_memory_and_root_filesystem(image: str, data_
 
     with open("/proc/stat", encoding="ascii") as fh:
         host_cpus = {line.split()[0] for line in fh if line.startswith("cpu")}
-    cpus = {r["tags"]["cpu"] for r in by_measurement["cpu"]}  # type: ignore[index]
+    cpus = {r["cpu"] for r in by_measurement["cpu"]}  # type: ignore[index]
     assert cpus == {"cpu-total"} | (host_cpus - {"cpu"})
 
 

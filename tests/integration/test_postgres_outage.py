@@ -32,7 +32,7 @@ SLOT = timedelta(milliseconds=100)
 def stdout_keys(records: list[dict[str, Any]]) -> list[Key]:
     return [
         (r["measurement"], r["ts"], r["host"],
-         tuple(r["tags"][c] for c in MEASUREMENTS[r["measurement"]].entity))
+         tuple(r[c] for c in MEASUREMENTS[r["measurement"]].entity))
         for r in records
     ]  # fmt: skip
 

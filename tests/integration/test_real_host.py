@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXE, FIXTURES, clean_env, run_cli
+from tests.helpers import EXE, FIXTURES, clean_env, fields_of, run_cli
 
 
 def once(**env: str) -> list[dict]:  # type: ignore[type-arg]
@@ -34,7 +34,7 @@ def test_memory_matches_free() -> None:
         )
     )
     swap = list(map(int, free.splitlines()[2].split()[1:]))
-    f = records[0]["fields"]
+    f = fields_of(records[0])
     tolerance = 64 * 1024 * 1024  # memory moves between the two readings
     assert f["total_bytes"] == mem["total"]
     assert abs(f["used_bytes"] - mem["used"]) < tolerance
@@ -46,7 +46,7 @@ def test_memory_matches_free() -> None:
 
 def test_filesystems_match_df() -> None:
     records = once(SIC_COLLECTORS="disk")
-    by_mount = {r["tags"]["mountpoint"]: r["fields"] for r in records}
+    by_mount = {r["mountpoint"]: fields_of(r) for r in records}
     assert "/" in by_mount
     df = subprocess.run(
         ["df", "-B1", "--output=target,size,used,avail", "/"],
@@ -64,12 +64,12 @@ def test_filesystems_match_df() -> None:
 
 def test_cpu_count_matches_the_machine() -> None:
     records = once(SIC_COLLECTORS="cpu")
-    cpus = {r["tags"]["cpu"] for r in records}
+    cpus = {r["cpu"] for r in records}
     assert cpus == {"cpu-total", *(f"cpu{i}" for i in range(os.cpu_count() or 1))}
     for r in records:
         states = sum(
             v
-            for k, v in r["fields"].items()
+            for k, v in fields_of(r).items()
             if k.endswith("_percent")
             and k not in ("usage_percent", "guest_percent", "guest_nice_percent")
         )
@@ -108,9 +108,7 @@ def test_in_a_container_namespace_the_host_mounts_are_reported(tmp_path: object)
     """As root: a new mount+PID namespace sees the host only through /host/proc and /host/root."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare(1) to create mount and PID namespaces")
-    host_mounts = {
-        r["tags"]["mountpoint"]: r["fields"]["total_bytes"] for r in once(SIC_COLLECTORS="disk")
-    }
+    host_mounts = {r["mountpoint"]: r["total_bytes"] for r in once(SIC_COLLECTORS="disk")}
     script = f"""
 set -e
 mkdir -p /tmp/sic-ns-host/proc /tmp/sic-ns-host/root
@@ -135,15 +133,11 @@ exec {EXE} once
     lines = result.stdout.splitlines()
     assert lines[0] == "pid=1"  # really inside a new PID namespace
     records = [json.loads(line) for line in lines[1:]]
-    mounts = {
-        r["tags"]["mountpoint"]: r["fields"]["total_bytes"]
-        for r in records
-        if r["measurement"] == "disk"
-    }
+    mounts = {r["mountpoint"]: r["total_bytes"] for r in records if r["measurement"] == "disk"}
     assert "/tmp/sic-ns-only" not in mounts  # the namespace's own mount is not the host's
     assert not any(m.startswith("/tmp/sic-ns-host") for m in mounts)
     assert mounts["/"] == host_mounts["/"]
-    cpus = {r["tags"]["cpu"] for r in records if r["measurement"] == "cpu"}
+    cpus = {r["cpu"] for r in records if r["measurement"] == "cpu"}
     assert len(cpus) == (os.cpu_count() or 1) + 1
 
 
@@ -171,12 +165,12 @@ def test_a_hung_mount_neither_freezes_the_ticks_nor_blocks_the_exit(tmp_path: Pa
     assert not [e for e in events if e["event"] in ("tick_overrun", "collector_failed")]
     ticks: dict[str, set[str]] = {}
     for r in run["records"]:
-        ticks.setdefault(r["ts"], set()).add(r["tags"].get("mountpoint", r["measurement"]))
+        ticks.setdefault(r["ts"], set()).add(r.get("mountpoint", r["measurement"]))
     stamps = sorted(ticks)
     times = [datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps]
     assert {round(b - a, 3) for a, b in itertools.pairwise(times)} == {0.1}  # no slot lost
     assert all(seen == {"memory", "/"} for seen in ticks.values()), ticks  # the rest measured
     once = summary["once"]
     assert once["returncode"] == 0 and once["seconds"] < 5.0, once["stderr"]
-    assert {r["tags"].get("mountpoint") for r in once["records"]} >= {"/"}
-    assert mountpoint not in {r["tags"].get("mountpoint") for r in once["records"]}
+    assert {r.get("mountpoint") for r in once["records"]} >= {"/"}
+    assert mountpoint not in {r.get("mountpoint") for r in once["records"]}

@@ -117,7 +117,7 @@ def test_once_prints_one_sample_of_every_collector_from_the_host_proc() -> None:
     memory = next(r for r in records if r["measurement"] == "memory")
     assert memory["host"] == "node-a.example"  # the host's <proc>/sys/kernel/hostname
     assert memory["tags"] == {"env": "test"}
-    assert memory["fields"]["total_bytes"] == 8_000_000 * 1024
+    assert memory["total_bytes"] == 8_000_000 * 1024
     assert memory["ts"].endswith("Z")
     assert len({r["ts"] for r in records}) == 1
 

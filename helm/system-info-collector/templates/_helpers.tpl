@@ -114,6 +114,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "sic.envVar" (list "SIC_TAGS" (join "," $tags)) }}
 {{- end }}
 {{- include "sic.envVar" (list "SIC_SHUTDOWN_TIMEOUT" $v.shutdownTimeout) }}
+{{- include "sic.envVar" (list "SIC_LOCK_TIMEOUT" $v.lockTimeout) }}
+{{- include "sic.envVar" (list "SIC_STDOUT_LAYOUT" $v.stdout.layout) }}
 {{- include "sic.envVar" (list "SIC_COLLECTORS" (join "," $v.collectors.enabled)) }}
 {{- range $name := list "cpu" "memory" "disk" "diskio" "net" "system" "pressure" "vmstat" "filefd" "sockets" }}
 {{- include "sic.envVar" (list (printf "SIC_%s_INTERVAL" (upper $name)) (index $v.collectors.intervals $name | default "")) }}

@@ -41,7 +41,7 @@ class Sink(Protocol):
 def _stdout(settings: Settings, metrics: Metrics) -> Sink:
     from system_info_collector.sinks.stdout import StdoutSink
 
-    return StdoutSink()
+    return StdoutSink(layout=settings.stdout_layout)
 
 
 def _csv(settings: Settings, metrics: Metrics) -> Sink:

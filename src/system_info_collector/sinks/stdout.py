@@ -1,4 +1,12 @@
-"""JSON lines on standard output: one object per record (also the format of ``once``)."""
+"""JSON lines on standard output: one object per record (also the format of ``once``).
+
+Layout ``columns`` (``SIC_STDOUT_LAYOUT``, the default) is the CSV file's row as an object:
+``measurement``, then the CSV columns in their order -- ``ts``, ``host``, the entity and label
+columns (``cpu``, ``mountpoint``, …), every field, and ``tags`` holding the other labels (the
+static ``SIC_TAGS``), exactly what the CSV ``tags`` column holds. Layout ``nested`` is the
+earlier shape, ``{"measurement", "ts", "host", "tags": {all labels}, "fields": {…}}``, kept for
+parsers written against it (and used by the expected-output fixtures).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +21,39 @@ from typing import TextIO
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.model import Record
+from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks import CheckResult
+
+LAYOUTS = ("columns", "nested")
+
+
+def _ts(record: Record) -> str:
+    return record.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def record_line(record: Record, layout: str = "columns") -> str:
+    """One record as one JSON object in ``layout`` (see the module docstring)."""
+    spec = MEASUREMENTS.get(record.measurement)
+    if layout == "nested" or spec is None:
+        return record_json(record)
+    tags = record.tags
+    labels = spec.label_columns
+    obj: dict[str, object] = {"measurement": record.measurement, "ts": _ts(record),
+                              "host": record.host}  # fmt: skip
+    for column in labels:
+        obj[column] = tags.get(column, "")
+    for f in spec.fields:
+        obj[f.name] = record.fields.get(f.name)
+    obj["tags"] = {k: tags[k] for k in sorted(tags) if k not in labels}
+    return json.dumps(obj, separators=(",", ":"))
 
 
 def record_json(record: Record) -> str:
+    """The ``nested`` layout."""
     return json.dumps(
         {
             "measurement": record.measurement,
-            "ts": record.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": _ts(record),
             "host": record.host,
             "tags": dict(record.tags),
             "fields": dict(record.fields),
@@ -32,8 +65,9 @@ def record_json(record: Record) -> str:
 class StdoutSink:
     name = "stdout"
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, layout: str = "columns") -> None:
         self._stream = stream
+        self._layout = layout
         self._closed = False
 
     def open(self) -> None:
@@ -44,7 +78,7 @@ class StdoutSink:
         if self._closed:
             raise PermanentSinkError("standard output was closed by its reader")
         try:
-            stream.write("".join(record_json(r) + "\n" for r in batch))
+            stream.write("".join(record_line(r, self._layout) + "\n" for r in batch))
             stream.flush()
         except BrokenPipeError as exc:
             self._reader_gone(stream)
