@@ -174,10 +174,15 @@ def test_copytruncate_of_an_active_file_restarts_it_with_a_header(tmp_path: Path
     finally:
         c.kill()
     after = memory.read_bytes()
-    assert b"\0" not in after and after.startswith(copied[: copied.index(b"\n") + 1])
-    assert after.count(b"\nts,") == 0 and copied.count(b"\n") + after.count(b"\n") - 2 == len(
-        c.stdout_records("memory")
-    ), "a record was lost or duplicated around the truncation"
+    header = copied[: copied.index(b"\n") + 1]
+    assert b"\0" not in after and after.startswith(header) and after.count(header) == 1
+    stamps = [line.split(b",", 1)[0] for line in (copied + after).splitlines()
+              if not line.startswith(b"ts,")]  # fmt: skip
+    emitted = [r["ts"].encode() for r in c.stdout_records("memory")]
+    assert len(stamps) == len(set(stamps)), "a row was written twice around the truncation"
+    # Every row is in logrotate's copy or in the restarted file, except (at most) one written
+    # in the instant between the copy and the cut -- copytruncate's own race.
+    assert set(stamps) <= set(emitted) and len(set(emitted) - set(stamps)) <= 1
 
 
 def test_a_file_with_a_nul_hole_keeps_its_valid_rows_at_start(tmp_path: Path) -> None:
