@@ -294,7 +294,7 @@ def test_net_on_a_bridge_network_reports_the_hosts_interfaces(image: str, data_d
         timeout=60,
     )
     after = host_net_dev()
-    reported = {r["tags"]["interface"]: r["fields"] for r in map(json.loads, result.stdout.split())}
+    reported = {r["interface"]: fields_of(r) for r in map(json.loads, result.stdout.split())}
     # veth pairs come and go with other containers; the rest must match one for one.
     stable = {n for n in set(before) & set(after) if not n.startswith("veth")}
     assert {n for n in reported if not n.startswith("veth")} == stable, reported.keys()

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 def once(*collectors: str, **env: str) -> list[dict[str, Any]]:
+    # these tests read the records as {"tags": {...}, "fields": {...}} (SIC_STDOUT_LAYOUT=nested)
+    env = {"SIC_STDOUT_LAYOUT": "nested", **env}
     result = run_cli("once", env=clean_env(SIC_COLLECTORS=",".join(collectors), **env))
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
