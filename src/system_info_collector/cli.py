@@ -178,15 +178,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def directory_locks(settings: Settings) -> DirLocks:
-    """The locks of the directories ``run`` writes: the CSV directory and the spool."""
+    """The locks of the directories ``run`` writes: the CSV directory and every spool."""
     from system_info_collector.sinks.csv import directory_mode
 
     wanted = []
     if "csv" in settings.sinks:
         mode = settings.csv.file_mode  # as the CSV sink would create them
         wanted.append(DirLock(settings.csv.directory, "SIC_CSV_DIR", directory_mode(mode), mode))
-    if "postgres" in settings.sinks:
-        wanted.append(DirLock(settings.postgres.spool_dir, "SIC_DB_SPOOL_DIR"))
+    for sink in settings.sinks:  # every write-ahead spool (SIC_<SINK>_BUFFER=disk)
+        buffer = settings.buffer(sink)
+        if buffer.kind == "disk":
+            variable = "SIC_DB_SPOOL_DIR" if sink == "postgres" else f"SIC_{sink.upper()}_SPOOL_DIR"
+            wanted.append(DirLock(buffer.spool_dir, variable))
     seen: set[str] = set()
     locks = []
     for lock in wanted:
