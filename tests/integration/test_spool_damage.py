@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from system_info_collector.sinks.stdout import record_json
+from system_info_collector.sinks.stdout import record_line
 from system_info_collector.spool import HEADER, decode_batch, scan
 from tests.helpers import poll
 from tests.integration.conftest import Collector, PgServer, _free_port
@@ -47,7 +47,7 @@ def flip_byte(spool: str, at: float) -> set[Key]:
     entries, damaged = scan(data)
     assert not damaged
     off, end, _ = next(e for e in entries if e[0] <= pos < e[1])
-    hit = [json.loads(record_json(r)) for r in decode_batch(data[off + HEADER.size : end])]
+    hit = [json.loads(record_line(r)) for r in decode_batch(data[off + HEADER.size : end])]
     with open(segments[0], "r+b") as handle:
         handle.seek(pos)
         handle.write(bytes([data[pos] ^ 0x20]))
@@ -113,7 +113,7 @@ def entry_keys(segment: Path) -> set[Key]:
     data = segment.read_bytes()
     entries, _ = scan(data)
     records = [r for off, end, _ in entries for r in decode_batch(data[off + HEADER.size : end])]
-    return set(stdout_keys([json.loads(record_json(r)) for r in records]))
+    return set(stdout_keys([json.loads(record_line(r)) for r in records]))
 
 
 def test_a_segment_truncated_to_zero_while_draining_loses_only_what_it_held(
