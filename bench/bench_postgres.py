@@ -186,7 +186,7 @@ def real_tick() -> list[Record]:
 
 
 def tick_cycle_cost(settings: PostgresSettings) -> None:
-    """The sink thread's (and the append's) CPU per tick, as SpoolWorker runs them."""
+    """The sink thread's (and the append's) CPU per tick, as the SinkWorker runs them."""
     tick = real_tick()
     sink = PostgresSink(settings, retry=RetrySettings(), metrics=Metrics())
     with tempfile.TemporaryDirectory(dir=os.environ.get("SIC_BENCH_SPOOL_DIR")) as tmp:
