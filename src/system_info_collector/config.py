@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import environs
@@ -89,6 +89,20 @@ class BufferSettings:
     flush_interval: float = 0.0  # 0: write as soon as something is pending
 
 
+HostMetricsMode = Literal["node", "sic", "off"]
+HOST_METRICS_MODES: tuple[HostMetricsMode, ...] = ("node", "sic", "off")
+# Earlier releases took a boolean: true meant "expose host metrics", false none.
+_HOST_METRICS_LEGACY: dict[str, HostMetricsMode] = {
+    "true": "node",
+    "1": "node",
+    "yes": "node",
+    "on": "node",
+    "false": "off",
+    "0": "off",
+    "no": "off",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteWriteSettings:
     url: str | None = None
@@ -110,7 +124,7 @@ class OtlpSettings:
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     listen: str = ":9808"
-    host_metrics: bool = True
+    host_metrics: HostMetricsMode = "node"
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +258,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             return default
         return value
 
+    def host_metrics_mode() -> HostMetricsMode:
+        raw = get("SIC_PROMETHEUS_HOST_METRICS", "node").strip().lower() or "node"
+        mode = _HOST_METRICS_LEGACY.get(raw, raw)
+        for allowed in HOST_METRICS_MODES:
+            if mode == allowed:
+                return allowed
+        problems.append(
+            f"SIC_PROMETHEUS_HOST_METRICS={get('SIC_PROMETHEUS_HOST_METRICS')!r}: expected "
+            "node (node_exporter's names), sic (the project's names) or off"
+        )
+        return "node"
+
     interval = e.duration("SIC_INTERVAL", "1s")
     collectors = e.names("SIC_COLLECTORS", ",".join(DEFAULT_COLLECTORS))
     # Unset: the base interval (and an invalid SIC_INTERVAL is reported once, not per collector).
@@ -305,7 +331,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     http = HttpSettings(
         listen=get("SIC_HTTP_LISTEN", ":9808").strip(),
-        host_metrics=e.bool("SIC_PROMETHEUS_HOST_METRICS", True),
+        host_metrics=host_metrics_mode(),
     )
     remote_write = RemoteWriteSettings(
         url=get("SIC_REMOTE_WRITE_URL", "").strip() or None,

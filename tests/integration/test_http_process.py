@@ -128,8 +128,8 @@ def test_scrapes_see_the_counters_move_and_probes_pass(collector: Collector) -> 
     assert second["sic_tick_duration_seconds_count"] == second["sic_ticks_total"]
     written = "sic_sink_rows_written_total,sink=stdout"
     poll(lambda: collector.metrics()[written] > first.get(written, 0), what="rows written")
-    assert second["sic_memory_available_bytes"] > 0
-    assert any(k.startswith("sic_cpu_usage_percent,cpu=") for k in second)
+    assert second["node_memory_MemAvailable_bytes"] > 0
+    assert any(k.startswith("node_cpu_seconds_total,cpu=0,") for k in second)
     assert second["sic_build_info,version=" + _version()] == 1
 
     status, body = collector.get("/readyz")

@@ -8,6 +8,7 @@ pipe nobody reads (the way a stuck log shipper blocks a container's stdout).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -26,9 +27,11 @@ from prometheus_client.samples import Sample
 
 from system_info_collector.agent import Agent
 from system_info_collector.config import BufferSettings, RetrySettings, Settings
-from system_info_collector.http import HostMetricsCollector, HttpServer, Probes, host_metric_name
+from system_info_collector.exposition import HostMetricsCollector, sic_metric_name
+from system_info_collector.http import HttpServer
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
+from system_info_collector.probes import Probes
 from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
 from system_info_collector.sinks import Sink
@@ -133,72 +136,118 @@ def test_metrics_expose_the_collectors_own_numbers_and_they_move() -> None:
     assert second["sic_build_info"][0].labels["version"]
 
 
+def tick_with_cpu(agent: Agent) -> list[Record]:
+    """Tick until a tick has CPU records (clock ticks must pass between two readings)."""
+
+    def once() -> list[Record] | None:
+        records = tick(agent)
+        return records if any(r.measurement == "cpu" for r in records) else None
+
+    return poll(once, what="a tick with cpu records")
+
+
 def test_host_metrics_come_from_the_last_tick() -> None:
     agent = make_agent(collectors=("cpu", "memory"))
     with serving(agent) as server:
-        # CPU shares need clock ticks to pass between two readings of /proc/stat
-        def tick_with_cpu() -> list[Record] | None:
-            records = tick(agent)
-            has_total = any(r.tags.get("cpu") == "cpu-total" for r in records)
-            return records if has_total else None
-
-        records = poll(tick_with_cpu, what="a tick with a cpu-total record")
+        records = tick_with_cpu(agent)
         metrics = scrape(server)
     memory = next(r for r in records if r.measurement == "memory")
-    [available] = metrics["sic_memory_available_bytes"]
+    [available] = metrics["node_memory_MemAvailable_bytes"]
     assert available.value == memory.fields["available_bytes"]  # the same reading, not a new one
-    cpus = {s.labels["cpu"]: s.value for s in metrics["sic_cpu_usage_percent"]}
-    assert "cpu-total" in cpus and all(0 <= v <= 100 for v in cpus.values())
+    seconds = metrics["node_cpu_seconds_total"]
+    cpus = {s.labels["cpu"] for s in seconds}
+    assert cpus == {str(n) for n in range(len(cpus))}  # "0", "1", …: no cpu-total
+    modes = {"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
+    assert {s.labels["mode"] for s in seconds} == modes
+    assert all(s.value >= 0 for s in seconds)
     stamps = {
         s.labels["measurement"]: s.value for s in metrics["sic_host_sample_timestamp_seconds"]
     }
     assert stamps["memory"] == memory.ts.timestamp()
 
 
+def test_cpu_counters_only_grow_between_scrapes() -> None:
+    agent = make_agent(collectors=("cpu",))
+    with serving(agent) as server:
+        tick_with_cpu(agent)
+        first = {
+            tuple(s.labels.values()): s.value for s in scrape(server)["node_cpu_seconds_total"]
+        }
+        busy_until = time.monotonic() + 0.05
+        while time.monotonic() < busy_until:
+            pass
+        tick_with_cpu(agent)
+        second = {
+            tuple(s.labels.values()): s.value for s in scrape(server)["node_cpu_seconds_total"]
+        }
+    assert first.keys() == second.keys()
+    assert all(second[k] >= first[k] for k in first)
+    assert sum(second.values()) > sum(first.values())
+
+
+def test_sic_mode_has_the_project_names_as_counters_and_ratios() -> None:
+    agent = make_agent(collectors=("cpu", "memory"))
+    with serving(agent, host_metrics="sic") as server:
+        records = tick_with_cpu(agent)
+        metrics = scrape(server)
+    memory = next(r for r in records if r.measurement == "memory")
+    [ratio] = metrics["sic_memory_used_ratio"]
+    assert ratio.value == pytest.approx(memory.fields["used_percent"] / 100)
+    assert 0 <= ratio.value <= 1
+    assert metrics["sic_memory_available_bytes"][0].value == memory.fields["available_bytes"]
+    cpus = {s.labels["cpu"] for s in metrics["sic_cpu_seconds_total"]}
+    assert cpus and "cpu-total" not in cpus
+    assert not [n for n in metrics if n.endswith("_percent") or n.startswith("node_")]
+
+
 def test_host_metrics_can_be_switched_off() -> None:
     agent = make_agent()
-    with serving(agent, host_metrics=False) as server:
+    with serving(agent, host_metrics="off") as server:
         tick(agent)
         metrics = scrape(server)
     assert "sic_ticks_total" in metrics
-    assert not [name for name in metrics if name.startswith(("sic_memory", "sic_host_"))]
+    assert not [name for name in metrics if name.startswith(("sic_memory", "sic_host_", "node_"))]
 
 
-def test_host_metric_names_follow_prometheus_conventions() -> None:
-    assert host_metric_name("cpu", "usage_percent") == "sic_cpu_usage_percent"
-    assert host_metric_name("memory", "available_bytes") == "sic_memory_available_bytes"
-    assert host_metric_name("disk", "available_bytes") == "sic_filesystem_avail_bytes"
-    assert host_metric_name("disk", "total_bytes") == "sic_filesystem_size_bytes"
-    assert host_metric_name("disk", "inodes_total") == "sic_filesystem_inodes"
-    assert host_metric_name("diskio", "read_bytes_total") == "sic_diskio_read_bytes_total"
+def test_sic_metric_names_follow_prometheus_conventions() -> None:
+    assert sic_metric_name("cpu", "usage_percent") == "sic_cpu_usage_ratio"
+    assert sic_metric_name("memory", "available_bytes") == "sic_memory_available_bytes"
+    assert sic_metric_name("disk", "available_bytes") == "sic_filesystem_avail_bytes"
+    assert sic_metric_name("disk", "total_bytes") == "sic_filesystem_size_bytes"
+    assert sic_metric_name("disk", "inodes_total") == "sic_filesystem_inodes"
+    assert sic_metric_name("disk", "inodes_used_percent") == "sic_filesystem_inodes_used_ratio"
+    assert sic_metric_name("diskio", "read_bytes_total") == "sic_diskio_read_bytes_total"
 
 
 def _families(collector: HostMetricsCollector) -> dict[str, Any]:
     return {f.name: f for f in collector.collect()}
 
 
-def test_disk_and_diskio_labels_types_and_static_tags() -> None:
-    now = time.time()
-    ts = datetime.fromtimestamp(now, UTC)
-    agent = make_agent()
-    records = [
+def _disk_records(ts: datetime) -> list[Record]:
+    return [
         Record(
             "disk",
             ts,
             "h",
             {"mountpoint": "/data", "device": "/dev/vdb", "fstype": "xfs", "env": "prod"},
-            {"available_bytes": 1000, "total_bytes": 4000, "inodes_total": 10},
+            {"available_bytes": 1000, "total_bytes": 4000, "inodes_total": 10, "used_percent": 50},
         ),
         Record(
             "diskio",
             ts,
             "h",
             {"device": "vdb", "env": "prod"},
-            {"read_bytes_total": 512, "utilization_percent": 12.5},
+            {"read_bytes_total": 512, "utilization_percent": 12.5, "reads_per_second": 3.0},
         ),
     ]
-    agent.latest = {r.measurement: [r] for r in records}
-    families = _families(HostMetricsCollector(agent, clock=lambda: now))
+
+
+def test_sic_mode_disk_and_diskio_labels_types_and_static_tags() -> None:
+    now = time.time()
+    agent = make_agent()
+    agent.settings = dataclasses.replace(agent.settings, tags={"env": "prod"})
+    agent.latest = {r.measurement: [r] for r in _disk_records(datetime.fromtimestamp(now, UTC))}
+    families = _families(HostMetricsCollector(agent, "sic", clock=lambda: now))
     avail = families["sic_filesystem_avail_bytes"]
     assert avail.type == "gauge"
     assert avail.samples[0].labels == {
@@ -208,18 +257,38 @@ def test_disk_and_diskio_labels_types_and_static_tags() -> None:
         "env": "prod",
     }
     assert avail.samples[0].value == 1000
+    assert families["sic_filesystem_used_ratio"].samples[0].value == 0.5
     assert families["sic_filesystem_inodes"].type == "gauge"
     read = families["sic_diskio_read_bytes"]  # a counter family: exposed as ..._total
     assert read.type == "counter" and read.samples[0].name == "sic_diskio_read_bytes_total"
     assert read.samples[0].labels == {"device": "vdb", "env": "prod"}
-    assert families["sic_diskio_utilization_percent"].type == "gauge"
+    assert families["sic_diskio_utilization_ratio"].samples[0].value == 0.125
+    assert "sic_diskio_reads_per_second" not in families  # rate() of the counter instead
+
+
+def test_node_mode_filesystem_from_records_and_the_mount_table(tmp_path: Any) -> None:
+    now = time.time()
+    agent = make_agent(collectors=("disk",))
+    agent.settings = dataclasses.replace(agent.settings, tags={"env": "prod"})
+    agent.latest = {"disk": [_disk_records(datetime.fromtimestamp(now, UTC))[0]]}
+    families = _families(HostMetricsCollector(agent, "node", clock=lambda: now))
+    labels = {"device": "/dev/vdb", "fstype": "xfs", "mountpoint": "/data", "env": "prod"}
+    for name, value in [
+        ("node_filesystem_size_bytes", 4000),
+        ("node_filesystem_avail_bytes", 1000),
+        ("node_filesystem_files", 10),
+        ("node_filesystem_device_error", 0),
+        ("node_filesystem_readonly", 0),
+    ]:
+        [sample] = families[name].samples
+        assert (sample.labels, sample.value) == (labels, value), name
 
 
 def test_a_slower_collector_keeps_its_last_sample_until_it_is_stale() -> None:
     clock = [1_000_000.0]
     ts = datetime.fromtimestamp(clock[0], UTC)
     agent = make_agent()
-    collector = HostMetricsCollector(agent, clock=lambda: clock[0])
+    collector = HostMetricsCollector(agent, "sic", clock=lambda: clock[0])
     disk = Record("disk", ts, "h", {"mountpoint": "/", "device": "d", "fstype": "ext4"},
                   {"available_bytes": 1})  # fmt: skip
     memory = Record("memory", ts, "h", {}, {"available_bytes": 2})

@@ -1,8 +1,15 @@
-"""CPU time shares from ``<proc>/stat`` counter deltas (total as ``cpu-total`` and per CPU)."""
+"""CPU time shares from ``<proc>/stat`` counter deltas (total as ``cpu-total`` and per CPU).
+
+The provider also keeps its last reading (:attr:`CpuProvider.reading`): the raw cumulative
+counters, which ``/metrics`` serves as counters (``node_cpu_seconds_total``) instead of the
+shares, together with the kernel-wide lines of the same file (boot time, context switches, …).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from system_info_collector.collector import (
     Collector,
@@ -19,7 +26,7 @@ from system_info_collector.providers._read import ProcFile, read_text
 
 # Column order of the cpu lines in /proc/stat (proc(5)); guest/guest_nice are already counted
 # in user/nice, so they are not part of the total.
-_COLUMNS = (
+COLUMNS = (
     "user",
     "nice",
     "system",
@@ -32,8 +39,22 @@ _COLUMNS = (
     "guest_nice",
 )
 _TOTAL_COLUMNS = 8
-CPU_STATES = _COLUMNS[:_TOTAL_COLUMNS]
-CPU_GUEST_STATES = _COLUMNS[_TOTAL_COLUMNS:]
+# The kernel-wide lines of /proc/stat kept for /metrics (first number of each line).
+STAT_LINES = ("btime", "ctxt", "intr", "processes", "procs_running", "procs_blocked")
+USER_HZ = os.sysconf("SC_CLK_TCK")  # /proc/stat counts in these ticks per second (100)
+
+
+@dataclass(frozen=True, slots=True)
+class StatReading:
+    """One reading of /proc/stat: per-CPU counters in ticks (``cpu-total`` is the ``cpu`` line)
+    in :data:`COLUMNS` order, and the kernel-wide counters of :data:`STAT_LINES` found."""
+
+    cpus: dict[str, tuple[int, ...]]
+    kernel: dict[str, int] = field(default_factory=dict)
+
+
+CPU_STATES = COLUMNS[:_TOTAL_COLUMNS]
+CPU_GUEST_STATES = COLUMNS[_TOTAL_COLUMNS:]
 CPU_SUM_TOLERANCE = 0.5  # percent points
 
 MEASUREMENT = Measurement(
@@ -57,9 +78,20 @@ MEASUREMENT = Measurement(
 
 def parse_stat(text: str, path: str = "stat") -> dict[str, tuple[int, ...]]:
     """``{"cpu-total": (user, …, guest_nice), "cpu0": …}`` from the text of /proc/stat."""
+    return read_stat(text, path).cpus
+
+
+def read_stat(text: str, path: str = "stat") -> StatReading:
+    """The CPU lines and the kernel-wide lines of /proc/stat."""
     cpus: dict[str, tuple[int, ...]] = {}
+    kernel: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.startswith("cpu"):
+            key, _, rest = line.partition(" ")
+            if key in STAT_LINES:
+                first = rest.split(None, 1)
+                if first and first[0].isdigit():
+                    kernel[key] = int(first[0])
             continue
         parts = line.split()
         if len(parts) < 8:  # user..softirq exist since Linux 2.6.0
@@ -69,10 +101,10 @@ def parse_stat(text: str, path: str = "stat") -> dict[str, tuple[int, ...]]:
         except ValueError:
             raise ProviderError(f"{path}: line {lineno}: non-numeric counter: {line!r}") from None
         name = "cpu-total" if parts[0] == "cpu" else parts[0]
-        cpus[name] = values + (0,) * (len(_COLUMNS) - len(values))
+        cpus[name] = values + (0,) * (len(COLUMNS) - len(values))
     if "cpu-total" not in cpus:
         raise ProviderError(f"{path}: no 'cpu' line (is this a procfs stat file?)")
-    return cpus
+    return StatReading(cpus, kernel)
 
 
 def shares(prev: tuple[int, ...], cur: tuple[int, ...]) -> dict[str, float] | None:
@@ -83,9 +115,7 @@ def shares(prev: tuple[int, ...], cur: tuple[int, ...]) -> dict[str, float] | No
     total = sum(deltas[:_TOTAL_COLUMNS])
     if total <= 0:
         return None
-    fields = {
-        f"{name}_percent": 100.0 * d / total for name, d in zip(_COLUMNS, deltas, strict=True)
-    }
+    fields = {f"{name}_percent": 100.0 * d / total for name, d in zip(COLUMNS, deltas, strict=True)}
     busy = total - deltas[3] - deltas[4]
     fields["usage_percent"] = 100.0 * busy / total
     return fields
@@ -98,12 +128,16 @@ class CpuProvider:
         self._path = paths.proc_path("stat")
         self._file = ProcFile(self._path)
         self._prev: dict[str, tuple[int, ...]] = {}
+        self.reading: StatReading | None = None  # the last one (replaced whole: thread-safe)
 
     def prime(self) -> None:
-        self._prev = parse_stat(self._file.read(), self._path)
+        reading = read_stat(self._file.read(), self._path)
+        self._prev = reading.cpus
+        self.reading = reading
 
     def collect(self) -> list[Sample]:
-        current = parse_stat(self._file.read(), self._path)
+        reading = read_stat(self._file.read(), self._path)
+        current = reading.cpus
         samples = []
         for cpu, values in current.items():
             prev = self._prev.get(cpu)
@@ -112,6 +146,7 @@ class CpuProvider:
                 samples.append(Sample({"cpu": cpu}, fields))
         # CPUs that went offline drop out; new or reset ones start again from this reading.
         self._prev = current
+        self.reading = reading
         return samples
 
     def close(self) -> None:

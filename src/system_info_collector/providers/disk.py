@@ -6,6 +6,9 @@ Each mount is measured with ``statvfs(<root>/<mountpoint>)``. Network and usersp
 are measured in a daemon thread of their own with a deadline, so one hung NFS or FUSE mount cannot
 freeze a tick nor keep the process from exiting (a thread pool's threads are joined at exit): a
 mount whose previous call has not returned is skipped until it does, so hung calls never pile up.
+
+The provider keeps its last reading (:attr:`DiskProvider.reading`: every selected mount and
+whether it could be measured) for ``/metrics`` (``node_filesystem_readonly``/``device_error``).
 """
 
 from __future__ import annotations
@@ -112,6 +115,13 @@ class Mount:
     mountpoint: str  # as the host sees it
     fstype: str
     source: str
+    readonly: bool = False  # "ro" in the mount's or the superblock's options
+
+
+@dataclass(frozen=True, slots=True)
+class MountState:
+    mount: Mount
+    error: bool  # statvfs failed or did not return in time
 
 
 def _unescape(text: str) -> str:
@@ -137,6 +147,7 @@ def parse_mountinfo(text: str, path: str = "mountinfo") -> list[Mount]:
                     mountpoint=_unescape(parts[4]),
                     fstype=parts[sep + 1],
                     source=_unescape(parts[sep + 2]),
+                    readonly="ro" in parts[5].split(",") or "ro" in parts[sep + 3].split(","),
                 )
             )
         except (ValueError, IndexError):
@@ -227,6 +238,7 @@ class DiskProvider:
         self._pending: dict[str, Future[os.statvfs_result]] = {}
         self._failing: set[str] = set()
         self.failed_parts = 0  # mounts the last collect() could not measure
+        self.reading: list[MountState] = []  # the last collect()'s mounts (replaced whole)
 
     def mounts(self) -> list[Mount]:
         text = self._file.read()
@@ -254,6 +266,7 @@ class DiskProvider:
         if futures:
             wait([f for f in futures.values() if not f.done()], timeout=self._timeout)
         samples = []
+        states = []
         self.failed_parts = 0
         for mount in mounts:
             future = futures.get(mount.mountpoint)
@@ -261,18 +274,22 @@ class DiskProvider:
                 if future is not None:
                     self._pending[mount.mountpoint] = future
                 self._fail(mount, f"statvfs did not return within {self._timeout:g}s")
+                states.append(MountState(mount, error=True))
                 continue
             self._pending.pop(mount.mountpoint, None)
             try:
                 st = future.result()
             except OSError as exc:
                 self._fail(mount, exc.strerror or str(exc))
+                states.append(MountState(mount, error=True))
                 continue
             self._recover(mount)
             if st.f_blocks == 0:
                 continue  # pseudo filesystem without blocks
             tags = {"mountpoint": mount.mountpoint, "device": mount.source, "fstype": mount.fstype}
             samples.append(Sample(tags, usage_fields(st)))
+            states.append(MountState(mount, error=False))
+        self.reading = states
         return samples
 
     def _fail(self, mount: Mount, reason: str) -> None:

@@ -1,4 +1,8 @@
-"""Block device I/O counters and per-interval rates from ``<proc>/diskstats``."""
+"""Block device I/O counters and per-interval rates from ``<proc>/diskstats``.
+
+The provider keeps its last reading (:attr:`DiskIOProvider.reading`: every counter of every
+device kept, as :class:`DiskCounters`) for ``/metrics`` (``node_disk_*``).
+"""
 
 from __future__ import annotations
 
@@ -79,8 +83,49 @@ class DiskStats(NamedTuple):
     io_ms: int
 
 
+# The columns after the device name (Documentation/admin-guide/iostats.rst); the discard
+# columns exist since Linux 4.18, the flush columns since 5.5 (absent from older kernels' lines).
+DISKSTATS_COLUMNS = (
+    "reads",
+    "reads_merged",
+    "read_sectors",
+    "read_ms",
+    "writes",
+    "writes_merged",
+    "write_sectors",
+    "write_ms",
+    "io_now",
+    "io_ms",
+    "io_weighted_ms",
+    "discards",
+    "discards_merged",
+    "discard_sectors",
+    "discard_ms",
+    "flushes",
+    "flush_ms",
+)
+DiskCounters = dict[str, dict[str, int]]  # device -> DISKSTATS_COLUMNS -> value
+
+
 def parse_diskstats(text: str, path: str = "diskstats") -> dict[str, DiskStats]:
-    devices: dict[str, DiskStats] = {}
+    return {d: _stats(c) for d, c in read_diskstats(text, path).items()}
+
+
+def _stats(c: dict[str, int]) -> DiskStats:
+    return DiskStats(
+        c["reads"],
+        c["read_sectors"],
+        c["read_ms"],
+        c["writes"],
+        c["write_sectors"],
+        c["write_ms"],
+        c["io_ms"],
+    )
+
+
+def read_diskstats(text: str, path: str = "diskstats") -> DiskCounters:
+    """Every counter of every device line."""
+    devices: DiskCounters = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -88,10 +133,10 @@ def parse_diskstats(text: str, path: str = "diskstats") -> dict[str, DiskStats]:
         if len(parts) < 14:
             raise ProviderError(f"{path}: line {lineno}: expected at least 14 fields: {line!r}")
         try:
-            n = [int(v) for v in parts[3:14]]
+            n = [int(v) for v in parts[3 : 3 + len(DISKSTATS_COLUMNS)]]
         except ValueError:
             raise ProviderError(f"{path}: line {lineno}: non-numeric counter: {line!r}") from None
-        devices[parts[2]] = DiskStats(n[0], n[2], n[3], n[4], n[6], n[7], n[9])
+        devices[parts[2]] = dict(zip(DISKSTATS_COLUMNS, n, strict=False))
     return devices
 
 
@@ -109,10 +154,13 @@ class DiskIOProvider:
         self._file = ProcFile(self._path)
         self._exclude = devices_exclude
         self._prev: Previous[DiskStats] = Previous(clock)
+        self.reading: DiskCounters = {}  # the last one, excluded devices left out (replaced whole)
 
     def _read(self) -> dict[str, DiskStats]:
-        stats = parse_diskstats(self._file.read(), self._path)
-        return {d: s for d, s in stats.items() if not self._exclude.search(d)}
+        counters = read_diskstats(self._file.read(), self._path)
+        kept = {d: c for d, c in counters.items() if not self._exclude.search(d)}
+        self.reading = kept
+        return {d: _stats(c) for d, c in kept.items()}
 
     def prime(self) -> None:
         self._prev.start(self._read())

@@ -1,8 +1,13 @@
-"""Memory and swap from ``<proc>/meminfo`` with the definitions of ``free`` (procps-ng 4)."""
+"""Memory and swap from ``<proc>/meminfo`` with the definitions of ``free`` (procps-ng 4).
+
+The provider keeps its last reading (:attr:`MemoryProvider.reading`, every line of the file)
+for ``/metrics``, which serves all of it as node_exporter does (``node_memory_<Key>_bytes``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from system_info_collector.collector import (
     Collector,
@@ -40,8 +45,22 @@ MEASUREMENT = Measurement(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class MeminfoReading:
+    """Every line of meminfo: ``values`` in bytes (or counts for the lines without a unit,
+    named in ``unitless``: HugePages_Total, …)."""
+
+    values: dict[str, int]
+    unitless: frozenset[str]
+
+
 def parse_meminfo(text: str, path: str = "meminfo") -> dict[str, int]:
+    return read_meminfo(text, path).values
+
+
+def read_meminfo(text: str, path: str = "meminfo") -> MeminfoReading:
     values: dict[str, int] = {}
+    unitless: set[str] = set()
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if len(parts) < 2 or parts[0][-1] != ":":
@@ -50,11 +69,16 @@ def parse_meminfo(text: str, path: str = "meminfo") -> dict[str, int]:
             number = int(parts[1])
         except ValueError:
             raise ProviderError(f"{path}: line {lineno}: non-numeric value: {line!r}") from None
-        values[parts[0][:-1]] = number * 1024 if len(parts) == 3 and parts[2] == "kB" else number
+        key = parts[0][:-1]
+        if len(parts) == 3 and parts[2] == "kB":
+            values[key] = number * 1024
+        else:
+            values[key] = number
+            unitless.add(key)
     for required in ("MemTotal", "MemFree"):
         if required not in values:
             raise ProviderError(f"{path}: missing {required} (truncated or not a meminfo file?)")
-    return values
+    return MeminfoReading(values, frozenset(unitless))
 
 
 def memory_fields(info: dict[str, int]) -> dict[str, FieldValue]:
@@ -90,12 +114,15 @@ class MemoryProvider:
     def __init__(self, paths: HostPaths) -> None:
         self._path = paths.proc_path("meminfo")
         self._file = ProcFile(self._path)
+        self.reading: MeminfoReading | None = None  # the last one (replaced whole)
 
     def prime(self) -> None:
         pass
 
     def collect(self) -> list[Sample]:
-        return [Sample({}, memory_fields(parse_meminfo(self._file.read(), self._path)))]
+        reading = read_meminfo(self._file.read(), self._path)
+        self.reading = reading
+        return [Sample({}, memory_fields(reading.values))]
 
     def close(self) -> None:
         self._file.close()

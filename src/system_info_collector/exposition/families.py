@@ -1,0 +1,61 @@
+"""What a mapping gets (:class:`View`) and what it fills (:class:`Families`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from system_info_collector.model import Record
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One measurement as the ticks left it: its fresh newest records (one per entity) and its
+    provider's last reading (``None`` for a provider that keeps none)."""
+
+    measurement: str
+    records: Sequence[Record]
+    reading: object | None
+
+
+class Family:
+    def __init__(self, metric: GaugeMetricFamily | CounterMetricFamily, static: Sequence[str]):
+        self.metric = metric
+        self._static = list(static)
+
+    def add(self, labels: Sequence[str], value: float) -> None:
+        self.metric.add_metric([*labels, *self._static], float(value))
+
+
+class Families:
+    """The families of one scrape, by name; the static ``SIC_TAGS`` labels go on every series
+    (``host`` is not one: Prometheus adds ``instance``)."""
+
+    def __init__(self, static: Mapping[str, str]) -> None:
+        self._static = dict(static)
+        self._families: dict[str, Family] = {}
+
+    def _family(self, kind: str, name: str, help_: str, labels: Sequence[str]) -> Family:
+        family = self._families.get(name)
+        if family is None:
+            # A static label named like one of the family's own (``mode``…) gives way to it.
+            static = [(k, v) for k, v in self._static.items() if k not in labels]
+            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            metric = cls(name, help_, labels=[*labels, *(k for k, _ in static)])
+            family = Family(metric, [v for _, v in static])
+            self._families[name] = family
+        return family
+
+    def gauge(self, name: str, help_: str, labels: Sequence[str] = ()) -> Family:
+        return self._family("gauge", name, help_, labels)
+
+    def counter(self, name: str, help_: str, labels: Sequence[str] = ()) -> Family:
+        """``name`` ends in ``_total`` (prometheus_client adds it back)."""
+        return self._family("counter", name, help_, labels)
+
+    def metrics(self) -> Iterator[Metric]:
+        for family in self._families.values():
+            if family.metric.samples:
+                yield family.metric

@@ -1,0 +1,269 @@
+"""node_exporter 1.5's names, labels, label values and units, one mapping per measurement.
+
+Each mapping reads one :class:`~.families.View` (the measurement's fresh records and its
+provider's last reading) and fills the families node_exporter's collector of the same data
+would expose. Differences that remain are listed in docs/operations.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from system_info_collector.exposition.families import Families, View
+from system_info_collector.providers.cpu import COLUMNS, USER_HZ, StatReading
+from system_info_collector.providers.disk import MountState
+from system_info_collector.providers.diskio import SECTOR_BYTES
+from system_info_collector.providers.memory import MeminfoReading
+
+_CPU_MODES = COLUMNS[:8]  # user … steal; guest and guest_nice have a family of their own
+
+
+def _cpu_order(name: str) -> tuple[int, str]:
+    number = name[3:]
+    return (int(number), "") if number.isdigit() else (1 << 30, name)
+
+
+def node_cpu(view: View, out: Families) -> None:
+    """node_exporter's ``cpu`` and ``stat`` collectors: both read /proc/stat."""
+    reading = view.reading
+    if not isinstance(reading, StatReading):
+        return
+    seconds = out.counter(
+        "node_cpu_seconds_total", "Seconds the CPUs spent in each mode.", ["cpu", "mode"]
+    )
+    guest = out.counter(
+        "node_cpu_guest_seconds_total",
+        "Seconds the CPUs spent in guests (VMs) for each mode.",
+        ["cpu", "mode"],
+    )
+    for name in sorted(reading.cpus, key=_cpu_order):
+        if name == "cpu-total":  # node_exporter has no total series: sum() the CPUs
+            continue
+        ticks = reading.cpus[name]
+        cpu = name[3:]  # "cpu0" -> "0"
+        for mode, value in zip(_CPU_MODES, ticks, strict=False):
+            seconds.add([cpu, mode], value / USER_HZ)
+        guest.add([cpu, "user"], ticks[8] / USER_HZ)
+        guest.add([cpu, "nice"], ticks[9] / USER_HZ)
+    kernel = reading.kernel
+    for key, kind, name, help_ in _STAT:
+        if key in kernel:
+            family = out.counter(name, help_) if kind == "counter" else out.gauge(name, help_)
+            family.add([], kernel[key])
+
+
+_STAT = (
+    ("btime", "gauge", "node_boot_time_seconds", "Node boot time, in unixtime."),
+    ("ctxt", "counter", "node_context_switches_total", "Total number of context switches."),
+    ("intr", "counter", "node_intr_total", "Total number of interrupts serviced."),
+    ("processes", "counter", "node_forks_total", "Total number of forks."),
+    ("procs_running", "gauge", "node_procs_running", "Number of processes in runnable state."),
+    (
+        "procs_blocked",
+        "gauge",
+        "node_procs_blocked",
+        "Number of processes blocked waiting for I/O to complete.",
+    ),
+)
+
+
+def meminfo_metric_name(key: str, unitless: bool) -> str:
+    """``Active(anon)`` -> ``node_memory_Active_anon_bytes`` (node_exporter's meminfo names)."""
+    name = key.replace("(", "_").replace(")", "")
+    return f"node_memory_{name}" if unitless else f"node_memory_{name}_bytes"
+
+
+def node_memory(view: View, out: Families) -> None:
+    """node_exporter's ``meminfo`` collector: every line of /proc/meminfo."""
+    reading = view.reading
+    if not isinstance(reading, MeminfoReading):
+        return
+    for key, value in reading.values.items():
+        name = meminfo_metric_name(key, key in reading.unitless)
+        out.gauge(name, f"Memory information field {name[len('node_memory_') :]}.").add([], value)
+
+
+_FS_LABELS = ("device", "fstype", "mountpoint")
+_FS_VALUES = (
+    ("node_filesystem_size_bytes", "Filesystem size in bytes.", "total_bytes"),
+    ("node_filesystem_free_bytes", "Filesystem free space in bytes.", "free_bytes"),
+    (
+        "node_filesystem_avail_bytes",
+        "Filesystem space available to non-root users in bytes.",
+        "available_bytes",
+    ),
+    ("node_filesystem_files", "Filesystem total file nodes.", "inodes_total"),
+    ("node_filesystem_files_free", "Filesystem total free file nodes.", "inodes_free"),
+)
+
+
+def node_filesystem(view: View, out: Families) -> None:
+    """node_exporter's ``filesystem`` collector, from the disk records and the mount table."""
+    states: dict[str, MountState] = {}
+    if isinstance(view.reading, list):
+        states = {s.mount.mountpoint: s for s in view.reading if isinstance(s, MountState)}
+    error = out.gauge(
+        "node_filesystem_device_error",
+        "Whether an error occurred while getting statistics for the given device.",
+        _FS_LABELS,
+    )
+    readonly = out.gauge("node_filesystem_readonly", "Filesystem read-only status.", _FS_LABELS)
+    values = [(out.gauge(name, help_, _FS_LABELS), field) for name, help_, field in _FS_VALUES]
+    for state in states.values():
+        if state.error:  # as node_exporter: the error and read-only flags, no sizes
+            labels = [state.mount.source, state.mount.fstype, state.mount.mountpoint]
+            error.add(labels, 1)
+            readonly.add(labels, state.mount.readonly)
+    for record in view.records:
+        known = states.get(record.tags.get("mountpoint", ""))
+        if known is not None and known.error:
+            continue
+        labels = [record.tags.get(k, "") for k in _FS_LABELS]
+        error.add(labels, 0)
+        readonly.add(labels, known.mount.readonly if known is not None else 0)
+        for family, field in values:
+            value = record.fields.get(field)
+            if value is not None:
+                family.add(labels, value)
+
+
+def _ms(value: int) -> float:
+    return value / 1000.0
+
+
+def _sectors(value: int) -> float:
+    return float(value * SECTOR_BYTES)
+
+
+def _same(value: int) -> float:
+    return float(value)
+
+
+# (diskstats column, kind, name, help, unit conversion), in node_exporter's order
+_DISK: tuple[tuple[str, str, str, str, Callable[[int], float]], ...] = (
+    (
+        "reads",
+        "counter",
+        "reads_completed_total",
+        "The total number of reads completed successfully.",
+        _same,
+    ),
+    ("reads_merged", "counter", "reads_merged_total", "The total number of reads merged.", _same),
+    (
+        "read_sectors",
+        "counter",
+        "read_bytes_total",
+        "The total number of bytes read successfully.",
+        _sectors,
+    ),
+    (
+        "read_ms",
+        "counter",
+        "read_time_seconds_total",
+        "The total number of seconds spent by all reads.",
+        _ms,
+    ),
+    (
+        "writes",
+        "counter",
+        "writes_completed_total",
+        "The total number of writes completed successfully.",
+        _same,
+    ),
+    ("writes_merged", "counter", "writes_merged_total", "The number of writes merged.", _same),
+    (
+        "write_sectors",
+        "counter",
+        "written_bytes_total",
+        "The total number of bytes written successfully.",
+        _sectors,
+    ),
+    (
+        "write_ms",
+        "counter",
+        "write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        _ms,
+    ),
+    ("io_now", "gauge", "io_now", "The number of I/Os currently in progress.", _same),
+    ("io_ms", "counter", "io_time_seconds_total", "Total seconds spent doing I/Os.", _ms),
+    (
+        "io_weighted_ms",
+        "counter",
+        "io_time_weighted_seconds_total",
+        "The weighted # of seconds spent doing I/Os.",
+        _ms,
+    ),
+    (
+        "discards",
+        "counter",
+        "discards_completed_total",
+        "The total number of discards completed successfully.",
+        _same,
+    ),
+    (
+        "discards_merged",
+        "counter",
+        "discards_merged_total",
+        "The total number of discards merged.",
+        _same,
+    ),
+    (
+        "discard_sectors",
+        "counter",
+        "discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        _same,
+    ),
+    (
+        "discard_ms",
+        "counter",
+        "discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        _ms,
+    ),
+    (
+        "flushes",
+        "counter",
+        "flush_requests_total",
+        "The total number of flush requests completed successfully",
+        _same,
+    ),
+    (
+        "flush_ms",
+        "counter",
+        "flush_requests_time_seconds_total",
+        "This is the total number of seconds spent by all flush requests.",
+        _ms,
+    ),
+)
+
+
+def node_disk(view: View, out: Families) -> None:
+    """node_exporter's ``diskstats`` collector: every column of /proc/diskstats."""
+    reading = view.reading
+    if not isinstance(reading, dict):
+        return
+    # Every device of the last reading, also one whose counters went back (re-created: the
+    # provider has no rates for it this time, but Prometheus' rate() handles the reset).
+    devices = sorted(reading) if view.records else []
+    for column, kind, name, help_, convert in _DISK:
+        full = f"node_disk_{name}"
+        for device in devices:
+            value = reading[device].get(column)
+            if value is None:
+                continue  # a column older kernels do not have (discards < 4.18, flush < 5.5)
+            family = (
+                out.counter(full, help_, ["device"])
+                if kind == "counter"
+                else out.gauge(full, help_, ["device"])
+            )
+            family.add([device], convert(value))
+
+
+NODE: Mapping[str, Callable[[View, Families], None]] = {
+    "cpu": node_cpu,
+    "memory": node_memory,
+    "disk": node_filesystem,
+    "diskio": node_disk,
+}

@@ -1,0 +1,158 @@
+"""``/metrics`` in ``node`` mode against the real node_exporter 1.5 (Debian's package).
+
+Both read the same procfs: a canned tree (node_exporter's ``--path.procfs``, our
+``SIC_HOST_PROC``), where every family must match to the sample — name, type, help, label
+names, label values and value — and the real host, where names, types and label sets must match
+and slow-moving values agree. The families node_exporter has and we do not are the ones listed
+in docs/operations.md, nothing more.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from system_info_collector.agent import Agent
+from system_info_collector.config import Settings
+from system_info_collector.exposition import HostMetricsCollector
+from system_info_collector.hostpaths import HostPaths
+from system_info_collector.metrics import Metrics
+from system_info_collector.providers import build_providers
+from system_info_collector.scheduler import Tick
+from tests.helpers import PROC_FIXTURES, poll
+from tests.integration.promstack import collector, get, node_exporter, promtool
+
+pytestmark = pytest.mark.integration
+
+# node_exporter families of the collectors we match that we do not serve (docs/operations.md).
+NOT_SERVED = {"node_disk_info"}  # udev's model/serial/wwn: not read by the collector
+NE_FIXTURE_COLLECTORS = ("cpu", "stat", "meminfo", "diskstats")
+NE_FSTYPES_EXCLUDE = (  # node_exporter 1.5's --collector.filesystem.fs-types-exclude default
+    "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660"
+    "|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$"
+)
+
+
+def families(text: str) -> dict[str, Metric]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def samples(family: Metric) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(s.labels.items())): s.value for s in family.samples}
+
+
+def _ours(proc: Path, collectors: tuple[str, ...]) -> Iterator[Agent]:
+    settings = Settings(
+        collectors=collectors, sinks=(), host_paths=HostPaths(proc=str(proc), sys=str(proc))
+    )
+    agent = Agent(settings, build_providers(settings), [], Metrics(), host="h")
+    agent.start()
+    yield agent
+    agent.close()
+
+
+def test_a_canned_proc_tree_gives_node_exporters_families_sample_for_sample(
+    tmp_path: Path,
+) -> None:
+    proc = tmp_path / "proc"
+    shutil.copytree(PROC_FIXTURES / "basic", proc)
+    (tmp_path / "sys").mkdir()
+    agents = _ours(proc, ("cpu", "memory", "diskio"))
+    agent = next(agents)
+    for later in (PROC_FIXTURES / "basic" / "later").iterdir():  # the counters move
+        shutil.copy(later, proc / later.name)
+    now = datetime.now(UTC).replace(microsecond=0)
+    agent.tick(Tick(1, now, 0.0, 0.0))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HostMetricsCollector(agent, "node", clock=now.timestamp))
+    ours = {n: f for n, f in families(generate_latest(registry).decode()).items()}
+    next(agents, None)
+
+    args = [f"--path.procfs={proc}", f"--path.sysfs={tmp_path / 'sys'}"]
+    args += ["--collector.disable-defaults", *(f"--collector.{c}" for c in NE_FIXTURE_COLLECTORS)]
+    with node_exporter(tmp_path, *args) as address:
+        status, body = get(f"http://{address}/metrics")
+    assert status == 200
+    theirs = {n: f for n, f in families(body.decode()).items() if n.startswith("node_")}
+    theirs = {
+        n: f
+        for n, f in theirs.items()
+        if not n.startswith(("node_scrape", "node_textfile", "node_exporter_"))
+    }
+
+    ours_node = {n: f for n, f in ours.items() if n.startswith("node_")}
+    assert set(theirs) - set(ours_node) == NOT_SERVED
+    assert set(ours_node) <= set(theirs)
+    for name, family in ours_node.items():
+        assert (family.type, family.documentation) == (
+            theirs[name].type,
+            theirs[name].documentation,
+        ), name
+        assert samples(family) == samples(theirs[name]), name
+
+
+def _root_mount() -> tuple[str, str]:
+    for line in Path("/proc/1/mountinfo").read_text().splitlines():
+        parts = line.split(" ")
+        if parts[4] == "/":
+            sep = parts.index("-", 6)
+            return parts[sep + 2], parts[sep + 1]
+    raise AssertionError("no root mount")
+
+
+ROOT_DEVICE, ROOT_FSTYPE = _root_mount()
+
+
+def test_the_real_host_gives_node_exporters_names_labels_and_values(tmp_path: Path) -> None:
+    # node_exporter's own filesystem type filter (ours also leaves out tmpfs and the like)
+    env = {"SIC_DISK_FSTYPES_EXCLUDE": NE_FSTYPES_EXCLUDE}
+    with node_exporter(tmp_path) as ne, collector(tmp_path, **env) as sic:
+
+        def scrape_with_cpu() -> str | None:
+            text = get(f"http://{sic}/metrics")[1].decode()
+            return text if "node_cpu_seconds_total" in text else None
+
+        ours_text = poll(scrape_with_cpu, what="cpu counters on /metrics")
+        theirs_text = get(f"http://{ne}/metrics")[1].decode()
+    ours, theirs = families(ours_text), families(theirs_text)
+    ours_node = {n: f for n, f in ours.items() if n.startswith("node_")}
+    prefixes = ("node_cpu_", "node_memory_", "node_filesystem_", "node_disk_", "node_boot_")
+    expected = {n for n in theirs if n.startswith(prefixes)} - NOT_SERVED
+    # node_exporter's stat collector (the parser names counters without _total)
+    expected |= {"node_context_switches", "node_intr", "node_forks"}
+    expected |= {"node_procs_running", "node_procs_blocked"}
+    assert expected - set(ours_node) == set(), "node_exporter families we do not serve"
+    assert set(ours_node) - set(theirs) == set(), "families node_exporter does not have"
+    for name, family in ours_node.items():
+        mine, other = samples(family), samples(theirs[name])
+        assert family.type == theirs[name].type, name
+        assert {tuple(k for k, _ in key) for key in mine} == {
+            tuple(k for k, _ in key) for key in other
+        }, f"{name}: label names"
+        if name.startswith(("node_cpu_", "node_memory_")):
+            assert set(mine) == set(other), f"{name}: label values"
+        elif name.startswith(("node_filesystem_", "node_disk_")):
+            # Ours: one series per filesystem (bind mounts counted once), no zram (see
+            # docs/operations.md); the root filesystem and the real disks are in both.
+            assert set(mine) & set(other), f"{name}: no series in common"
+    root = (("device", ROOT_DEVICE), ("fstype", ROOT_FSTYPE), ("mountpoint", "/"))
+    for name in ("node_filesystem_size_bytes", "node_filesystem_readonly", "node_filesystem_files"):
+        assert samples(ours[name])[root] == samples(theirs[name])[root], name
+    for name in ("node_memory_MemTotal_bytes", "node_boot_time_seconds"):
+        assert samples(ours[name]) == samples(theirs[name]), name
+
+    # promtool's lint: nothing beyond what it says of node_exporter's same names (meminfo's
+    # CamelCase keys), and nothing at all of the collector's own families.
+    lint_ours = promtool("check", "metrics", input=ours_text)
+    lint_theirs = promtool("check", "metrics", input=theirs_text)
+    problems = set(lint_ours.stdout.splitlines() + lint_ours.stderr.splitlines())
+    known = set(lint_theirs.stdout.splitlines() + lint_theirs.stderr.splitlines())
+    assert problems - known == set()
+    assert not [p for p in problems if p.startswith("sic_")]
