@@ -55,6 +55,7 @@ render() {  # render TEMPLATE TARGET: the chart's output without Helm's own book
 }
 render serviceaccount.yaml 10-serviceaccount.yaml
 render daemonset.yaml 20-daemonset.yaml
+render service.yaml 30-service.yaml
 
 # `Kustomization` (no extension) rather than kustomization.yaml: kustomize finds it, and
 # `kubectl apply -f k8s/` skips it instead of failing on a kind the API server does not know.
@@ -68,5 +69,6 @@ resources:
   - 00-namespace.yaml
   - 10-serviceaccount.yaml
   - 20-daemonset.yaml
+  - 30-service.yaml
 YAML
 } >"$OUT/Kustomization"

@@ -7,6 +7,7 @@ puts them there); the tests skip with a reason where they are missing (a failure
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import re
 import shutil
@@ -111,7 +112,9 @@ def test_rendering_is_valid_kubernetes(helm: str, values: Path | None, tmp_path:
 def test_a_typo_in_values_fails(helm: str) -> None:
     for bad in (["--set", "intervall=5s"], ["--set", "csv.rotateSise=1GB"],
                 ["--set", "csv.compress=zstd"], ["--set", "interval=fast"],
-                ["--set", "collectors.enabled={cpu,gpu}"]):  # fmt: skip
+                ["--set", "collectors.enabled={cpu,gpu}"], ["--set", "http.hostMetrics=true"],
+                ["--set", "prometheus.monitor.enable=true"],
+                ["--set", "hostNetwork=yes"]):  # fmt: skip
         result = subprocess.run(
             [helm, "template", "sic", str(CHART), *bad], capture_output=True, text=True
         )
@@ -242,8 +245,8 @@ def test_k8s_directory_is_the_charts_rendering(helm: str, tmp_path: Path) -> Non
 
 def test_kustomize_builds_valid_manifests(kubectl: str, tmp_path: Path) -> None:
     manifests = run(kubectl, "kustomize", str(ROOT / "k8s"))
-    kinds = [d["kind"] for d in documents(manifests)]
-    assert sorted(kinds) == ["DaemonSet", "Namespace", "ServiceAccount"]
+    found_kinds = [d["kind"] for d in documents(manifests)]
+    assert sorted(found_kinds) == ["DaemonSet", "Namespace", "Service", "ServiceAccount"]
     kubernetes_validate(manifests, tmp_path)
     namespace = next(d for d in documents(manifests) if d["kind"] == "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
@@ -268,3 +271,181 @@ def test_postgres_example_patch_applies(kubectl: str, tmp_path: Path) -> None:
 def test_chart_packages(helm: str, tmp_path: Path) -> None:
     out = run(helm, "package", str(CHART), "--destination", str(tmp_path))
     assert (tmp_path / "system-info-collector-0.1.0.tgz").is_file(), out
+
+
+# -- Prometheus, Grafana and the usual knobs ------------------------------------------------
+PROMTOOL_TESTS = ROOT / "tests" / "promtool" / "alerts-test.yml"
+DASHBOARDS = CHART / "dashboards"
+
+
+def kinds(manifests: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for d in documents(manifests):
+        out.setdefault(d["kind"], []).append(d)
+    return out
+
+
+def scenario(helm: str, name: str, *more: str) -> str:
+    return template(helm, "-f", str(CHART / "ci" / f"{name}-values.yaml"), *more)
+
+
+def test_defaults_have_a_service_prometheus_finds_by_its_annotations(helm: str) -> None:
+    found = kinds(template(helm))
+    (service,) = found["Service"]
+    assert service["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9808",
+        "prometheus.io/path": "/metrics",
+    }
+    pod = daemonset(template(helm))["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 9808, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert (
+        pod["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "true"
+    )
+    assert not {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"} & set(found)
+    env = {e["name"]: e.get("value") for e in collector(template(helm))["env"]}
+    assert env["SIC_PROMETHEUS_HOST_METRICS"] == "node"
+
+
+def _node_relabelings(endpoint: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in endpoint.get("relabelings", [])
+            if r.get("sourceLabels") == ["__meta_kubernetes_pod_node_name"]]  # fmt: skip
+
+
+def test_service_monitor_names_series_after_the_node(helm: str) -> None:
+    manifests = scenario(helm, "service-monitor")
+    found = kinds(manifests)
+    (monitor,) = found["ServiceMonitor"]
+    (service,) = found["Service"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert {r["targetLabel"] for r in _node_relabelings(endpoint)} == {"instance", "node"}
+    assert endpoint["relabelings"][-1]["targetLabel"] == "zone"  # the user's come after
+    assert endpoint["metricRelabelings"][0]["action"] == "drop"
+    assert monitor["spec"]["attachMetadata"] == {"node": True}
+    # the annotation is off, so annotation-based discovery does not scrape a second time
+    assert service["metadata"]["annotations"] == {"prometheus.io/scrape": "false"}
+
+
+def test_pod_monitor_without_a_service(helm: str) -> None:
+    found = kinds(scenario(helm, "pod-monitor"))
+    assert "Service" not in found
+    (monitor,) = found["PodMonitor"]
+    assert monitor["metadata"]["namespace"] == "monitoring"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["monitoring"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "http" and endpoint["honorLabels"] is True
+    assert not _node_relabelings(endpoint)  # nodeNameAsInstance: false
+    assert monitor["spec"]["podTargetLabels"] == ["team"]
+    with_node_names = template(helm, "--set", "prometheus.podMonitor.enabled=true")
+    (monitor,) = kinds(with_node_names)["PodMonitor"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert {r["targetLabel"] for r in _node_relabelings(endpoint)} == {"instance", "node"}
+    result = subprocess.run(
+        [helm, "template", "sic", str(CHART), "--set", "service.enabled=false",
+         "--set", "prometheus.monitor.enabled=true"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "service.enabled" in result.stderr
+
+
+def test_host_network_and_pid_toggles(helm: str) -> None:
+    pod = daemonset(scenario(helm, "host-network"))["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["hostPID"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"  # Service names still resolve
+    (service,) = kinds(scenario(helm, "host-network"))["Service"]
+    assert service["spec"]["internalTrafficPolicy"] == "Local"
+
+
+def test_the_usual_knobs(helm: str) -> None:
+    manifests = scenario(helm, "hardening")
+    found = kinds(manifests)
+    for doc in documents(manifests):
+        assert doc["metadata"]["labels"]["cost-center"] == "1234", doc["kind"]
+        assert doc["metadata"]["namespace"] == "observability", doc["kind"]
+    ds = daemonset(manifests)
+    assert ds["metadata"]["annotations"] == {"owner": "sre"}
+    assert ds["spec"]["revisionHistoryLimit"] == 3
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [
+        {"name": n} for n in ("sic-creds", "mirror-creds", "shared-creds")
+    ]
+    assert pod["priorityClassName"] == "system-node-critical"
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert containers["collector"]["image"].startswith("mirror.example.internal/")
+    assert containers["collector"]["args"] == ["run", "--interval", "2s"]
+    assert "log-tail" in containers
+    assert [c["name"] for c in pod["initContainers"]] == ["wait-for-disk", "chown-data"]
+    (policy,) = found["NetworkPolicy"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= (
+        ds["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert ingress["from"][0]["namespaceSelector"]
+    (vpa,) = found["VerticalPodAutoscaler"]
+    assert vpa["spec"]["targetRef"] == {"apiVersion": "apps/v1", "kind": "DaemonSet",
+                                        "name": ds["metadata"]["name"]}  # fmt: skip
+    (policy_,) = vpa["spec"]["resourcePolicy"]["containerPolicies"]
+    assert policy_["containerName"] == "collector"
+    # the CLI takes the extra arguments after `run`
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("system-info-collector")), "run", "--help"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "--interval" in result.stdout
+
+
+def _rules_file(manifests: str, path: Path) -> Path:
+    (rule,) = kinds(manifests)["PrometheusRule"]
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8")
+    return path
+
+
+def test_alert_rules_pass_promtool_check_and_unit_tests(helm: str, tmp_path: Path) -> None:
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    rules = _rules_file(template(helm, "--set", "prometheus.rules.enabled=true"),
+                        tmp_path / "rules.yml")  # fmt: skip
+    run(promtool, "check", "rules", str(rules))
+    shutil.copy(PROMTOOL_TESTS, tmp_path / PROMTOOL_TESTS.name)
+    out = run(promtool, "test", "rules", str(tmp_path / PROMTOOL_TESTS.name))
+    assert "SUCCESS" in out
+    # every alert of the chart has a unit test
+    alerts = {r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}
+    tested = set(re.findall(r"alertname: (\w+)", PROMTOOL_TESTS.read_text(encoding="utf-8")))
+    assert alerts == tested
+
+    custom = _rules_file(scenario(helm, "service-monitor"), tmp_path / "custom.yml")
+    run(promtool, "check", "rules", str(custom))
+    groups = {g["name"]: g["rules"] for g in yaml.safe_load(custom.read_text())["groups"]}
+    names = {r.get("alert") for rules_ in groups.values() for r in rules_}
+    assert "SICCPUHighUsage" not in names and "SICCollectorDown" in names
+    assert all(r["labels"]["team"] == "sre" for r in groups["system-info-collector.host"])
+    assert groups["site"][0]["record"] == "cluster:node_cpu_utilisation:avg"
+
+
+def test_dashboards_are_configmaps_for_the_grafana_sidecar(helm: str) -> None:
+    maps = kinds(scenario(helm, "service-monitor"))["ConfigMap"]
+    assert len(maps) == 2
+    uids = set()
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["namespace"] == "grafana"
+        assert cm["metadata"]["annotations"] == {"grafana_folder": "Infrastructure"}
+        ((name, text),) = cm["data"].items()
+        dashboard = json.loads(text)
+        assert text.strip() == (DASHBOARDS / name).read_text(encoding="utf-8").strip()
+        assert dashboard["panels"] and dashboard["title"].startswith("System info collector")
+        uids.add(dashboard["uid"])
+    assert len(uids) == 2
+    only_pg = kinds(template(helm, "--set", "dashboards.enabled=true",
+                             "--set", "dashboards.prometheus=false"))["ConfigMap"]  # fmt: skip
+    assert [list(cm["data"]) for cm in only_pg] == [["system-info-collector-postgres.json"]]

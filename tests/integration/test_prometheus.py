@@ -9,6 +9,7 @@ can differ by. Nothing is translated: the collector's job gets node_exporter's q
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,10 @@ MACROS = {
     "[W]": f"[{WINDOW}]",
 }
 CHECKS_FILE = Path(__file__).with_name("node_mixin_checks.yml")
+DASHBOARD = (
+    Path(__file__).resolve().parents[2]
+    / "helm/system-info-collector/dashboards/system-info-collector-prometheus.json"
+)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,40 @@ def compare(server: Prometheus, check: Check, at: float) -> list[str]:
     ]
 
 
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target of the chart's Prometheus dashboard, and the
+    series behind its variables (``label_values(X, label)``: X)."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            expr = variable["query"]["query"]
+            inner = re.fullmatch(r"label_values\((.+), *(\w+)\)", expr)
+            assert inner, expr
+            queries.append((f"variable {variable['name']}", inner.group(1)))
+    return queries
+
+
+def dashboard_problems(server: Prometheus, at: float) -> list[str]:
+    """Every query, with the dashboard's variables set to the collector's job: it must return
+    series (node_* queries: also on node_exporter's job, with the same label names)."""
+    problems = []
+    for title, expr in dashboard_queries():
+        for job in JOBS:
+            if job == "node" and "sic_" in expr:
+                continue
+            concrete = (
+                expr.replace("$job", job)
+                .replace("$instance", ".+")
+                .replace("$__rate_interval", WINDOW)
+            )
+            assert "$" not in concrete, concrete
+            result = server.query(concrete, at)
+            if not result:
+                problems.append(f"dashboard {title!r} on job {job}: no series from {concrete}")
+    return problems
+
+
 def test_node_mixin_rules_and_dashboard_queries_agree_on_both_jobs(tmp_path: Path) -> None:
     recording, checks = load_checks()
     rules = write_rules(tmp_path, recording)
@@ -107,6 +146,7 @@ def test_node_mixin_rules_and_dashboard_queries_agree_on_both_jobs(tmp_path: Pat
         )
         at = time.time() - 0.5
         problems = [p for check in checks for p in compare(server, check, at)]
+        problems += dashboard_problems(server, at)
         elapsed = time.time() - started
     assert not problems, "\n".join(problems)
     assert elapsed < 25

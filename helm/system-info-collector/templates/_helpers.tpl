@@ -33,6 +33,44 @@ app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | qu
 app.kubernetes.io/component: agent
 app.kubernetes.io/part-of: system-info-collector
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ tpl (toYaml .) $ }}
+{{- end }}
+{{- end }}
+
+{{/* The namespace of every namespaced object. */}}
+{{- define "sic.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride }}
+{{- end }}
+
+{{/* imagePullSecrets entries from image.pullSecrets, imagePullSecrets and global.imagePullSecrets
+     (each a name or a {name: ...} object), without duplicates. */}}
+{{- define "sic.pullSecrets" -}}
+{{- $names := list }}
+{{- range concat (.Values.image.pullSecrets | default list) (.Values.imagePullSecrets | default list) ((.Values.global).imagePullSecrets | default list) }}
+{{- $name := . }}{{ if kindIs "map" . }}{{ $name = .name }}{{ end }}
+{{- if not (has $name $names) }}{{ $names = append $names $name }}{{ end }}
+{{- end }}
+{{- range $names }}
+- name: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The label matchers the alerts and dashboards select the collector's series with. */}}
+{{- define "sic.rulesSelector" -}}
+{{- .Values.prometheus.rules.selector | default (printf "job=%q" (include "sic.name" .)) }}
+{{- end }}
+
+{{/* Relabelings that make `instance` and `node` the node's name (Service- and PodMonitor). */}}
+{{- define "sic.nodeRelabelings" -}}
+{{- if .Values.prometheus.nodeNameAsInstance }}
+- sourceLabels: [__meta_kubernetes_pod_node_name]
+  targetLabel: instance
+  action: replace
+- sourceLabels: [__meta_kubernetes_pod_node_name]
+  targetLabel: node
+  action: replace
+{{- end }}
 {{- end }}
 
 {{- define "sic.serviceAccountName" -}}
@@ -46,7 +84,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* registry/repository:tag, registry/repository@digest or registry/repository:tag@digest. */}}
 {{- define "sic.image" -}}
 {{- $repo := .Values.image.repository }}
-{{- if .Values.image.registry }}{{ $repo = printf "%s/%s" .Values.image.registry $repo }}{{ end }}
+{{- $registry := (.Values.global).imageRegistry | default .Values.image.registry }}
+{{- if $registry }}{{ $repo = printf "%s/%s" $registry $repo }}{{ end }}
 {{- $tag := .Values.image.tag | default .Chart.AppVersion | toString }}
 {{- if .Values.image.digest }}
 {{- if .Values.image.tag }}{{ printf "%s:%s@%s" $repo $tag .Values.image.digest }}{{ else }}{{ printf "%s@%s" $repo .Values.image.digest }}{{ end }}
