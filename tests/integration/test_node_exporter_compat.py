@@ -156,3 +156,21 @@ def test_the_real_host_gives_node_exporters_names_labels_and_values(tmp_path: Pa
     known = set(lint_theirs.stdout.splitlines() + lint_theirs.stderr.splitlines())
     assert problems - known == set()
     assert not [p for p in problems if p.startswith("sic_")]
+
+
+def test_sic_mode_is_lint_clean_counters_and_ratios(tmp_path: Path) -> None:
+    with collector(tmp_path, SIC_PROMETHEUS_HOST_METRICS="sic") as sic:
+
+        def scrape_with_cpu() -> str | None:
+            text = get(f"http://{sic}/metrics")[1].decode()
+            return text if "sic_cpu_seconds_total" in text else None
+
+        text = poll(scrape_with_cpu, what="cpu counters on /metrics")
+    lint = promtool("check", "metrics", input=text)
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
+    found = families(text)
+    assert not [n for n in found if n.startswith("node_")]
+    assert found["sic_cpu_seconds"].type == "counter"
+    ratios = [s.value for n, f in found.items() if n.endswith("_ratio") for s in f.samples]
+    assert ratios and all(0 <= v <= 1 for v in ratios)
+    assert not [n for n in found if n.endswith(("_percent", "_per_second"))]

@@ -129,3 +129,26 @@ def test_a_csv_file_name_where_a_directory_belongs_is_explained(tmp_path: Path) 
     assert load_settings({"SIC_CSV_DIR": str(tmp_path / "odd.csv")}).csv.directory.endswith(
         "odd.csv"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        ("", "node"),
+        ("node", "node"),
+        ("SIC", "sic"),
+        ("off", "off"),
+        ("true", "node"),
+        ("false", "off"),
+    ],
+)
+def test_host_metrics_mode_with_the_booleans_of_earlier_releases(value: str, mode: str) -> None:
+    settings = load_settings({"SIC_PROMETHEUS_HOST_METRICS": value})
+    assert settings.http.host_metrics == mode
+
+
+def test_an_unknown_host_metrics_mode_names_the_choices() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({"SIC_PROMETHEUS_HOST_METRICS": "prometheus"})
+    assert "SIC_PROMETHEUS_HOST_METRICS='prometheus'" in str(err.value)
+    assert "node" in str(err.value) and "sic" in str(err.value) and "off" in str(err.value)
