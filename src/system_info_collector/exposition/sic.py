@@ -23,14 +23,21 @@ _RENAME = {
 }
 
 
-def sic_metric_name(measurement: str, field: str) -> str:
-    """``("disk", "available_bytes")`` -> ``"sic_filesystem_avail_bytes"``;
-    ``("memory", "used_percent")`` -> ``"sic_memory_used_ratio"``."""
+def record_metric_name(measurement: str, field: str) -> str:
+    """A record field's Prometheus name, unit kept: ``("disk", "available_bytes")`` ->
+    ``"sic_filesystem_avail_bytes"``, ``("cpu", "usage_percent")`` -> ``"sic_cpu_usage_percent"``
+    (what the push sinks send for every field of a record)."""
     prefix = _PREFIX.get(measurement, f"sic_{measurement}")
-    name = _RENAME.get((measurement, field), field)
+    return f"{prefix}_{_RENAME.get((measurement, field), field)}"
+
+
+def sic_metric_name(measurement: str, field: str) -> str:
+    """The ``sic`` mode's name: :func:`record_metric_name`, with ``*_percent`` served as a 0-1
+    ``*_ratio``: ``("memory", "used_percent")`` -> ``"sic_memory_used_ratio"``."""
+    name = record_metric_name(measurement, field)
     if name.endswith("_percent"):
         name = name[: -len("_percent")] + "_ratio"
-    return f"{prefix}_{name}"
+    return name
 
 
 def sic_generic(view: View, out: Families) -> None:
