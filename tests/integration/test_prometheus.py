@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from system_info_collector.providers import COLLECTORS
 from tests.helpers import poll
 from tests.integration.promstack import Prometheus, collector, node_exporter, prometheus
 
@@ -142,7 +143,12 @@ def test_node_mixin_rules_and_dashboard_queries_agree_on_both_jobs(tmp_path: Pat
     rules = write_rules(tmp_path, recording)
     with (
         node_exporter(tmp_path) as ne,
-        collector(tmp_path, SIC_INTERVAL="1s") as sic,
+        collector(
+            tmp_path,
+            SIC_INTERVAL="1s",
+            SIC_COLLECTORS=",".join(COLLECTORS),
+            SIC_NET_INTERFACES_EXCLUDE="^$",  # node_exporter's default: every interface
+        ) as sic,
         prometheus(tmp_path, {"node": ne, "sic": sic}, rule_files=[rules]) as server,
     ):
         started = time.time()

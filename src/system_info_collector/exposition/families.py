@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
 
 from system_info_collector.model import Record
 
@@ -20,12 +25,27 @@ class View:
     reading: object | None
 
 
+_Metric = GaugeMetricFamily | CounterMetricFamily | UnknownMetricFamily
+_KINDS: dict[str, type[_Metric]] = {
+    "counter": CounterMetricFamily,
+    "gauge": GaugeMetricFamily,
+    "untyped": UnknownMetricFamily,
+}
+
+
 class Family:
-    def __init__(self, metric: GaugeMetricFamily | CounterMetricFamily, static: Sequence[str]):
+    def __init__(self, metric: _Metric, static: Sequence[str]):
         self.metric = metric
         self._static = list(static)
+        self._seen: set[tuple[str, ...]] = set()
 
     def add(self, labels: Sequence[str], value: float) -> None:
+        """One series; a second value for the same labels is ignored (two mappings may fill
+        one family from the same file: ``cpu`` and ``system`` both read /proc/stat)."""
+        key = tuple(labels)
+        if key in self._seen:
+            return
+        self._seen.add(key)
         self.metric.add_metric([*labels, *self._static], float(value))
 
 
@@ -42,8 +62,7 @@ class Families:
         if family is None:
             # A static label named like one of the family's own (``mode``…) gives way to it.
             static = [(k, v) for k, v in self._static.items() if k not in labels]
-            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            metric = cls(name, help_, labels=[*labels, *(k for k, _ in static)])
+            metric = _KINDS[kind](name, help_, labels=[*labels, *(k for k, _ in static)])
             family = Family(metric, [v for _, v in static])
             self._families[name] = family
         return family
@@ -54,6 +73,10 @@ class Families:
     def counter(self, name: str, help_: str, labels: Sequence[str] = ()) -> Family:
         """``name`` ends in ``_total`` (prometheus_client adds it back)."""
         return self._family("counter", name, help_, labels)
+
+    def of_kind(self, kind: str, name: str, help_: str, labels: Sequence[str] = ()) -> Family:
+        """``kind``: counter, gauge or untyped (node_exporter's vmstat values)."""
+        return self._family(kind, name, help_, labels)
 
     def metrics(self) -> Iterator[Metric]:
         for family in self._families.values():

@@ -7,7 +7,9 @@ would expose. Differences that remain are listed in docs/operations.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from system_info_collector.exposition.families import Families, View
 from system_info_collector.providers.cpu import COLUMNS, USER_HZ, StatReading
@@ -48,8 +50,7 @@ def node_cpu(view: View, out: Families) -> None:
     kernel = reading.kernel
     for key, kind, name, help_ in _STAT:
         if key in kernel:
-            family = out.counter(name, help_) if kind == "counter" else out.gauge(name, help_)
-            family.add([], kernel[key])
+            out.of_kind(kind, name, help_).add([], kernel[key])
 
 
 _STAT = (
@@ -253,12 +254,229 @@ def node_disk(view: View, out: Families) -> None:
             value = reading[device].get(column)
             if value is None:
                 continue  # a column older kernels do not have (discards < 4.18, flush < 5.5)
-            family = (
-                out.counter(full, help_, ["device"])
-                if kind == "counter"
-                else out.gauge(full, help_, ["device"])
+            out.of_kind(kind, full, help_, ["device"]).add([device], convert(value))
+
+
+# -- collectors whose records already hold node_exporter's numbers ---------------------------
+@dataclass(frozen=True, slots=True)
+class FromField:
+    """One record field served as one node_exporter family."""
+
+    field: str
+    kind: str  # counter | gauge | untyped
+    name: str
+    help: str
+    scale: float = 1.0
+    skip_zero: bool = False  # 0 means "unknown" here; node_exporter serves no series then
+
+
+def from_records(
+    labels: Mapping[str, str], series: Sequence[FromField]
+) -> Callable[[View, Families], None]:
+    """A mapping serving record fields under node_exporter's names; ``labels`` maps our entity
+    label names to node_exporter's (``{"interface": "device"}``)."""
+
+    def mapping(view: View, out: Families) -> None:
+        for spec in series:
+            family = out.of_kind(spec.kind, spec.name, spec.help, list(labels.values()))
+            for record in view.records:
+                value = record.fields.get(spec.field)
+                if value is None or (spec.skip_zero and value == 0):
+                    continue
+                family.add([record.tags.get(k, "") for k in labels], value * spec.scale)
+
+    return mapping
+
+
+_NET_RECEIVE = {
+    "bytes": "bytes",
+    "packets": "packets",
+    "errors": "errs",
+    "dropped": "drop",
+    "fifo_errors": "fifo",
+    "frame_errors": "frame",
+    "compressed": "compressed",
+    "multicast": "multicast",
+}
+_NET_TRANSMIT = {
+    "bytes": "bytes",
+    "packets": "packets",
+    "errors": "errs",
+    "dropped": "drop",
+    "fifo_errors": "fifo",
+    "collisions": "colls",
+    "carrier_errors": "carrier",
+    "compressed": "compressed",
+}
+node_network = from_records(
+    {"interface": "device"},
+    (
+        *(
+            FromField(
+                f"{direction}_{ours}_total",
+                "counter",
+                f"node_network_{direction}_{theirs}_total",
+                f"Network device statistic {direction}_{theirs}.",
             )
-            family.add([device], convert(value))
+            for direction, names in (("receive", _NET_RECEIVE), ("transmit", _NET_TRANSMIT))
+            for ours, theirs in names.items()
+        ),
+        FromField(
+            "up", "gauge", "node_network_up", "Value is 1 if operstate is 'up', 0 otherwise."
+        ),
+        FromField(
+            "mtu_bytes",
+            "gauge",
+            "node_network_mtu_bytes",
+            "Network device property: mtu_bytes",
+            skip_zero=True,
+        ),
+        FromField(
+            "speed_bytes_per_second",
+            "gauge",
+            "node_network_speed_bytes",
+            "Network device property: speed_bytes",
+            skip_zero=True,
+        ),
+    ),
+)
+
+node_system = from_records(
+    {},
+    (
+        FromField("load1", "gauge", "node_load1", "1m load average."),
+        FromField("load5", "gauge", "node_load5", "5m load average."),
+        FromField("load15", "gauge", "node_load15", "15m load average."),
+        *(
+            FromField(field, kind, name, help_)
+            for field, kind, name, help_ in (
+                ("boot_time_seconds", "gauge", *_STAT[0][2:]),
+                ("context_switches_total", "counter", *_STAT[1][2:]),
+                ("interrupts_total", "counter", *_STAT[2][2:]),
+                ("forks_total", "counter", *_STAT[3][2:]),
+                ("procs_running", "gauge", *_STAT[4][2:]),
+                ("procs_blocked", "gauge", *_STAT[5][2:]),
+            )
+        ),
+    ),
+)
+
+_VMSTAT = (
+    ("page_faults_total", "pgfault", 1),
+    ("major_page_faults_total", "pgmajfault", 1),
+    ("paged_in_bytes_total", "pgpgin", 1 / 1024),  # node_exporter serves the raw KiB
+    ("paged_out_bytes_total", "pgpgout", 1 / 1024),
+    ("swapped_in_pages_total", "pswpin", 1),
+    ("swapped_out_pages_total", "pswpout", 1),
+    ("oom_kills_total", "oom_kill", 1),
+)
+node_vmstat = from_records(
+    {},
+    tuple(
+        FromField(
+            field, "untyped", f"node_vmstat_{key}", f"/proc/vmstat information field {key}.", scale
+        )
+        for field, key, scale in _VMSTAT
+    ),
+)
+
+node_filefd = from_records(
+    {},
+    (
+        FromField(
+            "allocated", "gauge", "node_filefd_allocated", "File descriptor statistics: allocated."
+        ),
+        FromField(
+            "maximum", "gauge", "node_filefd_maximum", "File descriptor statistics: maximum."
+        ),
+    ),
+)
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_SOCKSTAT = (
+    ("tcp_in_use", "TCP", "inuse", 1),
+    ("tcp_orphans", "TCP", "orphan", 1),
+    ("tcp_time_wait", "TCP", "tw", 1),
+    ("tcp_allocated", "TCP", "alloc", 1),
+    ("tcp_memory_pages", "TCP", "mem", 1),
+    ("tcp_memory_pages", "TCP", "mem_bytes", _PAGE),
+    ("udp_in_use", "UDP", "inuse", 1),
+    ("udp_memory_pages", "UDP", "mem", 1),
+    ("udp_memory_pages", "UDP", "mem_bytes", _PAGE),
+    ("tcp6_in_use", "TCP6", "inuse", 1),
+    ("udp6_in_use", "UDP6", "inuse", 1),
+)
+_sockstat = from_records(
+    {},
+    (
+        FromField(
+            "sockets_used", "gauge", "node_sockstat_sockets_used", "Number of IPv4 sockets in use."
+        ),
+        *(
+            FromField(
+                field,
+                "gauge",
+                f"node_sockstat_{proto}_{state}",
+                f"Number of {proto} sockets in state {state}.",
+                scale,
+            )
+            for field, proto, state, scale in _SOCKSTAT
+        ),
+    ),
+)
+
+
+def node_sockets(view: View, out: Families) -> None:
+    """node_exporter's ``sockstat`` and ``conntrack`` collectors. Without the nf_conntrack module
+    the collector reads 0 for both conntrack fields: then, as node_exporter, no series."""
+    _sockstat(view, out)
+    entries = out.gauge(
+        "node_nf_conntrack_entries",
+        "Number of currently allocated flow entries for connection tracking.",
+    )
+    limit = out.gauge(
+        "node_nf_conntrack_entries_limit", "Maximum size of connection tracking table."
+    )
+    for record in view.records:
+        if record.fields.get("conntrack_max"):
+            entries.add([], record.fields.get("conntrack_entries", 0))
+            limit.add([], record.fields["conntrack_max"])
+
+
+# (resource, some|full) -> node_exporter's family; it serves no cpu "full" line
+_PRESSURE = {
+    ("cpu", "some"): (
+        "node_pressure_cpu_waiting_seconds_total",
+        "Total time in seconds that processes have waited for CPU time",
+    ),
+    ("io", "some"): (
+        "node_pressure_io_waiting_seconds_total",
+        "Total time in seconds that processes have waited due to IO congestion",
+    ),
+    ("io", "full"): (
+        "node_pressure_io_stalled_seconds_total",
+        "Total time in seconds no process could make progress due to IO congestion",
+    ),
+    ("memory", "some"): (
+        "node_pressure_memory_waiting_seconds_total",
+        "Total time in seconds that processes have waited for memory",
+    ),
+    ("memory", "full"): (
+        "node_pressure_memory_stalled_seconds_total",
+        "Total time in seconds no process could make progress due to memory congestion",
+    ),
+}
+
+
+def node_pressure(view: View, out: Families) -> None:
+    """node_exporter's ``pressure`` collector: the stall counters of <proc>/pressure/*."""
+    for record in view.records:
+        resource = record.tags.get("resource", "")
+        for kind in ("some", "full"):
+            spec = _PRESSURE.get((resource, kind))
+            value = record.fields.get(f"{kind}_stall_seconds_total")
+            if spec is not None and value is not None:
+                out.counter(*spec).add([], value)
 
 
 NODE: Mapping[str, Callable[[View, Families], None]] = {
@@ -266,4 +484,10 @@ NODE: Mapping[str, Callable[[View, Families], None]] = {
     "memory": node_memory,
     "disk": node_filesystem,
     "diskio": node_disk,
+    "net": node_network,
+    "system": node_system,
+    "pressure": node_pressure,
+    "vmstat": node_vmstat,
+    "filefd": node_filefd,
+    "sockets": node_sockets,
 }
