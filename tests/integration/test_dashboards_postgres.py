@@ -21,7 +21,7 @@ DASHBOARD = (
     Path(__file__).resolve().parents[2]
     / "helm/system-info-collector/dashboards/system-info-collector-postgres.json"
 )
-TABLES = ("cpu", "memory", "disk", "diskio")
+TABLES = ("cpu", "memory", "disk", "diskio", "system", "net", "vmstat")
 
 
 def expand(sql: str, schema: str, hosts: list[str]) -> str:
