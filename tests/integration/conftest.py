@@ -310,6 +310,17 @@ def db_schema(pg_up: PgServer) -> Iterator[str]:
 
 
 @pytest.fixture
+def other_schema(pg_up: PgServer) -> Iterator[str]:
+    """A second fresh schema (replays into another schema than the sink's)."""
+    import psycopg
+
+    name = f"o_{uuid.uuid4().hex[:10]}"
+    yield name
+    with contextlib.suppress(psycopg.Error), psycopg.connect(pg_up.dsn(), autocommit=True) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
 def query(pg_up: PgServer) -> Callable[..., list[tuple[Any, ...]]]:
     import psycopg
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,14 +63,6 @@ def db_keys(query: Query, schema: str, host: str | None = None) -> list[Key]:
             iso = ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             keys.append((name, iso, h, tuple(entity)))
     return keys
-
-
-@pytest.fixture
-def other_schema(pg_up: PgServer) -> Iterator[str]:
-    name = f"b_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(pg_up.dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def test_three_collectors_share_two_pooled_connections_through_a_server_restart(

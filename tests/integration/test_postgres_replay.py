@@ -5,12 +5,10 @@ from __future__ import annotations
 import gzip
 import random
 import subprocess
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from system_info_collector.schema import MEASUREMENTS
@@ -20,14 +18,6 @@ from tests.integration.conftest import Collector, PgServer
 pytestmark = pytest.mark.integration
 
 Query = Callable[..., list[tuple[Any, ...]]]
-
-
-@pytest.fixture
-def other_schema(pg_up: PgServer) -> Iterator[str]:
-    name = f"r_{uuid.uuid4().hex[:10]}"
-    yield name
-    with psycopg.connect(pg_up.dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def table(query: Query, schema: str, name: str) -> list[tuple[Any, ...]]:
