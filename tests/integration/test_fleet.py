@@ -34,6 +34,13 @@ def test_a_small_fleet_through_the_bouncer_loses_and_duplicates_nothing_across_a
     fleet = load_fleet()
     b = bouncer(pool_size=2)
 
+    def started() -> Any:
+        with psycopg.connect(pg_up.dsn()) as conn:
+            row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+            return row[0] if row else None
+
+    before = started()
+
     def restart() -> None:
         pg_up.start()
         b.retarget()
@@ -43,6 +50,6 @@ def test_a_small_fleet_through_the_bouncer_loses_and_duplicates_nothing_across_a
         seconds=9, outage=3.0, stop=pg_up.stop, start_server=restart,
     )  # fmt: skip
     assert result["lost"] == 0 and result["duplicated"] == 0, result
-    assert result["failed writes (retried)"] > 0  # the outage was real
+    assert started() > before  # the outage was real (writes may also just wait in the bouncer)
     assert result["catch-up s"] is not None and result["catch-up s"] < 30, result
     assert result["bytes/row on disk"] > 0
