@@ -117,11 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
             "skipped, so replaying twice is harmless.",
             ("db_dsn", *RETRY_FLAGS),
         ),
+        "report": (
+            "per host and hour: completeness and freshness of the samples in PostgreSQL "
+            "(SIC_DB_DSN)",
+            "Per host and UTC hour of the window: samples stored in the database of "
+            "SIC_DB_DSN vs ticks expected, completeness, the longest gap and the age of the "
+            "newest sample (docs/push.md). Exit 1 if the database cannot be read.",
+            ("db_dsn",),
+        ),
     }
     for name, (help_, description, flags) in specs.items():
         sub = commands.add_parser(name, help=help_, description=description)
         if name == "replay":
             sub.add_argument("paths", nargs="+", metavar="PATH", help="CSV file or directory")
+        if name == "report":
+            sub.add_argument("--hours", type=int, default=24, help="hours back (default 24)")
+            sub.add_argument("--expected-interval", type=float, default=None, metavar="SECONDS",
+                             help="expected seconds between samples (default: the memory "
+                             "collector's interval)")  # fmt: skip
+            sub.add_argument("--format", choices=("text", "csv"), default="text")
         _add_override_flags(sub, flags)
     db = commands.add_parser(
         "db",
@@ -167,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "health": cmd_health,
         "replay": lambda s: cmd_replay(s, args.paths),
         "db": lambda s: cmd_db(s, args.db_command),
+        "report": lambda s: cmd_report(s, args.hours, args.expected_interval, args.format),
     }
     try:
         return handlers[command](settings)
@@ -401,6 +416,20 @@ def cmd_db(settings: Settings, command: str) -> int:
 
     assert command == "migrate"
     return run_migrate(settings.postgres)
+
+
+def cmd_report(settings: Settings, hours: int, interval: float | None, fmt: str) -> int:
+    from system_info_collector.report import report
+
+    if not settings.postgres.dsn:
+        print("system-info-collector report: SIC_DB_DSN is not set", file=sys.stderr)
+        return EXIT_CONFIG
+    if hours < 1 or (interval is not None and interval <= 0):
+        print("system-info-collector report: --hours must be >= 1 and --expected-interval > 0",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    every = interval or settings.collector_interval("memory")
+    return report(settings.postgres, hours=hours, interval=every, fmt=fmt)
 
 
 def cmd_check(settings: Settings) -> int:

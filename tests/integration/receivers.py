@@ -159,7 +159,7 @@ class VictoriaReceiver(Receiver):
         return out
 
 
-def _skip_without(binary: str) -> None:
+def skip_without(binary: str) -> None:
     if not Path(binary).exists():
         pytest.skip(f"{binary} is not installed (.ci/bootstrap.sh installs it)")
 
@@ -168,7 +168,7 @@ R = TypeVar("R", bound=Receiver)
 
 
 def _running(kind: type[R], binary: str, workdir: Path) -> Iterator[R]:
-    _skip_without(binary)
+    skip_without(binary)
     workdir.mkdir()
     receiver = kind(workdir)
     yield receiver
