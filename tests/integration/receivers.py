@@ -4,10 +4,12 @@ in a temporary directory, and stopped (and waited for) at the end of the test.""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -28,14 +30,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def _get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> bytes:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return bytes(response.read())
 
 
 def _answers(url: str) -> bool:
     try:
         _get(url, timeout=1.0)
+    except urllib.error.HTTPError:
+        return True  # it answers (e.g. 401 when it wants credentials)
     except OSError:
         return False
     return True
@@ -126,9 +131,21 @@ class VictoriaReceiver(Receiver):
     kind = "victoria-metrics"
     rel_tol = 1e-11  # VictoriaMetrics keeps 12 significant decimal digits of a float
 
-    def __init__(self, workdir: Path, port: int | None = None, *, dedup: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        dedup: bool = False,
+        basic_auth: tuple[str, str] | None = None,
+    ) -> None:
         super().__init__(workdir, port)
         self.dedup = dedup
+        self.basic_auth = basic_auth
+        self._headers: dict[str, str] = {}
+        if basic_auth:
+            pair = base64.b64encode(":".join(basic_auth).encode()).decode()
+            self._headers["Authorization"] = f"Basic {pair}"
 
     def command(self) -> list[str]:
         command = [
@@ -139,16 +156,20 @@ class VictoriaReceiver(Receiver):
         ]
         if self.dedup:
             command.append("-dedup.minScrapeInterval=1ms")
+        if self.basic_auth:
+            user, password = self.basic_auth
+            command += [f"-httpAuth.username={user}", f"-httpAuth.password={password}"]
         return command
 
     def ready_url(self) -> str:
         return f"{self.base}/health"
 
     def series(self, match: str) -> list[dict[str, Any]]:
-        _get(f"{self.base}/internal/force_flush")  # make just-ingested samples searchable
+        # make just-ingested samples searchable
+        _get(f"{self.base}/internal/force_flush", headers=self._headers)
         query = urllib.parse.urlencode({"match[]": match, "start": "-1h"})
         out = []
-        for line in _get(f"{self.base}/api/v1/export?{query}").splitlines():
+        for line in _get(f"{self.base}/api/v1/export?{query}", headers=self._headers).splitlines():
             item = json.loads(line)
             out.append(
                 {

@@ -23,10 +23,12 @@ from system_info_collector.sinks.remote_write import RemoteWriteSink
 from tests.helpers import clean_env, poll
 from tests.integration.conftest import Collector
 from tests.integration.receivers import (
+    VICTORIA,
     PrometheusReceiver,
     Receiver,
     VictoriaReceiver,
     prometheus_receiver,
+    skip_without,
     victoria_receiver,
 )
 
@@ -184,3 +186,37 @@ def test_a_replayed_batch_stores_the_new_ticks_prometheus_would_refuse_whole(
     refused = metrics.registry.get_sample_value("sic_sink_samples_refused_total",
                                                 {"sink": "remote_write"})  # fmt: skip
     assert refused == 1  # tick 1; tick 2 was the newest stored sample: an accepted duplicate
+
+
+def test_wrong_password_keeps_the_data_until_the_file_is_fixed(
+    tmp_path: Path, run_collector: Callable[..., Collector]
+) -> None:
+    """VictoriaMetrics with basic auth answers 401 to a wrong password: ``open`` fails, the
+    worker keeps the records and probes; the password never shows in a log line; once the
+    password file is fixed (a rotated Secret), every sample arrives."""
+    skip_without(VICTORIA)
+    workdir = tmp_path / "vm"
+    workdir.mkdir()
+    receiver = VictoriaReceiver(workdir, basic_auth=("sic", "right-pw-4821"))
+    receiver.start()
+    try:
+        password = tmp_path / "rw-password"
+        password.write_text("wrong-pw-1234\n")
+        host = f"rw-auth-{tmp_path.name}"[:60]
+        collector = run_collector(
+            receiver.write_url, host, SIC_REMOTE_WRITE_BASIC_AUTH_USER="sic",
+            SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE=str(password), SIC_COLLECTORS="cpu,memory",
+        )  # fmt: skip
+        failed = poll(lambda: collector.events("sink_write_failed"), timeout=10,
+                      what="the refused credential")  # fmt: skip
+        assert "401" in failed[0]["error"]
+        poll(lambda: ticks_in_csv(tmp_path / "csv") >= 8, timeout=20, what="8 ticks")
+        password.write_text("right-pw-4821\n")
+        poll(lambda: collector.events("sink_recovered"), timeout=20, what="the sink to recover")
+        assert collector.stop() == 0, "".join(collector.stderr[-20:])
+        logs = "".join(collector.stderr)
+        assert "wrong-pw-1234" not in logs and "right-pw-4821" not in logs
+        assert not collector.events("sink_batch_rejected")
+        assert_every_sample_once(receiver, tmp_path / "csv", host)
+    finally:
+        receiver.stop()
