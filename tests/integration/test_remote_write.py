@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from system_info_collector.config import RemoteWriteSettings
+from system_info_collector.errors import TransientSinkError
 from system_info_collector.http import host_metric_name
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
@@ -175,7 +176,14 @@ def test_a_replayed_batch_stores_the_new_ticks_prometheus_would_refuse_whole(
     def tick(n: int) -> Record:
         return Record("memory", t0 + timedelta(seconds=n), host, {}, {"used_bytes": 1000 + n})
 
-    sink.open()
+    def opened() -> bool:
+        try:
+            sink.open()  # what the worker retries; a receiver just started may answer 503
+        except TransientSinkError:
+            return False
+        return True
+
+    poll(opened, timeout=15, interval=0.2, what="the receiver to take an empty write")
     try:
         sink.write([tick(n) for n in range(3)])
         sink.write([tick(n) for n in range(1, 6)])  # ticks 1, 2 again, then 3, 4, 5

@@ -84,6 +84,7 @@ class OtlpSink:
 
     # -- Sink --------------------------------------------------------------------------
     def open(self) -> None:
+        self.close()  # a retried open must not leak the previous connection
         from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
         from opentelemetry.proto.metrics.v1 import metrics_pb2
 
@@ -96,7 +97,11 @@ class OtlpSink:
             retry_statuses=RETRY_STATUSES,
             what="OTLP export to",
         )
-        self._post(metrics_service_pb2.ExportMetricsServiceRequest())
+        try:
+            self._post(metrics_service_pb2.ExportMetricsServiceRequest())
+        except Exception:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._client is not None:

@@ -114,9 +114,14 @@ class RemoteWriteSink:
 
     # -- Sink --------------------------------------------------------------------------
     def open(self) -> None:
+        self.close()  # a retried open must not leak the previous connection
         self._request_class = write_request_class()
         self._client = self._make_client()
-        self._post(self._compress(self._request_class()))  # reachability and credentials
+        try:
+            self._post(self._compress(self._request_class()))  # reachability and credentials
+        except Exception:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._client is not None:
