@@ -70,7 +70,7 @@ class PostgresSettings:
 
 
 # Sinks behind a write-ahead spool on disk unless SIC_<SINK>_BUFFER says otherwise.
-DISK_BUFFERED_SINKS = frozenset({"postgres"})
+DISK_BUFFERED_SINKS = frozenset({"postgres", "remote_write", "otlp"})
 MIN_MEMORY_BUFFER_SIZE = 64 * 1024
 MEMORY_SINK_BATCH_ROWS = 200  # records a sink without its own batch setting writes at once
 

@@ -62,9 +62,26 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._handler = Handler
+        self.port = 0
+        self.httpd: ThreadingHTTPServer | None = None
+        self.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Listen (again, on the same port after :meth:`stop`)."""
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
+        self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
 
     def points(self) -> list[tuple[tuple[Any, ...], float, dict[str, Any]]]:
         """``(key, value, details)`` per data point; key = (name, attributes, time)."""
@@ -96,8 +113,7 @@ class OtlpReceiver:
         return out
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.stop()
 
 
 @pytest.fixture
@@ -108,6 +124,8 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 def _rows(csv_dir: Path, name: str) -> list[dict[str, str]]:
+    if not (csv_dir / f"{name}.csv").exists():
+        return []  # a collector this test does not run
     with open(csv_dir / f"{name}.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 
