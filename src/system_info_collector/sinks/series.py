@@ -1,9 +1,12 @@
 """Records as Prometheus series: the one mapping the push sinks share with ``/metrics``.
 
 :func:`prometheus_series` is the only place that turns a record into Prometheus names and
-labels for the ``remote_write`` sink. It reuses the names ``/metrics`` exposes
-(:func:`system_info_collector.http.host_metric_name`), so a pushed series and a scraped one are
-the same series; when ``/metrics`` changes its naming, the push follows without a change here.
+labels for the ``remote_write`` sink. The names come from the exposition's naming
+(:func:`system_info_collector.exposition.sic.record_metric_name`, re-exported as
+``http.host_metric_name``): ``sic_<measurement>_<field>`` with the unit kept. The
+node_exporter names ``/metrics`` serves by default are built from the providers' raw readings
+(CPU ticks, every meminfo line), which records -- and so the write-ahead spool -- do not carry;
+a pushed sample is always one field of one record, replayable after a crash.
 
 Labels: the measurement's label columns (``cpu``, ``mountpoint``, ``device``, ``fstype``) and
 the static ``SIC_TAGS``, plus ``instance`` (the record's host) and ``job``
