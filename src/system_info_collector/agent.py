@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from system_info_collector.buffer import build_buffer
 from system_info_collector.collect import Failures, collect, prime
@@ -63,20 +63,53 @@ def make_worker(sink: Sink, settings: Settings, metrics: Metrics) -> SinkWorker:
     )
 
 
+class LatestRecords:
+    """The newest record of every entity of every measurement (what ``/metrics`` shows).
+
+    New records replace those with the same measurement and entity labels; entities a tick did
+    not report (a CPU whose counters did not move, a collector that runs less often) keep their
+    previous record until it goes stale. Kept incrementally (one entity key per new record);
+    :attr:`snapshot` is replaced as a whole, so readers on other threads see a consistent dict.
+    """
+
+    def __init__(self, snapshot: dict[str, list[Record]] | None = None) -> None:
+        self._index: dict[str, dict[tuple[str, ...], Record]] = {}
+        self._keys: dict[str, Callable[[Mapping[str, str]], tuple[str, ...]]] = {}
+        self.snapshot: dict[str, list[Record]] = {}
+        if snapshot:
+            self.update([r for records in snapshot.values() for r in records])
+
+    def _key(self, measurement: str) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
+        key = self._keys.get(measurement)
+        if key is None:
+            cols = MEASUREMENTS[measurement].entity
+            if len(cols) == 1:
+                (col,) = cols
+                key = self._keys[measurement] = lambda tags: (tags.get(col, ""),)
+            else:
+                key = self._keys[measurement] = lambda tags: tuple(tags.get(c, "") for c in cols)
+        return key
+
+    def update(self, records: Sequence[Record]) -> dict[str, list[Record]]:
+        touched: dict[str, tuple[dict[tuple[str, ...], Record], Callable[..., tuple[str, ...]]]]
+        touched = {}
+        for record in records:
+            name = record.measurement
+            entry = touched.get(name)
+            if entry is None:
+                entry = touched[name] = (self._index.setdefault(name, {}), self._key(name))
+            entry[0][entry[1](record.tags)] = record
+        if touched:
+            fresh = {name: list(by_entity.values()) for name, (by_entity, _) in touched.items()}
+            self.snapshot = {**self.snapshot, **fresh}
+        return self.snapshot
+
+
 def merge_latest(
     latest: dict[str, list[Record]], records: Sequence[Record]
 ) -> dict[str, list[Record]]:
-    """The newest record of every entity: ``records`` replace those with the same measurement
-    and entity labels; entities this tick did not report (a CPU whose counters did not move, a
-    collector that runs less often) keep their previous record until it goes stale."""
-    merged = {name: {_entity(r): r for r in recs} for name, recs in latest.items()}
-    for record in records:
-        merged.setdefault(record.measurement, {})[_entity(record)] = record
-    return {name: list(by_entity.values()) for name, by_entity in merged.items()}
-
-
-def _entity(record: Record) -> tuple[str, ...]:
-    return tuple(record.tags.get(k, "") for k in MEASUREMENTS[record.measurement].entity)
+    """``latest`` with ``records`` merged in, as :class:`LatestRecords` keeps it."""
+    return LatestRecords(latest).update(records)
 
 
 class Agent:
@@ -105,7 +138,10 @@ class Agent:
         self._failures = Failures()
         self.last_records: list[Record] = []
         # The newest records of each measurement, also of collectors that did not run this tick
-        # (replaced as a whole each tick, so readers on other threads see a consistent dict).
+        # (replaced as a whole each tick, so readers on other threads see a consistent dict);
+        # kept only when /metrics shows host metrics: nobody else reads it.
+        self.expose_latest = bool(settings.http.listen) and settings.http.host_metrics
+        self._latest = LatestRecords()
         self.latest: dict[str, list[Record]] = {}
         self.last_tick_monotonic: float | None = None
 
@@ -161,8 +197,8 @@ class Agent:
         for worker in self._submit_order:
             worker.submit(accepted)
         self.last_records = accepted
-        if accepted:
-            self.latest = merge_latest(self.latest, accepted)
+        if accepted and self.expose_latest:
+            self.latest = self._latest.update(accepted)
         self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.metrics.last_tick.set(time.time())
