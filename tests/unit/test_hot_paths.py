@@ -3,9 +3,13 @@ gave (kept here as the reference): CPU shares, disk I/O rates, the /metrics snap
 
 from __future__ import annotations
 
+import enum
+import math
 import random
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from system_info_collector.config import load_settings
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
-from system_info_collector.providers import build_providers
+from system_info_collector.providers import COLLECTORS, build_providers
 from system_info_collector.providers.cpu import shares
 from system_info_collector.providers.diskio import (
     DEFAULT_DEVICES_EXCLUDE,
@@ -24,7 +28,10 @@ from system_info_collector.providers.diskio import (
 )
 from system_info_collector.scheduler import Tick
 from system_info_collector.schema import MEASUREMENTS
+from system_info_collector.validate import PERCENT_SLACK, Rejection, check
 from tests.helpers import PROC_FIXTURES
+from tests.unit.test_scenarios import SCENARIOS, expected_records, run_scenario
+from tests.unit.test_scenarios import TS as T_SCENARIO
 
 COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest",
            "guest_nice")  # fmt: skip
@@ -161,3 +168,89 @@ def test_the_metrics_snapshot_is_kept_only_when_host_metrics_are_exposed(
         agent.close()
     assert [r.measurement for r in accepted] == ["memory"]
     assert agent.latest == ({"memory": accepted} if kept else {})
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenarios_give_exactly_the_expected_numbers(name: str, tmp_path: Path) -> None:
+    """Not approximately (as test_scenarios compares): the very same floats as the code that
+    wrote the expected output."""
+    records, _ = run_scenario(name, tmp_path)
+    assert records == expected_records(name)
+
+
+def reference_check(record: Record) -> Rejection | None:
+    """validate.check as it was: every rule, field by field."""
+    collector = COLLECTORS.get(record.measurement)
+    if collector is None:
+        return Rejection(record, "measurement", record.measurement, "unknown_measurement")
+    fields = record.fields
+    for f in collector.measurement.fields:
+        value = fields.get(f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return Rejection(record, f.name, value, "type")
+        if f.sql_type == "bigint" and not isinstance(value, int):
+            return Rejection(record, f.name, value, "type")
+        if not math.isfinite(value):
+            return Rejection(record, f.name, value, "finite")
+        if value < 0:
+            return Rejection(record, f.name, value, "non_negative")
+        if f.kind == "percent" and value > 100 + PERCENT_SLACK:
+            return Rejection(record, f.name, value, "percent_range")
+    rules = collector.rules
+    for part, whole in rules.not_above:
+        if fields[part] > fields[whole] + PERCENT_SLACK:
+            return Rejection(record, part, fields[part], f"not_above_{whole}")
+    problem = rules.check(fields) if rules.check is not None else None
+    return Rejection(record, *problem) if problem is not None else None
+
+
+class Flag(enum.IntEnum):
+    ON = 1
+
+
+NASTY: list[object] = [-1, -0.0, 0, 0.0, -1e-300, float("inf"), float("-inf"), float("nan"),
+                       True, False, None, "12", 100, 100.0, 100 + 5e-7, 100 + 2e-6, 1e308,
+                       1.7e308, 10**400, 2**64, 7.5, 3, Flag.ON, Decimal("1.5")]  # fmt: skip
+
+
+def test_the_compiled_rules_reject_exactly_what_every_rule_rejected(tmp_path: Path) -> None:
+    rng = random.Random("validate")
+    bases = []
+    for name in SCENARIOS:
+        for r in run_scenario(name, tmp_path / name)[0]:
+            bases.append(Record(r["measurement"], T_SCENARIO, r["host"], r["tags"], r["fields"]))
+    assert {b.measurement for b in bases} == set(COLLECTORS)
+    rules_seen = Counter[str]()
+    for _ in range(20_000):
+        base = rng.choice(bases)
+        fields: dict[str, object] = dict(base.fields)
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            key = rng.choice(list(fields))
+            roll = rng.random()
+            if roll < 0.1:
+                del fields[key]
+            elif roll < 0.6:
+                fields[key] = rng.choice(NASTY)
+            elif type(v := fields[key]) not in (int, float) or not abs(v) < 1e300:  # type: ignore[operator]
+                fields[key] = 1
+            elif roll < 0.8:  # a plausible but inconsistent number of the right type
+                fields[key] = type(v)(v * rng.choice([0, 0.5, 1.01, 2, 10]))  # type: ignore[operator]
+            else:  # the other numeric type
+                fields[key] = float(v) if type(v) is int else round(v)  # type: ignore[call-overload]
+        record = Record(base.measurement, base.ts, base.host, base.tags, fields)  # type: ignore[arg-type]
+        try:
+            want: Rejection | type[Exception] | None = reference_check(record)
+        except Exception as exc:
+            want = type(exc)
+        try:
+            got: Rejection | type[Exception] | None = check(record)
+        except Exception as exc:
+            got = type(exc)
+        assert got == want, record
+        rules_seen[want.rule if isinstance(want, Rejection) else str(want)] += 1
+    # the fuzzing reached every kind of rule (and clean records)
+    assert {"type", "finite", "non_negative", "percent_range", "None"} <= set(rules_seen)
+    assert any(r.startswith("not_above_") for r in rules_seen)
+    assert {"cpu_states_sum_100", "used_plus_available_total"} <= set(rules_seen)
+    unknown = Record("gpu", T_SCENARIO, "h", {}, {})
+    assert check(unknown) == reference_check(unknown)
