@@ -200,10 +200,28 @@ def _statvfs_into(future: Future[os.statvfs_result], path: str, statvfs: Statvfs
         future.set_exception(exc)
 
 
-def _inline_statvfs(path: str, statvfs: Statvfs) -> Future[os.statvfs_result]:
-    future: Future[os.statvfs_result] = Future()
-    _statvfs_into(future, path, statvfs)
-    return future
+class _Answered:
+    """The outcome of an inline ``statvfs``, shaped like a finished Future (a real one costs a
+    lock and a condition per mount per tick)."""
+
+    __slots__ = ("_error", "_value")
+
+    def __init__(self, path: str, statvfs: Statvfs) -> None:
+        self._value: os.statvfs_result | None = None
+        self._error: OSError | None = None
+        try:
+            self._value = statvfs(path)
+        except OSError as exc:
+            self._error = exc
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> os.statvfs_result:
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 def _background_statvfs(path: str, statvfs: Statvfs) -> Future[os.statvfs_result]:
@@ -253,25 +271,26 @@ class DiskProvider:
 
     def collect(self) -> list[Sample]:
         mounts = self.mounts()
-        futures: dict[str, Future[os.statvfs_result]] = {}
+        futures: dict[str, Future[os.statvfs_result] | _Answered] = {}
         for mount in mounts:
             path = self._paths.root_path(mount.mountpoint)
             if not REMOTE_FSTYPES.match(mount.fstype):
-                futures[mount.mountpoint] = _inline_statvfs(path, self._statvfs)
+                futures[mount.mountpoint] = _Answered(path, self._statvfs)
                 continue
             pending = self._pending.get(mount.mountpoint)
             if pending is not None and not pending.done():
                 continue  # still hung from an earlier tick: do not pile up calls
             futures[mount.mountpoint] = _background_statvfs(path, self._statvfs)
-        if futures:
-            wait([f for f in futures.values() if not f.done()], timeout=self._timeout)
+        running = [f for f in futures.values() if isinstance(f, Future) and not f.done()]
+        if running:
+            wait(running, timeout=self._timeout)
         samples = []
         states = []
         self.failed_parts = 0
         for mount in mounts:
             future = futures.get(mount.mountpoint)
             if future is None or not future.done():
-                if future is not None:
+                if isinstance(future, Future):
                     self._pending[mount.mountpoint] = future
                 self._fail(mount, f"statvfs did not return within {self._timeout:g}s")
                 states.append(MountState(mount, error=True))

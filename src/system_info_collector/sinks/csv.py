@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -93,6 +93,7 @@ def directory_mode(file_mode: int) -> int:
 # Characters of a row of numbers written by ``repr`` without exponent: anything else (``e``,
 # ``inf``, ``True``, ``None``, quotes) sends the row through :func:`format_value`.
 _NOT_PLAIN_NUMBERS = str.maketrans("", "", "0123456789.-,")
+_MAX_LABEL_TEXTS = 65536
 
 
 def csv_text(text: str) -> str:
@@ -110,8 +111,8 @@ class RowEncoder:
     """The CSV lines of one measurement's records, byte for byte what
     ``encode_rows(spec.row(r) for r in records)`` writes, without a formatting call per value:
     a row's numbers go through one ``repr`` each and one join, checked at once to hold nothing
-    but digits, dots and minus signs (else the row takes :func:`format_value`); the timestamp,
-    host and tag JSON of a batch are formatted once per distinct value."""
+    but digits, dots and minus signs (else the row takes :func:`format_value`); the timestamp
+    and host of a batch, the tag JSON and each label value are formatted once."""
 
     def __init__(self, label_columns: Sequence[str], field_names: Sequence[str]) -> None:
         self._labels = tuple(label_columns)
@@ -119,46 +120,49 @@ class RowEncoder:
         self._names = tuple(field_names)
         getter = operator.itemgetter(*self._names)
         self._values = getter if len(self._names) > 1 else (lambda f: (getter(f),))
-
-    def _numbers(self, fields: Mapping[str, object]) -> str:
-        try:
-            values = self._values(fields)
-        except KeyError:  # a missing field is an empty column
-            values = [fields.get(n) for n in self._names]
-        text = ",".join(map(repr, values))
-        if text.translate(_NOT_PLAIN_NUMBERS):
-            text = ",".join([csv_text(format_value(v)) for v in values])
-        return text
+        self._texts: dict[str, str] = {}  # label value -> its CSV text (entities repeat)
 
     def encode(self, records: Iterable[Record]) -> bytes:
-        stamps: dict[datetime, str] = {}
-        texts: dict[str, str] = {}
+        heads: dict[tuple[datetime, str], str] = {}
         extras: dict[tuple[tuple[str, object], ...], str] = {}
-        labels, label_set, numbers = self._labels, self._label_set, self._numbers
+        texts = self._texts
+        if len(texts) > _MAX_LABEL_TEXTS:
+            texts.clear()
+        labels, label_set, values, names = self._labels, self._label_set, self._values, self._names
         lines = []
         for r in records:
-            ts = stamps.get(r.ts)
-            if ts is None:
-                ts = stamps[r.ts] = csv_text(format_value(r.ts))
-            host = texts.get(r.host)
-            if host is None:
-                host = texts[r.host] = csv_text(format_value(r.host))
+            head = heads.get((r.ts, r.host))
+            if head is None:
+                head = heads[(r.ts, r.host)] = (
+                    csv_text(format_value(r.ts)) + "," + csv_text(format_value(r.host)) + ","
+                )
             tags = r.tags
-            parts = [ts, host]
             for c in labels:
                 v = tags.get(c, "")
-                parts.append(csv_text(v if type(v) is str else format_value(v)))
-            parts.append(numbers(r.fields))
+                if type(v) is str:
+                    text = texts.get(v)
+                    if text is None:
+                        text = texts[v] = csv_text(v)
+                else:
+                    text = csv_text(format_value(v))
+                head += text + ","
+            fields = r.fields
+            try:
+                vals = values(fields)
+            except KeyError:  # a missing field is an empty column
+                vals = [fields.get(n) for n in names]
+            numbers = ",".join(map(repr, vals))
+            if numbers.translate(_NOT_PLAIN_NUMBERS):
+                numbers = ",".join([csv_text(format_value(v)) for v in vals])
             if tags.keys() <= label_set:
-                parts.append("{}")
-            else:
-                key = tuple((k, v) for k, v in tags.items() if k not in label_set)
-                extra = extras.get(key)
-                if extra is None:
-                    text = json.dumps(dict(key), separators=(",", ":"), sort_keys=True)
-                    extra = extras[key] = csv_text(text)
-                parts.append(extra)
-            lines.append(",".join(parts))
+                lines.append(head + numbers + ",{}")
+                continue
+            key = tuple((k, v) for k, v in tags.items() if k not in label_set)
+            extra = extras.get(key)
+            if extra is None:
+                text = json.dumps(dict(key), separators=(",", ":"), sort_keys=True)
+                extra = extras[key] = "," + csv_text(text)
+            lines.append(head + numbers + extra)
         lines.append("")
         return "\n".join(lines).encode("utf-8")
 
