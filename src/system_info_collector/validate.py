@@ -10,10 +10,11 @@ measurement, field, value and rule, and counts it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from operator import itemgetter
+from itertools import chain, groupby, repeat
+from operator import add, attrgetter, gt, itemgetter
 from typing import Any
 
 from system_info_collector.collector import Collector
@@ -21,8 +22,10 @@ from system_info_collector.model import FieldValue, Record
 from system_info_collector.providers import COLLECTORS
 
 PERCENT_SLACK = 1e-6
+_PERCENT_LIMIT = 100 + PERCENT_SLACK
 _NUMBER = frozenset({int, float})
 _INT = frozenset({int})
+_MEASUREMENT = attrgetter("measurement")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +38,43 @@ class Rejection:
 
 def check(record: Record) -> Rejection | None:
     """The first rule ``record`` breaks, or None."""
-    checker = _checker(record.measurement)
-    if checker is None:
+    rules = _compiled(record.measurement)
+    if rules is None:
         return Rejection(record, "measurement", record.measurement, "unknown_measurement")
-    return checker(record)
+    return rules.check(record)
+
+
+def validate(records: Iterable[Record]) -> tuple[list[Record], list[Rejection]]:
+    """``records`` split into the valid ones (in order) and the first broken rule of each other.
+
+    Each run of records of one measurement (a collector's samples of a tick) is first proven
+    valid as a whole (:meth:`_Rules.proven`); then only the collector's consistency check runs
+    per record. A run that fails the proof is checked record by record.
+    """
+    accepted: list[Record] = []
+    rejected: list[Rejection] = []
+    for measurement, run in groupby(records, key=_MEASUREMENT):
+        rules = _compiled(measurement)
+        batch = list(run)
+        if rules is not None and rules.proven([r.fields for r in batch]):
+            consistent = rules.consistent
+            if consistent is None:
+                accepted.extend(batch)
+                continue
+            for record in batch:
+                found = consistent(record.fields)
+                if found is None:
+                    accepted.append(record)
+                else:
+                    rejected.append(Rejection(record, *found))
+            continue
+        for record in batch:
+            problem = check(record)
+            if problem is None:
+                accepted.append(record)
+            else:
+                rejected.append(problem)
+    return accepted, rejected
 
 
 def _check_fields(record: Record, collector: Collector[Any]) -> Rejection | None:
@@ -66,68 +102,73 @@ def _getter(names: tuple[str, ...]) -> Callable[[Mapping[str, FieldValue]], tupl
     return get if len(names) > 1 else lambda fields: (get(fields),)
 
 
-@cache
-def _checker(measurement: str) -> Callable[[Record], Rejection | None] | None:
-    """All of ``measurement``'s rules compiled into one function (built once per measurement).
+FieldsList = Sequence[Mapping[str, FieldValue]]
 
-    The per-field rules are first proven for all fields at once, with a handful of C-level
-    calls: every value is exactly an ``int`` or a ``float`` (``int`` only in ``bigint``
-    columns), their sum is finite (so none is infinite or NaN), the smallest is not negative,
-    the largest percentage is at most 100. Only a record failing that proof goes through the
-    field-by-field rules, which name the first broken rule exactly as before; then the
-    collector's own rules (parts not above wholes, its consistency check).
+
+class _Rules:
+    """All of one measurement's rules, compiled once (:func:`_compiled`).
+
+    :meth:`proven` proves the per-field rules and the parts-not-above-wholes rules for many
+    records at once with a handful of C-level calls over all their values: every value is
+    exactly an ``int`` or a ``float`` (``int`` only in ``bigint`` columns), their sum is finite
+    (so none is infinite or NaN), the smallest is not negative, the largest percentage is at
+    most 100, no part exceeds its whole. :meth:`check` is the exact path: the proof for one
+    record, and if that fails the rules field by field, naming the first broken rule exactly
+    as before; then the collector's consistency check.
     """
-    collector = COLLECTORS.get(measurement)
-    if collector is None:
-        return None
-    declared = collector.measurement.fields
-    values = _getter(tuple(f.name for f in declared))
-    whole_numbers = _getter(tuple(f.name for f in declared if f.sql_type == "bigint"))
-    percents = _getter(tuple(f.name for f in declared if f.kind == "percent"))
-    pct_limit = 100 + PERCENT_SLACK
-    not_above = tuple(
-        (part, whole, f"not_above_{whole}") for part, whole in collector.rules.not_above
-    )
-    consistent = collector.rules.check
-    isfinite = math.isfinite
 
-    def fields_proven(fields: Mapping[str, FieldValue]) -> bool:
+    def __init__(self, collector: Collector[Any]) -> None:
+        declared = collector.measurement.fields
+        self._collector = collector
+        self._values = _getter(tuple(f.name for f in declared))
+        self._whole_numbers = _getter(tuple(f.name for f in declared if f.sql_type == "bigint"))
+        self._percents = _getter(tuple(f.name for f in declared if f.kind == "percent"))
+        self._not_above = tuple(
+            (itemgetter(part), itemgetter(whole), part, f"not_above_{whole}")
+            for part, whole in collector.rules.not_above
+        )
+        self.consistent = collector.rules.check
+
+    def proven(self, fields_list: FieldsList) -> bool:
         try:
-            vals = values(fields)
-            kinds = set(map(type, vals))
-            if not kinds <= _NUMBER or (
-                float in kinds and not set(map(type, whole_numbers(fields))) <= _INT
-            ):
+            flat = list(chain.from_iterable(map(self._values, fields_list)))
+            kinds = set(map(type, flat))
+            if not kinds <= _NUMBER:
                 return False
-            if not vals:
+            if float in kinds:
+                wholes = chain.from_iterable(map(self._whole_numbers, fields_list))
+                if not set(map(type, wholes)) <= _INT:
+                    return False
+            if not flat:
                 return True
-            pcts = percents(fields)
-            return isfinite(sum(vals)) and min(vals) >= 0 and (not pcts or max(pcts) <= pct_limit)
+            if not math.isfinite(sum(flat)) or min(flat) < 0:
+                return False
+            percents = list(chain.from_iterable(map(self._percents, fields_list)))
+            if percents and max(percents) > _PERCENT_LIMIT:
+                return False
+            for part, whole, _, _ in self._not_above:
+                wholes_plus = map(add, map(whole, fields_list), repeat(PERCENT_SLACK))
+                if any(map(gt, map(part, fields_list), wholes_plus)):
+                    return False
+            return True
         except (KeyError, OverflowError):  # a missing field; a number beyond float's range
             return False
 
-    def check_record(record: Record) -> Rejection | None:
+    def check(self, record: Record) -> Rejection | None:
         fields = record.fields
-        if not fields_proven(fields):
-            problem = _check_fields(record, collector)
+        if not self.proven((fields,)):
+            problem = _check_fields(record, self._collector)
             if problem is not None:
                 return problem
-        for part, whole, rule in not_above:
-            if fields[part] > fields[whole] + PERCENT_SLACK:
-                return Rejection(record, part, fields[part], rule)
-        found = consistent(fields) if consistent is not None else None
+            for _, _, part, rule in self._not_above:
+                whole = rule[len("not_above_") :]
+                if fields[part] > fields[whole] + PERCENT_SLACK:
+                    return Rejection(record, part, fields[part], rule)
+        found = self.consistent(fields) if self.consistent is not None else None
         return Rejection(record, *found) if found is not None else None
 
-    return check_record
 
-
-def validate(records: Iterable[Record]) -> tuple[list[Record], list[Rejection]]:
-    accepted: list[Record] = []
-    rejected: list[Rejection] = []
-    for record in records:
-        problem = check(record)
-        if problem is None:
-            accepted.append(record)
-        else:
-            rejected.append(problem)
-    return accepted, rejected
+@cache
+def _compiled(measurement: str) -> _Rules | None:
+    collector = COLLECTORS.get(measurement)
+    return _Rules(collector) if collector is not None else None
