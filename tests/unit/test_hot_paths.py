@@ -20,7 +20,7 @@ from system_info_collector.hostpaths import HostPaths
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import COLLECTORS, build_providers
-from system_info_collector.providers.cpu import shares
+from system_info_collector.providers.cpu import CpuProvider, parse_stat, shares
 from system_info_collector.providers.diskio import (
     DEFAULT_DEVICES_EXCLUDE,
     SECTOR_BYTES,
@@ -254,3 +254,56 @@ def test_the_compiled_rules_reject_exactly_what_every_rule_rejected(tmp_path: Pa
     assert {"cpu_states_sum_100", "used_plus_available_total"} <= set(rules_seen)
     unknown = Record("gpu", T_SCENARIO, "h", {}, {})
     assert check(unknown) == reference_check(unknown)
+
+
+def stat_text(cpus: dict[str, list[int]], extra: str = "") -> str:
+    lines = [("cpu " if name == "cpu-total" else name + " ") + " ".join(map(str, v))
+             for name, v in cpus.items()]  # fmt: skip
+    return "\n".join(lines) + "\nintr 1 2 3\nctxt 99\n" + extra
+
+
+def test_the_cpu_provider_gives_the_shares_of_every_cpu_as_before(tmp_path: Path) -> None:
+    """Whole-file fast path or per-CPU path: the same samples as parse_stat + the reference
+    shares, through CPUs going offline and online, counter resets, idle CPUs, old kernels."""
+    rng = random.Random("cpu-provider")
+    provider = CpuProvider(HostPaths(proc=str(tmp_path)))
+    cpus = {name: [rng.randrange(10**9) for _ in COLUMNS] for name in
+            ["cpu-total", *(f"cpu{i}" for i in range(6))]}  # fmt: skip
+    (tmp_path / "stat").write_text(stat_text(cpus))
+    provider.prime()
+    previous = parse_stat(stat_text(cpus))
+    paths_taken = Counter[str]()
+    for step in range(300):
+        event = rng.random()
+        if event < 0.05:
+            cpus.pop(rng.choice([c for c in cpus if c != "cpu-total"] or ["cpu-total"]), None)
+            cpus.setdefault("cpu-total", [0] * 10)
+        elif event < 0.1:
+            cpus[f"cpu{rng.randrange(12)}"] = [rng.randrange(10**9) for _ in COLUMNS]
+        for v in cpus.values():
+            for i in range(len(v)):
+                v[i] += rng.choice([0, 0, 1, 3, 250])
+        if event > 0.97:
+            cpus[rng.choice(list(cpus))][0] -= 10**6  # a reset
+        if 0.9 < event < 0.93:
+            for name in cpus:
+                cpus[name] = cpus[name][:7]  # a 2.6.0 kernel: seven counters
+        elif step % 50 == 0:
+            for name, v in cpus.items():
+                cpus[name] = [*v, 0, 0, 0][:10]
+        late = f"cpu99 {' '.join(str(step + i) for i in range(10))}\n"  # after intr: still a CPU
+        text = stat_text(cpus, extra=late if 100 <= step < 130 else "")
+        (tmp_path / "stat").write_text(text)
+        current = parse_stat(text)
+        want = []
+        for name, values in current.items():
+            prev = previous.get(name)
+            fields = reference_shares(prev, values) if prev is not None else None
+            if fields is not None:
+                want.append(({"cpu": name}, fields))
+        got = [(dict(s.tags), dict(s.fields)) for s in provider.collect()]
+        assert got == want
+        assert [list(f) for _, f in got] == [list(f) for _, f in want]
+        previous = current
+        paths_taken["fast" if len(want) == len(current) else "per-cpu"] += 1
+    assert paths_taken["fast"] > 100 and paths_taken["per-cpu"] > 10
