@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import random
 import re
 from collections import Counter
@@ -20,6 +21,7 @@ from system_info_collector.hostpaths import HostPaths
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import COLLECTORS, build_providers
+from system_info_collector.providers._read import ProcFile
 from system_info_collector.providers.cpu import CpuProvider, parse_stat, shares
 from system_info_collector.providers.diskio import (
     DEFAULT_DEVICES_EXCLUDE,
@@ -307,3 +309,30 @@ def test_the_cpu_provider_gives_the_shares_of_every_cpu_as_before(tmp_path: Path
         previous = current
         paths_taken["fast" if len(want) == len(current) else "per-cpu"] += 1
     assert paths_taken["fast"] > 100 and paths_taken["per-cpu"] > 10
+
+
+def test_a_kept_open_file_is_read_whole_every_time(tmp_path: Path) -> None:
+    """Rewritten in place (what the synthetic host does), longer than one read, shorter again;
+    and real procfs files, read twice through the same descriptor."""
+    path = tmp_path / "big"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    reader = ProcFile(str(path))
+    try:
+        for size in (10, 200_000, 65_536, 65_537, 3):
+            data = (f"{size} " * size)[:size].encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            assert reader.read() == data.decode()
+    finally:
+        os.close(fd)
+        reader.close()
+    for name in ("stat", "self/mountinfo", "meminfo"):
+        kept = ProcFile(f"/proc/{name}")
+        try:
+            first, second = kept.read(), kept.read()
+        finally:
+            kept.close()
+        with open(f"/proc/{name}") as f:
+            fresh = f.read()
+        assert first.split("\n", 1)[0].split()[0] == fresh.split("\n", 1)[0].split()[0]
+        assert abs(len(second) - len(fresh)) < 2048 and second.count("\n") == fresh.count("\n")

@@ -1,9 +1,13 @@
 """Reading host files cheaply and turning OS errors into ProviderError.
 
 Providers read the same few procfs files every tick, so :class:`ProcFile` keeps each one open and
-re-reads it with ``pread`` from offset 0 (procfs regenerates the content on every read from the
-start), which saves an ``open``/``close`` and a text decoder per file per tick. On any error the
-file is reopened once before the error is reported.
+re-reads it from the start (``lseek`` to 0, then ``read`` to the end: procfs regenerates the
+content when a read starts at 0), which saves an ``open``/``close`` and a text decoder per file
+per tick. Sequential reads, not ``pread`` at growing offsets: a seq_file answers a read at any
+other offset than where the previous one stopped by generating the file again from the start,
+so a ``pread`` loop generates ``/proc/stat`` of a big host (over 64 KiB) once per chunk plus once
+more for the final empty read. On any error the file is reopened once before the error is
+reported.
 """
 
 from __future__ import annotations
@@ -32,14 +36,13 @@ class ProcFile:
     def _read_once(self) -> str:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        os.lseek(self._fd, 0, os.SEEK_SET)
         chunks = []
-        offset = 0
         while True:
-            chunk = os.pread(self._fd, _CHUNK, offset)
+            chunk = os.read(self._fd, _CHUNK)
             if not chunk:
                 break
             chunks.append(chunk)
-            offset += len(chunk)
         return b"".join(chunks).decode("ascii", "replace")
 
     def read(self) -> str:
