@@ -9,7 +9,7 @@ writes ``DIR/proc`` (``stat``, ``meminfo``, ``vmstat``, ``diskstats``, ``filesys
 
 The files are rewritten IN PLACE (one ``pwrite`` at offset 0 of the same open file, never a new
 file renamed over the old one), because the collector keeps procfs files open and re-reads them
-with ``pread``. Every counter starts at ten digits and grows by a few units per step, so a file
+from the start. Every counter starts at ten digits and grows by a few units per step, so a file
 keeps the same length and a reader never sees a shorter file with a stale tail.
 
 Point the collector at it with ``SIC_HOST_PROC=DIR/proc SIC_HOST_ROOT=DIR/root`` and psutil with
