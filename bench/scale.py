@@ -220,7 +220,7 @@ def run_synthetic(cpus: int, interval: str, seconds: float, warmup: float, host_
             SIC_INTERVAL=interval, SIC_SINKS="csv", SIC_CSV_DIR=f"{base}/collector",
             SIC_HOST_PROC=f"{base}/host/proc", SIC_HOST_ROOT=f"{base}/host/root",
             SIC_HTTP_LISTEN=f"127.0.0.1:{port}",
-            SIC_PROMETHEUS_HOST_METRICS="true" if host_metrics else "false",
+            SIC_PROMETHEUS_HOST_METRICS="node" if host_metrics else "off",
         )  # fmt: skip
         for item in env_extra:
             key, _, val = item.partition("=")

@@ -140,7 +140,7 @@ class Agent:
         # The newest records of each measurement, also of collectors that did not run this tick
         # (replaced as a whole each tick, so readers on other threads see a consistent dict);
         # kept only when /metrics shows host metrics: nobody else reads it.
-        self.expose_latest = bool(settings.http.listen) and settings.http.host_metrics
+        self.expose_latest = bool(settings.http.listen) and settings.http.host_metrics != "off"
         self._latest = LatestRecords()
         self.latest: dict[str, list[Record]] = {}
         self.last_tick_monotonic: float | None = None

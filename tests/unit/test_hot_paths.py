@@ -151,7 +151,7 @@ def test_latest_records_match_a_full_merge_every_tick() -> None:
     [
         ({}, True),
         ({"SIC_HTTP_LISTEN": ""}, False),
-        ({"SIC_PROMETHEUS_HOST_METRICS": "false"}, False),
+        ({"SIC_PROMETHEUS_HOST_METRICS": "off"}, False),
     ],
 )
 def test_the_metrics_snapshot_is_kept_only_when_host_metrics_are_exposed(
