@@ -583,7 +583,9 @@ def test_readyz_fails_while_a_disk_buffer_cannot_write_its_spool(
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")  # the spool directory cannot be created below a file
     spooled = {"stdout": BufferSettings(kind="disk", spool_dir=str(blocker / "spool"))}
-    agent = make_agent([StdoutSink(stuck_pipe.stream)], buffers=spooled)
+    # Retrying, never degraded within the test: "degraded" outranks "buffer_failed" (probes.py).
+    patient = RetrySettings(max_attempts=1_000_000, initial=0.01, max_wait=0.05)
+    agent = make_agent([StdoutSink(stuck_pipe.stream)], buffers=spooled, retry=patient)
     with serving(agent) as server:
         tick(agent)
         status, body = ready_status(server)
