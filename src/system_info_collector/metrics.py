@@ -159,6 +159,18 @@ class Metrics:
             registry=r,
         )
         self.csv_bytes = Counter("sic_csv_written_bytes", "Bytes written to CSV files", registry=r)
+        self.csv_damaged_bytes = Counter(
+            "sic_csv_damaged_bytes",
+            "Bytes of CSV files found damaged at start (torn tail, NUL hole, bad header) and "
+            "set aside in .torn- files",
+            registry=r,
+        )
+        self.csv_damage_events = Counter(
+            "sic_csv_damage_events",
+            "CSV files found damaged at start and repaired (ERROR csv_torn_tail_repaired or "
+            "csv_damage_salvaged)",
+            registry=r,
+        )
 
     def spool_state(self, directory: str, pending_bytes: int, pending_batches: int) -> None:
         """One spool's backlog; ``sic_spool_*`` show the sum over every spool."""

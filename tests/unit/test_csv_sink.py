@@ -218,6 +218,32 @@ def test_rows_metrics_and_one_header_across_restarts(sink_factory, tmp_path, fsy
     assert written == size
 
 
+@pytest.mark.parametrize("damage", ["torn tail", "NUL hole before the header"])
+def test_damage_found_at_start_is_set_aside_and_counted(sink_factory, tmp_path, damage) -> None:
+    batches = [tick(i) for i in range(3)]
+    first: CsvSink = sink_factory()
+    first.open()
+    for b in batches:
+        first.write(b)
+    first.close()
+    path = tmp_path / "data" / "memory.csv"
+    intact = path.read_bytes()
+    junk = b"2026-01-01T00:00:00.000Z,torn-half-row" if damage == "torn tail" else b"\0" * 333
+    path.write_bytes(intact + junk if damage == "torn tail" else junk + intact)
+    second: CsvSink = sink_factory()
+    second.open()
+    second.write(tick(3))
+    second.close()
+    value = second._metrics.registry.get_sample_value
+    assert value("sic_csv_damage_events_total") == 1
+    [torn] = [p.read_bytes() for p in (tmp_path / "data").glob("memory.csv.torn-*")]
+    assert junk in torn  # (a salvage also sets aside the old header line it rewrites)
+    assert value("sic_csv_damaged_bytes_total") == len(torn)
+    assert keys(read_directory(tmp_path / "data", "memory"), "memory") == expected(
+        [*batches, tick(3)], "memory"
+    )
+
+
 def test_a_retried_batch_is_not_duplicated_after_a_real_failure(sink_factory, tmp_path) -> None:
     """cpu rows land, memory.csv cannot be opened (a directory is in the way): EISDIR."""
     sink: CsvSink = sink_factory()

@@ -339,6 +339,9 @@ class CsvSink:
             return self._create(path)
         try:
             found = scan(fd, path, now=now, header=self._headers[measurement])
+            if found.set_aside:
+                self._metrics.csv_damaged_bytes.inc(found.set_aside)
+                self._metrics.csv_damage_events.inc()
             if found.replaced:  # salvaged into a new file: open that one
                 os.close(fd)
                 fd = -1

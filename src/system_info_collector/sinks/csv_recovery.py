@@ -36,6 +36,7 @@ class Scanned:
     first: datetime | None  # ts of the first and last intact row (None: no rows)
     last: datetime | None
     replaced: bool = False  # salvaged into a new file at the same path: reopen it
+    set_aside: int = 0  # damaged bytes moved to a ``.torn-`` file by this scan
 
 
 def parse_ts(text: str) -> datetime | None:
@@ -97,10 +98,11 @@ def _find_newline(fd: int, start: int, end: int) -> int:
     return -1
 
 
-def _cut(fd: int, path: str, keep: int, size: int, now: float, what: str) -> None:
+def _cut(fd: int, path: str, keep: int, size: int, now: float, what: str) -> int:
     target = set_aside_tail(fd, path, keep, size, now)
     event("ERROR", "csv_torn_tail_repaired", f"{what}: set the damaged bytes aside",
           file=path, kept_bytes=keep, removed_bytes=size - keep, set_aside=target)  # fmt: skip
+    return size - keep
 
 
 def _lines(fd: int, size: int) -> Iterator[bytes]:
@@ -185,10 +187,10 @@ def scan(fd: int, path: str, *, now: float, header: bytes | None = None) -> Scan
     header_fields = parse_line(os.pread(fd, nl + 1, 0)) if nl >= 0 else None
     if nl < 0 or not header_fields or header_fields[0] != "ts" or not all(header_fields):
         if header is not None and _has_rows(fd, size, header):
-            salvage(fd, path, header, now=now)
-            return Scanned(0, None, None, None, replaced=True)
-        _cut(fd, path, 0, size, now, "CSV file without a complete header (torn or foreign)")
-        return Scanned(0, None, None, None)
+            _, removed = salvage(fd, path, header, now=now)
+            return Scanned(0, None, None, None, replaced=True, set_aside=removed)
+        cut = _cut(fd, path, 0, size, now, "CSV file without a complete header (torn or foreign)")
+        return Scanned(0, None, None, None, set_aside=cut)
     header_end = nl + 1
     header = os.pread(fd, header_end, 0)
     ncols = len(header_fields)
@@ -204,10 +206,11 @@ def scan(fd: int, path: str, *, now: float, header: bytes | None = None) -> Scan
         if last is not None:
             break
         end = start
+    cut = 0
     if end < size:
-        _cut(fd, path, end, size, now, "torn or invalid last line in a CSV file")
+        cut = _cut(fd, path, end, size, now, "torn or invalid last line in a CSV file")
     if end == header_end:
-        return Scanned(end, header, None, None)
+        return Scanned(end, header, None, None, set_aside=cut)
     first_nl = _find_newline(fd, header_end, end)
     first = _row_ts(os.pread(fd, first_nl + 1 - header_end, header_end), ncols)
-    return Scanned(end, header, first or last, last)
+    return Scanned(end, header, first or last, last, set_aside=cut)
