@@ -191,7 +191,6 @@ class CsvSink:
         self, settings: CsvSettings, *, metrics: Metrics, clock: Callable[[], float] = time.time
     ) -> None:
         self.settings = settings
-        self.backlog_limit = settings.backlog
         self.directory = settings.directory
         self._metrics = metrics
         self._clock = clock
