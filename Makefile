@@ -22,6 +22,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check
+	@! grep -rn --include='*.py' -e '# fmt: skip' -e '# fmt: off' src tests bench \
+		|| { echo 'one formatting style: ruff format, no fmt: skip/off'; exit 1; }
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -76,8 +76,10 @@ def main() -> None:
                     runs.append(time.perf_counter() - t)
                 timings.append(statistics.median(runs[1:]) * 1000)
             kb = (size[0] if size else 0) / 1024
-            print(f"| {label} | {kb:,.0f} KiB | {load:.1f} | {timings[0]:.1f} | {timings[1]:.2f} |",
-                  flush=True)  # fmt: skip
+            print(
+                f"| {label} | {kb:,.0f} KiB | {load:.1f} | {timings[0]:.1f} | {timings[1]:.2f} |",
+                flush=True,
+            )
         conn.execute("DROP SCHEMA IF EXISTS bench_idx CASCADE")
 
 

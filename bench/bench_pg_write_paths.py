@@ -41,8 +41,10 @@ Batch = dict[str, list[Record]]
 def tick(i: int, host: str = "bench") -> list[Record]:
     ts = T0 + timedelta(seconds=i)
     cpu = {f.name: 12.345 for f in MEASUREMENTS["cpu"].fields}
-    out = [Record("cpu", ts, host, {"cpu": c}, cpu)
-           for c in ["cpu-total", *(f"cpu{k}" for k in range(16))]]  # fmt: skip
+    out = [
+        Record("cpu", ts, host, {"cpu": c}, cpu)
+        for c in ["cpu-total", *(f"cpu{k}" for k in range(16))]
+    ]
     memory = {f.name: 123456789 for f in MEASUREMENTS["memory"].fields}
     out.append(Record("memory", ts, host, {}, memory))
     for k in range(4):
@@ -50,8 +52,15 @@ def tick(i: int, host: str = "bench") -> list[Record]:
         out.append(
             Record("disk", ts, host, tags, {f.name: 1000 for f in MEASUREMENTS["disk"].fields})
         )
-        out.append(Record("diskio", ts, host, {"device": f"sd{k}"},
-                          {f.name: 5 for f in MEASUREMENTS["diskio"].fields}))  # fmt: skip
+        out.append(
+            Record(
+                "diskio",
+                ts,
+                host,
+                {"device": f"sd{k}"},
+                {f.name: 5 for f in MEASUREMENTS["diskio"].fields},
+            )
+        )
     return out
 
 
@@ -95,8 +104,9 @@ def values(conn: psycopg.Connection, schema: str, g: Batch) -> None:
         rows = ",".join("(" + ",".join(literal(v) for v in m.row(r)) + ")" for r in records)
         cols = ", ".join(f'"{c}"' for c in m.columns)
         key = ", ".join(f'"{c}"' for c in m.primary_key)
-        parts.append(f'INSERT INTO "{schema}"."{name}" ({cols}) VALUES {rows} '
-                     f"ON CONFLICT ({key}) DO NOTHING")  # fmt: skip
+        parts.append(
+            f'INSERT INTO "{schema}"."{name}" ({cols}) VALUES {rows} ON CONFLICT ({key}) DO NOTHING'
+        )
     pg.run_script(conn, "; ".join(parts).encode())
 
 
@@ -146,13 +156,18 @@ def main() -> None:
                     path(conn, "bench_paths", groups(batch))
                     latencies.append(time.perf_counter() - started)
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                stored = sum(conn.execute(f'SELECT count(*) FROM bench_paths."{m}"').fetchone()[0]
-                             for m in MEASUREMENTS)  # fmt: skip
+                stored = sum(
+                    conn.execute(f'SELECT count(*) FROM bench_paths."{m}"').fetchone()[0]
+                    for m in MEASUREMENTS
+                )
                 assert stored == n, (label, stored, n)
                 p99 = sorted(latencies)[max(0, int(len(latencies) * 0.99) - 1)]
                 median = statistics.median(latencies)
-                print(f"| {label} | {shape} | {median * 1000:.2f} | {p99 * 1000:.2f} | "
-                      f"{n / wall:,.0f} | {cpu / n * 1e6:.1f} |", flush=True)  # fmt: skip
+                print(
+                    f"| {label} | {shape} | {median * 1000:.2f} | {p99 * 1000:.2f} | "
+                    f"{n / wall:,.0f} | {cpu / n * 1e6:.1f} |",
+                    flush=True,
+                )
         conn.execute("DROP SCHEMA IF EXISTS bench_paths CASCADE")
 
 

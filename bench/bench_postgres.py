@@ -203,8 +203,10 @@ def tick_cycle_cost(settings: PostgresSettings) -> None:
                 sink.write([r for e in entries for r in e.records])
                 spool.commit(entries)
                 cpu += time.thread_time() - t
-            print(f"per-tick cycle ({len(tick)} records, {label}): CPU {cpu / n * 1e6:.0f} µs "
-                  f"= {cpu / n * 100:.3f} % of a core at 1 s")  # fmt: skip
+            print(
+                f"per-tick cycle ({len(tick)} records, {label}): CPU {cpu / n * 1e6:.0f} µs "
+                f"= {cpu / n * 100:.3f} % of a core at 1 s"
+            )
         spool.close()
     sink.close()
 
@@ -236,10 +238,12 @@ def write_ahead_cost() -> None:
             syncs.append(time.perf_counter() - t)
         cpu = (time.process_time() - cpu0) / 1000
         spool.close()
-    print(f"write-ahead per tick ({len(tick)} records): append median "
-          f"{statistics.median(appends) * 1e6:.0f} µs (sampling thread), fsync median "
-          f"{statistics.median(syncs) * 1e6:.0f} µs wall (sink thread), CPU "
-          f"{cpu * 1e6:.0f} µs/tick = {cpu * 100:.3f} % of a core at 1 s")  # fmt: skip
+    print(
+        f"write-ahead per tick ({len(tick)} records): append median "
+        f"{statistics.median(appends) * 1e6:.0f} µs (sampling thread), fsync median "
+        f"{statistics.median(syncs) * 1e6:.0f} µs wall (sink thread), CPU "
+        f"{cpu * 1e6:.0f} µs/tick = {cpu * 100:.3f} % of a core at 1 s"
+    )
     for p in providers:
         p.close()
 

@@ -86,18 +86,26 @@ def start_receiver(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], s
     quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     if kind == "victoria-metrics":
         binary = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
-        proc = subprocess.Popen([binary, f"-storageDataPath={workdir / 'vm'}",
-                                 f"-httpListenAddr=127.0.0.1:{port}"], **quiet)  # fmt: skip
+        proc = subprocess.Popen(
+            [binary, f"-storageDataPath={workdir / 'vm'}", f"-httpListenAddr=127.0.0.1:{port}"],
+            **quiet,
+        )
         wait_http(f"{base}/health")
         return proc, f"{base}/api/v1/write"
     if kind == "prometheus":
         config = workdir / "prometheus.yml"
         config.write_text("global:\n  scrape_interval: 1h\n")
         binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-        proc = subprocess.Popen([binary, f"--config.file={config}",
-                                 f"--storage.tsdb.path={workdir / 'tsdb'}",
-                                 f"--web.listen-address=127.0.0.1:{port}",
-                                 "--web.enable-remote-write-receiver"], **quiet)  # fmt: skip
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-remote-write-receiver",
+            ],
+            **quiet,
+        )
         wait_http(f"{base}/-/ready")
         return proc, f"{base}/api/v1/write"
     proc = subprocess.Popen([sys.executable, "-c", OTLP_RECEIVER, str(port)], **quiet)
@@ -111,36 +119,99 @@ def start_receiver(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], s
 
 
 def tick_records(ts: datetime, n: int) -> list[Record]:
-    out = [Record("memory", ts, "bench-host", {}, {
-        "total_bytes": 16 << 30, "available_bytes": (8 << 30) + n, "used_bytes": (8 << 30) - n,
-        "free_bytes": 4 << 30, "buffers_bytes": 1 << 28, "cached_bytes": 3 << 30,
-        "shared_bytes": 1 << 26, "used_percent": 50.0 + n % 7, "swap_total_bytes": 0,
-        "swap_used_bytes": 0, "swap_free_bytes": 0, "swap_used_percent": 0.0})]  # fmt: skip
+    out = [
+        Record(
+            "memory",
+            ts,
+            "bench-host",
+            {},
+            {
+                "total_bytes": 16 << 30,
+                "available_bytes": (8 << 30) + n,
+                "used_bytes": (8 << 30) - n,
+                "free_bytes": 4 << 30,
+                "buffers_bytes": 1 << 28,
+                "cached_bytes": 3 << 30,
+                "shared_bytes": 1 << 26,
+                "used_percent": 50.0 + n % 7,
+                "swap_total_bytes": 0,
+                "swap_used_bytes": 0,
+                "swap_free_bytes": 0,
+                "swap_used_percent": 0.0,
+            },
+        )
+    ]
     for cpu in ["cpu-total", *(f"cpu{i}" for i in range(8))]:
-        shares = {f"{s}_percent": (n * 7 + len(s)) % 100 / 3 for s in
-                  ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
-                   "guest", "guest_nice", "usage")}  # fmt: skip
+        shares = {
+            f"{s}_percent": (n * 7 + len(s)) % 100 / 3
+            for s in (
+                "user",
+                "nice",
+                "system",
+                "idle",
+                "iowait",
+                "irq",
+                "softirq",
+                "steal",
+                "guest",
+                "guest_nice",
+                "usage",
+            )
+        }
         out.append(Record("cpu", ts, "bench-host", {"cpu": cpu}, shares))
     for i in range(5):
-        out.append(Record("disk", ts, "bench-host",
-                          {"mountpoint": f"/m{i}", "device": f"/dev/sd{i}", "fstype": "ext4"},
-                          {"total_bytes": 1 << 40, "used_bytes": (1 << 39) + n,
-                           "free_bytes": (1 << 39) - n, "available_bytes": (1 << 39) - n - 9,
-                           "used_percent": 50.0, "inodes_total": 1 << 20, "inodes_used": n,
-                           "inodes_free": (1 << 20) - n, "inodes_used_percent": 0.1}))  # fmt: skip
+        out.append(
+            Record(
+                "disk",
+                ts,
+                "bench-host",
+                {"mountpoint": f"/m{i}", "device": f"/dev/sd{i}", "fstype": "ext4"},
+                {
+                    "total_bytes": 1 << 40,
+                    "used_bytes": (1 << 39) + n,
+                    "free_bytes": (1 << 39) - n,
+                    "available_bytes": (1 << 39) - n - 9,
+                    "used_percent": 50.0,
+                    "inodes_total": 1 << 20,
+                    "inodes_used": n,
+                    "inodes_free": (1 << 20) - n,
+                    "inodes_used_percent": 0.1,
+                },
+            )
+        )
     for i in range(4):
-        out.append(Record("diskio", ts, "bench-host", {"device": f"nvme{i}n1"},
-                          {"reads_total": n * 3, "writes_total": n * 5,
-                           "read_bytes_total": n * 4096, "written_bytes_total": n * 8192,
-                           "read_time_seconds_total": n * 0.01, "write_time_seconds_total": n / 50,
-                           "io_time_seconds_total": n / 30, "read_bytes_per_second": 4096.0,
-                           "write_bytes_per_second": 8192.0, "reads_per_second": 3.0,
-                           "writes_per_second": 5.0, "utilization_percent": 1.5}))  # fmt: skip
+        out.append(
+            Record(
+                "diskio",
+                ts,
+                "bench-host",
+                {"device": f"nvme{i}n1"},
+                {
+                    "reads_total": n * 3,
+                    "writes_total": n * 5,
+                    "read_bytes_total": n * 4096,
+                    "written_bytes_total": n * 8192,
+                    "read_time_seconds_total": n * 0.01,
+                    "write_time_seconds_total": n / 50,
+                    "io_time_seconds_total": n / 30,
+                    "read_bytes_per_second": 4096.0,
+                    "write_bytes_per_second": 8192.0,
+                    "reads_per_second": 3.0,
+                    "writes_per_second": 5.0,
+                    "utilization_percent": 1.5,
+                },
+            )
+        )
     return out
 
 
-def run(make_sink: Callable[[Metrics], Any], receiver: subprocess.Popen[bytes],
-        seconds: float, interval: float, flush_every: float) -> dict[str, float]:  # fmt: skip
+def run(
+    make_sink: Callable[[Metrics], Any],
+    receiver: subprocess.Popen[bytes],
+    seconds: float,
+    interval: float,
+    flush_every: float,
+) -> dict[str, float]:
     metrics = Metrics()
     sink = make_sink(metrics)
     sink.open()
@@ -217,8 +288,9 @@ def main() -> None:
                     if kind == "otlp":
 
                         def make(m: Metrics, url: str = url) -> Any:
-                            return OtlpSink(OtlpSettings(endpoint=url), host_paths=HostPaths(),
-                                            metrics=m)  # fmt: skip
+                            return OtlpSink(
+                                OtlpSettings(endpoint=url), host_paths=HostPaths(), metrics=m
+                            )
 
                         name = "otlp → OTLP/HTTP receiver"
                     else:

@@ -64,14 +64,19 @@ IO_FIELDS = [f.name for f in MEASUREMENTS["diskio"].fields]
 def node_tick(host: str, ts: datetime, i: int) -> list[Record]:
     """One second of one node: values that move, so rows are not all alike on disk."""
     v = (i * 7919 + hash(host)) % 1000 / 10.0
-    out = [Record("cpu", ts, host, {"cpu": c}, {f: v for f in CPU_FIELDS})
-           for c in ["cpu-total", *(f"cpu{k}" for k in range(16))]]  # fmt: skip
+    out = [
+        Record("cpu", ts, host, {"cpu": c}, {f: v for f in CPU_FIELDS})
+        for c in ["cpu-total", *(f"cpu{k}" for k in range(16))]
+    ]
     out.append(Record("memory", ts, host, {}, {f: int(v * 1e8) for f in MEM_FIELDS}))
     for k in range(4):
         tags = {"mountpoint": f"/data{k}", "device": f"nvme0n{k}p1", "fstype": "ext4"}
         out.append(Record("disk", ts, host, tags, {f: int(v * 1e9) for f in DISK_FIELDS}))
-        out.append(Record("diskio", ts, host, {"device": f"nvme0n{k}"},
-                          {f: int(v * 1e3) for f in IO_FIELDS}))  # fmt: skip
+        out.append(
+            Record(
+                "diskio", ts, host, {"device": f"nvme0n{k}"}, {f: int(v * 1e3) for f in IO_FIELDS}
+            )
+        )
     return out
 
 
@@ -85,14 +90,24 @@ class Report:
 
 
 def worker(
-    dsn: str, schema: str, hosts: list[str], start: float, seconds: int,
-    outage: tuple[float, float] | None, out: Any,
-) -> None:  # fmt: skip
+    dsn: str,
+    schema: str,
+    hosts: list[str],
+    start: float,
+    seconds: int,
+    outage: tuple[float, float] | None,
+    out: Any,
+) -> None:
     """One process: its nodes, one sink each, one tick per second until ``seconds``, then
     until every backlog is empty."""
     configure("WARNING", "text")
-    settings = PostgresSettings(dsn=dsn, schema=schema, spool_dir="/tmp/fleet-unused",
-                                connect_timeout=2.0, statement_timeout=5.0)  # fmt: skip
+    settings = PostgresSettings(
+        dsn=dsn,
+        schema=schema,
+        spool_dir="/tmp/fleet-unused",
+        connect_timeout=2.0,
+        statement_timeout=5.0,
+    )
     sinks = {h: PostgresSink(settings, retry=RetrySettings(), metrics=Metrics()) for h in hosts}
     pending: dict[str, list[Record]] = {h: [] for h in hosts}
     latencies: list[tuple[float, float]] = []
@@ -149,10 +164,18 @@ def worker(
 
 
 def run_fleet(
-    bouncer_dsn: str, direct: Callable[[], Any], schema: str, *, nodes: int, processes: int,
-    seconds: int, outage: float = 0.0, stop: Callable[[], None] | None = None,
-    start_server: Callable[[], None] | None = None, server_cpu: Callable[[], float] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    bouncer_dsn: str,
+    direct: Callable[[], Any],
+    schema: str,
+    *,
+    nodes: int,
+    processes: int,
+    seconds: int,
+    outage: float = 0.0,
+    stop: Callable[[], None] | None = None,
+    start_server: Callable[[], None] | None = None,
+    server_cpu: Callable[[], float] | None = None,
+) -> dict[str, Any]:
     """Run the fleet; ``direct()`` opens a direct connection for the counts."""
     hosts = [f"node-{i:04d}" for i in range(nodes)]
     start = time.time() + 3.0
@@ -189,8 +212,10 @@ def run_fleet(
 
     latencies = sorted(x for r in reports for ts, x in (r.latencies or []) if steady(ts))
     with direct() as conn:
-        stored = sum(conn.execute(f'SELECT count(*) FROM "{schema}"."{m}"').fetchone()[0]
-                     for m in MEASUREMENTS)  # fmt: skip
+        stored = sum(
+            conn.execute(f'SELECT count(*) FROM "{schema}"."{m}"').fetchone()[0]
+            for m in MEASUREMENTS
+        )
         size = conn.execute(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
@@ -240,9 +265,13 @@ def main() -> None:
         sys.exit(f"no PostgreSQL: {reasons}")
     import tempfile
 
-    bouncer = Bouncer(server, args.pool, tempfile.mkdtemp(prefix="fleet-pgb-"),
-                      run_as="nobody" if os.geteuid() == 0 else None,
-                      max_client_conn=args.nodes + 50)  # fmt: skip
+    bouncer = Bouncer(
+        server,
+        args.pool,
+        tempfile.mkdtemp(prefix="fleet-pgb-"),
+        run_as="nobody" if os.geteuid() == 0 else None,
+        max_client_conn=args.nodes + 50,
+    )
     try:
         bouncer.start()
 
@@ -251,10 +280,17 @@ def main() -> None:
             bouncer.retarget()
 
         result = run_fleet(
-            bouncer.dsn(), lambda: psycopg.connect(server.dsn()), "fleet", nodes=args.nodes,
-            processes=args.processes, seconds=args.seconds, outage=args.outage,
-            stop=server.stop, start_server=restart, server_cpu=lambda: container_cpu(server),
-        )  # fmt: skip
+            bouncer.dsn(),
+            lambda: psycopg.connect(server.dsn()),
+            "fleet",
+            nodes=args.nodes,
+            processes=args.processes,
+            seconds=args.seconds,
+            outage=args.outage,
+            stop=server.stop,
+            start_server=restart,
+            server_cpu=lambda: container_cpu(server),
+        )
     finally:
         bouncer.stop()
         stop_server(server)
@@ -267,14 +303,18 @@ def container_cpu(server: Any) -> float:
     if server.kind != "docker":
         return float("nan")
     cid = server._wrapped().id
-    for path in (f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat",
-                 f"/sys/fs/cgroup/docker/{cid}/cpu.stat"):  # fmt: skip
+    for path in (
+        f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat",
+        f"/sys/fs/cgroup/docker/{cid}/cpu.stat",
+    ):
         if os.path.exists(path):
             for line in Path(path).read_text().splitlines():
                 if line.startswith("usage_usec"):
                     return int(line.split()[1]) / 1e6
-    for path in (f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage",
-                 f"/sys/fs/cgroup/cpu,cpuacct/docker/{cid}/cpuacct.usage"):  # fmt: skip
+    for path in (
+        f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage",
+        f"/sys/fs/cgroup/cpu,cpuacct/docker/{cid}/cpuacct.usage",
+    ):
         if os.path.exists(path):
             return int(Path(path).read_text()) / 1e9  # cgroup v1: nanoseconds
     return float("nan")

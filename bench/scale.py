@@ -202,36 +202,71 @@ def parse_interval(text: str) -> float:
 
 
 # -- synthetic host ----------------------------------------------------------------------
-def run_synthetic(cpus: int, interval: str, seconds: float, warmup: float, host_metrics: bool,
-                  env_extra: list[str]) -> dict[str, object]:  # fmt: skip
+def run_synthetic(
+    cpus: int,
+    interval: str,
+    seconds: float,
+    warmup: float,
+    host_metrics: bool,
+    env_extra: list[str],
+) -> dict[str, object]:
     disks, mounts = SIZES.get(cpus, (64, 64))
     base = tempfile.mkdtemp(prefix=f"sic-scale-{cpus}-")
     procs: list[Proc] = []
     generator = subprocess.Popen(
-        [sys.executable, str(HERE / "synthetic_host.py"), f"{base}/host", f"--cpus={cpus}",
-         f"--disks={disks}", f"--mounts={mounts}"], stdout=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(HERE / "synthetic_host.py"),
+            f"{base}/host",
+            f"--cpus={cpus}",
+            f"--disks={disks}",
+            f"--mounts={mounts}",
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert generator.stdout is not None
         if generator.stdout.readline().strip() != b"ready":
             raise SystemExit("synthetic host generator failed")
         port = free_port()
         env = collector_env(
-            SIC_INTERVAL=interval, SIC_SINKS="csv", SIC_CSV_DIR=f"{base}/collector",
-            SIC_HOST_PROC=f"{base}/host/proc", SIC_HOST_ROOT=f"{base}/host/root",
+            SIC_INTERVAL=interval,
+            SIC_SINKS="csv",
+            SIC_CSV_DIR=f"{base}/collector",
+            SIC_HOST_PROC=f"{base}/host/proc",
+            SIC_HOST_ROOT=f"{base}/host/root",
             SIC_HTTP_LISTEN=f"127.0.0.1:{port}",
             SIC_PROMETHEUS_HOST_METRICS="node" if host_metrics else "off",
-        )  # fmt: skip
+        )
         for item in env_extra:
             key, _, val = item.partition("=")
             env[key] = val
         devnull = subprocess.DEVNULL
-        procs.append(Proc("collector", subprocess.Popen([str(EXE), "run"], env=env,
-                          stdout=devnull), f"{base}/collector", port))  # fmt: skip
-        procs.append(Proc("psutil", subprocess.Popen(
-            [sys.executable, str(HERE / "psutil_floor.py"), str(parse_interval(interval)),
-             f"--procfs={base}/host/proc", f"--root={base}/host/root", f"--csv={base}/psutil"],
-            stdout=devnull), f"{base}/psutil"))  # fmt: skip
+        procs.append(
+            Proc(
+                "collector",
+                subprocess.Popen([str(EXE), "run"], env=env, stdout=devnull),
+                f"{base}/collector",
+                port,
+            )
+        )
+        procs.append(
+            Proc(
+                "psutil",
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(HERE / "psutil_floor.py"),
+                        str(parse_interval(interval)),
+                        f"--procfs={base}/host/proc",
+                        f"--root={base}/host/root",
+                        f"--csv={base}/psutil",
+                    ],
+                    stdout=devnull,
+                ),
+                f"{base}/psutil",
+            )
+        )
         gen = Proc("generator", generator)
         procs.append(gen)
         result = measure(procs, seconds, warmup)
@@ -242,8 +277,13 @@ def run_synthetic(cpus: int, interval: str, seconds: float, warmup: float, host_
             float(result["t1"]),
             expected,  # type: ignore[arg-type]
         )
-        result.update(cpus=cpus, disks=disks, mounts=mounts, interval=interval,
-                      slots=round(float(result["elapsed"]) / parse_interval(interval)))  # type: ignore[arg-type]  # fmt: skip
+        result.update(
+            cpus=cpus,
+            disks=disks,
+            mounts=mounts,
+            interval=interval,
+            slots=round(float(result["elapsed"]) / parse_interval(interval)),
+        )  # type: ignore[arg-type]
         return result
     finally:
         stop(procs if procs else [Proc("generator", generator)])
@@ -322,20 +362,42 @@ def run_collectd(seconds: float, warmup: float, dsn: str | None) -> dict[str, ob
     procs: list[Proc] = []
     try:
         Path(base, "collectd.conf").write_text(COLLECTD_CONF.format(base=base))
-        procs.append(Proc("collectd", subprocess.Popen(
-            [COLLECTD, "-f", "-C", f"{base}/collectd.conf"], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL), f"{base}/csv"))  # fmt: skip
+        procs.append(
+            Proc(
+                "collectd",
+                subprocess.Popen(
+                    [COLLECTD, "-f", "-C", f"{base}/collectd.conf"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                ),
+                f"{base}/csv",
+            )
+        )
         for name, sinks, extra in (
             ("collector CSV", "csv", {}),
-            ("collector CSV+PostgreSQL", "csv,postgres", {"SIC_DB_DSN": dsn,
-             "SIC_DB_SCHEMA": "bench_scale"}),
-        ):  # fmt: skip
+            (
+                "collector CSV+PostgreSQL",
+                "csv,postgres",
+                {"SIC_DB_DSN": dsn, "SIC_DB_SCHEMA": "bench_scale"},
+            ),
+        ):
             port = free_port()
             csv_dir = f"{base}/sic-{sinks.replace(',', '-')}"
-            env = collector_env(SIC_INTERVAL="1s", SIC_SINKS=sinks, SIC_CSV_DIR=csv_dir,
-                                SIC_HTTP_LISTEN=f"127.0.0.1:{port}", **extra)  # fmt: skip
-            procs.append(Proc(name, subprocess.Popen([str(EXE), "run"], env=env,
-                              stdout=subprocess.DEVNULL), csv_dir, port))  # fmt: skip
+            env = collector_env(
+                SIC_INTERVAL="1s",
+                SIC_SINKS=sinks,
+                SIC_CSV_DIR=csv_dir,
+                SIC_HTTP_LISTEN=f"127.0.0.1:{port}",
+                **extra,
+            )
+            procs.append(
+                Proc(
+                    name,
+                    subprocess.Popen([str(EXE), "run"], env=env, stdout=subprocess.DEVNULL),
+                    csv_dir,
+                    port,
+                )
+            )
         return measure(procs, seconds, warmup)
     finally:
         stop(procs)
@@ -348,10 +410,14 @@ def run_collectd(seconds: float, warmup: float, dsn: str | None) -> dict[str, ob
 
 def print_collectd(r: dict) -> None:  # type: ignore[type-arg]
     ref = r["collectd"]["cpu_pct"]
-    print(f"\nwindow {r['elapsed']:.0f} s at 1 s; machine busy {r['machine_busy']:.0f} % "
-          f"of {os.cpu_count()} CPUs, load1 {r['load1']:.2f}\n")  # fmt: skip
-    print("| process | CPU % of one core | vs collectd | steady RSS MB | peak RSS MB "
-          "| lines written | tick p99 / mean ms | overruns |")  # fmt: skip
+    print(
+        f"\nwindow {r['elapsed']:.0f} s at 1 s; machine busy {r['machine_busy']:.0f} % "
+        f"of {os.cpu_count()} CPUs, load1 {r['load1']:.2f}\n"
+    )
+    print(
+        "| process | CPU % of one core | vs collectd | steady RSS MB | peak RSS MB "
+        "| lines written | tick p99 / mean ms | overruns |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in ("collectd", "collector CSV", "collector CSV+PostgreSQL"):
         p = r[name]
@@ -361,13 +427,16 @@ def print_collectd(r: dict) -> None:  # type: ignore[type-arg]
             if t
             else "n/a | n/a"
         )
-        print(f"| {name} | {p['cpu_pct']:.3f} | {p['cpu_pct'] / ref:.2f} | {p['rss']:.1f} "
-              f"| {p['peak']:.1f} | {p['records']} | {ticks} |")  # fmt: skip
+        print(
+            f"| {name} | {p['cpu_pct']:.3f} | {p['cpu_pct'] / ref:.2f} | {p['rss']:.1f} "
+            f"| {p['peak']:.1f} | {p['records']} | {ticks} |"
+        )
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--only", choices=("synthetic", "collectd"))
     ap.add_argument("--cpus", default="2,64,256,1024")
     ap.add_argument("--intervals", default="1s,250ms")
@@ -380,14 +449,19 @@ def main() -> int:
     args = ap.parse_args()
     import platform
 
-    print(f"{platform.node()} · {os.cpu_count()} CPUs · Python {platform.python_version()} · "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+    print(
+        f"{platform.node()} · {os.cpu_count()} CPUs · Python {platform.python_version()} · "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
     if args.only in (None, "synthetic"):
         rows = []
         for cpus in (int(c) for c in args.cpus.split(",")):
             for interval in args.intervals.split(","):
-                rows.append(run_synthetic(cpus, interval, args.seconds, args.warmup,
-                                          args.host_metrics, args.env))  # fmt: skip
+                rows.append(
+                    run_synthetic(
+                        cpus, interval, args.seconds, args.warmup, args.host_metrics, args.env
+                    )
+                )
                 print_synthetic(rows[-1:])
         print("\nsynthetic host, all configurations:")
         print_synthetic(rows)

@@ -137,10 +137,13 @@ class SyntheticHost:
 
     def _diskstats(self) -> str:
         return "".join(
-            f" 259 {d} nvme{d}n1 " + " ".join(map(str, n[:8])) + " 0 " + " ".join(map(str, n[9:]))
+            f" 259 {d} nvme{d}n1 "
+            + " ".join(map(str, n[:8]))
+            + " 0 "
+            + " ".join(map(str, n[9:]))
             + "\n"
             for d, n in enumerate(self._disk)
-        )  # fmt: skip
+        )
 
     def write(self) -> None:
         for name, text in (

@@ -132,9 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("paths", nargs="+", metavar="PATH", help="CSV file or directory")
         if name == "report":
             sub.add_argument("--hours", type=int, default=24, help="hours back (default 24)")
-            sub.add_argument("--expected-interval", type=float, default=None, metavar="SECONDS",
-                             help="expected seconds between samples (default: the memory "
-                             "collector's interval)")  # fmt: skip
+            sub.add_argument(
+                "--expected-interval",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="expected seconds between samples (default: the memory collector's interval)",
+            )
             sub.add_argument("--format", choices=("text", "csv"), default="text")
         _add_override_flags(sub, flags)
     db = commands.add_parser(
@@ -143,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Maintenance of the PostgreSQL database of SIC_DB_DSN.",
     )
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
-    migrate = ("convert plain tables of schema version 1 to range-partitioned tables (copies "
-               "every row, keeps the old tables)")  # fmt: skip
+    migrate = (
+        "convert plain tables of schema version 1 to range-partitioned tables (copies "
+        "every row, keeps the old tables)"
+    )
     db_commands.add_parser(
         "migrate", help=migrate, description=f"{migrate[0].upper()}{migrate[1:]}."
     )
@@ -219,23 +225,40 @@ def _take_locks(settings: Settings, locks: DirLocks, stop: Callable[[float], boo
     """None when every lock is held; else the exit code."""
 
     def waiting(lock: DirLock) -> None:
-        event("WARNING", "directory_lock_wait", "directory in use by another collector; waiting "
-              "(SIC_LOCK_TIMEOUT)", directory=lock.directory, variable=lock.what,
-              held_by=lock.holder, timeout_seconds=settings.lock_timeout)  # fmt: skip
+        event(
+            "WARNING",
+            "directory_lock_wait",
+            "directory in use by another collector; waiting (SIC_LOCK_TIMEOUT)",
+            directory=lock.directory,
+            variable=lock.what,
+            held_by=lock.holder,
+            timeout_seconds=settings.lock_timeout,
+        )
 
     try:
         if not locks.acquire(settings.lock_timeout, stop=stop, on_wait=waiting):
             return EXIT_OK  # SIGTERM while waiting
     except DirectoryLocked as exc:
         lock = next(lk for lk in locks.locks if lk.directory == exc.directory)
-        event("ERROR", "directory_locked", "another collector is writing to this directory; "
-              "one directory has one writer (give each collector its own SIC_CSV_DIR and "
-              "SIC_DB_SPOOL_DIR)", directory=exc.directory, variable=lock.what,
-              held_by=exc.holder, exit_code=EXIT_LOCKED)  # fmt: skip
+        event(
+            "ERROR",
+            "directory_locked",
+            "another collector is writing to this directory; "
+            "one directory has one writer (give each collector its own SIC_CSV_DIR and "
+            "SIC_DB_SPOOL_DIR)",
+            directory=exc.directory,
+            variable=lock.what,
+            held_by=exc.holder,
+            exit_code=EXIT_LOCKED,
+        )
         return EXIT_LOCKED
     except OSError as exc:
-        event("ERROR", "directory_lock_failed", "cannot create the lock file of a data "
-              "directory", error=f"{exc.strerror or exc} ({exc.filename})")  # fmt: skip
+        event(
+            "ERROR",
+            "directory_lock_failed",
+            "cannot create the lock file of a data directory",
+            error=f"{exc.strerror or exc} ({exc.filename})",
+        )
         return EXIT_FAILED
     return None
 
@@ -425,8 +448,10 @@ def cmd_report(settings: Settings, hours: int, interval: float | None, fmt: str)
         print("system-info-collector report: SIC_DB_DSN is not set", file=sys.stderr)
         return EXIT_CONFIG
     if hours < 1 or (interval is not None and interval <= 0):
-        print("system-info-collector report: --hours must be >= 1 and --expected-interval > 0",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "system-info-collector report: --hours must be >= 1 and --expected-interval > 0",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     every = interval or settings.collector_interval("memory")
     return report(settings.postgres, hours=hours, interval=every, fmt=fmt)
@@ -478,6 +503,9 @@ def _listen_check(listen: str) -> CheckResult:
             sock.bind((host, port))
             sock.listen(1)
     except OSError as exc:
-        return CheckResult("http listen", False, f"cannot listen on {listen}: "
-                           f"{exc.strerror or exc}; `run` would exit {EXIT_FAILED}")  # fmt: skip
+        return CheckResult(
+            "http listen",
+            False,
+            f"cannot listen on {listen}: {exc.strerror or exc}; `run` would exit {EXIT_FAILED}",
+        )
     return CheckResult("http listen", True, f"{listen} can be bound")

@@ -69,8 +69,11 @@ class DirLock:
             os.close(fd)
             return False
         try:
-            info = {"pid": os.getpid(), "host": socket.gethostname(),
-                    "started": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
             data = (json.dumps(info) + "\n").encode()
             os.ftruncate(fd, 0)
             os.pwrite(fd, data, 0)

@@ -168,12 +168,23 @@ _CHOICES = {
     "gssencmode": ("disable", "prefer", "require"),
     "channel_binding": ("disable", "prefer", "require"),
     "target_session_attrs": (
-        "any", "read-write", "read-only", "primary", "standby", "prefer-standby",
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
     ),
     "load_balance_hosts": ("disable", "random"),
-}  # fmt: skip
-_INTEGERS = ("connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-             "keepalives_count", "tcp_user_timeout")  # fmt: skip
+}
+_INTEGERS = (
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
 _URI = re.compile(r"^postgres(?:ql)?://(?P<authority>[^/?#]*)", re.IGNORECASE)
 
 
@@ -188,8 +199,10 @@ def dsn_problems(dsn: str) -> list[str]:
     shown = redact_dsn(dsn)
     uri = _URI.match(dsn.strip())
     if uri and uri.group("authority").count("@") > 1:
-        return [f"{name}={shown!r}: more than one '@' before the host: percent-encode @ as %40 "
-                "in the user name or password"]  # fmt: skip
+        return [
+            f"{name}={shown!r}: more than one '@' before the host: percent-encode @ as %40 "
+            "in the user name or password"
+        ]
     from psycopg import Error as PsycopgError
     from psycopg.conninfo import conninfo_to_dict
 
@@ -203,8 +216,10 @@ def dsn_problems(dsn: str) -> list[str]:
         for piece in sorted(values, key=len, reverse=True):
             if len(piece) >= 3:
                 text = text.replace(piece, "***")
-        return [f"{name} (not shown, it may hold a password): not a libpq connection string "
-                f"({redact_dsn(text)})"]  # fmt: skip
+        return [
+            f"{name} (not shown, it may hold a password): not a libpq connection string "
+            f"({redact_dsn(text)})"
+        ]
     problems = []
     for port in str(params.get("port") or "").split(","):
         port = unquote(port.strip())
@@ -213,8 +228,9 @@ def dsn_problems(dsn: str) -> list[str]:
     for key, allowed in _CHOICES.items():
         value = params.get(key)
         if value is not None and str(value) not in allowed:
-            problems.append(f"{name}={shown!r}: {key}={value!r}: expected one of "
-                            f"{', '.join(allowed)}")  # fmt: skip
+            problems.append(
+                f"{name}={shown!r}: {key}={value!r}: expected one of {', '.join(allowed)}"
+            )
     for key in _INTEGERS:
         value = params.get(key)
         if value is not None and not re.fullmatch(r"\s*-?\d+\s*", str(value)):

@@ -21,9 +21,15 @@ class Progress:
         if stream.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=label, unit="B" if unit == "bytes" else " rows",
-                             unit_scale=True, unit_divisor=1024 if unit == "bytes" else 1000,
-                             file=stream, dynamic_ncols=True)  # fmt: skip
+            self._bar = tqdm(
+                total=total,
+                desc=label,
+                unit="B" if unit == "bytes" else " rows",
+                unit_scale=True,
+                unit_divisor=1024 if unit == "bytes" else 1000,
+                file=stream,
+                dynamic_ncols=True,
+            )
 
     def update(self, done: int, rows: int | None = None) -> None:
         self.done = min(done, self.total) if self.total else done
@@ -46,8 +52,10 @@ class Progress:
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         rows = f", {self.rows:,} rows ({self.rows / took:,.0f} rows/s)" if self.rows else ""
         done, total = _amount(self.done, self.unit), _amount(self.total, self.unit)
-        return (f"{self.label}: {pct:.0f} % ({done} of {total}){rows}, "
-                f"{_amount(rate, self.unit)}/s, ETA {eta:.0f}s")  # fmt: skip
+        return (
+            f"{self.label}: {pct:.0f} % ({done} of {total}){rows}, "
+            f"{_amount(rate, self.unit)}/s, ETA {eta:.0f}s"
+        )
 
     def close(self) -> None:
         if self._bar is not None:

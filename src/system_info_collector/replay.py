@@ -262,16 +262,22 @@ class Replayer:
     ) -> int:
         """One chunk in one transaction (one simple query); the rows inserted."""
         # synchronous_commit off is safe: a commit lost in a crash is re-done by a re-run
-        query = copy_script(self.settings.schema, m, self.settings.statement_timeout,
-                                     direct=direct, synchronous_commit="off")  # fmt: skip
+        query = copy_script(
+            self.settings.schema,
+            m,
+            self.settings.statement_timeout,
+            direct=direct,
+            synchronous_commit="off",
+        )
         try:
             return run_script(conn, query, data)[-1]
         except psycopg.errors.CheckViolation as exc:
             if "no partition of relation" not in str(exc) or conn.closed:
                 raise
         s = self.settings  # rows older (or newer) than every partition: make theirs, again
-        partitions.ensure_for(conn, s.schema, m, _timestamps(data), s.partition_interval,
-                              s.statement_timeout)  # fmt: skip
+        partitions.ensure_for(
+            conn, s.schema, m, _timestamps(data), s.partition_interval, s.statement_timeout
+        )
         return run_script(conn, query, data)[-1]
 
     def ready(self) -> None:
@@ -296,8 +302,10 @@ class Replayer:
                 if kind == CONFIG or backoff.attempt + 1 >= self.retry.max_attempts:
                     raise ReplayError(f"PostgreSQL: {kind} error: {self._text(exc)}") from exc
                 delay = backoff.next_delay()
-                print(f"replay: PostgreSQL unavailable ({self._text(exc)}); retrying in "
-                      f"{delay:.2f}s", file=self.progress)  # fmt: skip
+                print(
+                    f"replay: PostgreSQL unavailable ({self._text(exc)}); retrying in {delay:.2f}s",
+                    file=self.progress,
+                )
                 time.sleep(delay)
 
     def _bisect(self, m: Measurement, lines: list[bytes], first: int, path: str, t: Totals) -> None:
@@ -339,15 +347,18 @@ class Replayer:
         t.rows += rows
         t.inserted += inserted
         took = max(time.monotonic() - started, 1e-9)
-        print(f"replay: {path}: records, {rows} rows, {inserted} new, in {took:.2f}s",
-              file=self.progress)  # fmt: skip
+        print(
+            f"replay: {path}: records, {rows} rows, {inserted} new, in {took:.2f}s",
+            file=self.progress,
+        )
 
     def _records(self, batch: list[tuple[int, Record]], path: str, t: Totals) -> int:
         groups: dict[str, list[Record]] = {}
         for _, record in batch:
             groups.setdefault(record.measurement, []).append(record)
-        query = insert_script(self.settings.schema, groups, self._encoders,
-                              self.settings.statement_timeout)  # fmt: skip
+        query = insert_script(
+            self.settings.schema, groups, self._encoders, self.settings.statement_timeout
+        )
         try:
             return self._retrying(lambda conn: self._run_records(conn, query, groups))
         except psycopg.Error as exc:
@@ -368,8 +379,14 @@ class Replayer:
                 raise
         s = self.settings
         for name, records in groups.items():
-            partitions.ensure_for(conn, s.schema, MEASUREMENTS[name], [r.ts for r in records],
-                                  s.partition_interval, s.statement_timeout)  # fmt: skip
+            partitions.ensure_for(
+                conn,
+                s.schema,
+                MEASUREMENTS[name],
+                [r.ts for r in records],
+                s.partition_interval,
+                s.statement_timeout,
+            )
         return sum(run_script(conn, query)[1:])
 
     def _problem(self, t: Totals, message: str) -> None:
@@ -411,16 +428,22 @@ class Replayer:
                         at = gunzip.consumed if gunzip is not None else handle.tell()
                         self.bar.update(self.bytes_before + at, t.rows + rows)
                 if gunzip is not None and gunzip.damage:
-                    self._problem(t, f"{path}: {gunzip.damage}; loaded the {rows} complete rows "
-                                  "before it (as zcat recovers them)")  # fmt: skip
+                    self._problem(
+                        t,
+                        f"{path}: {gunzip.damage}; loaded the {rows} complete rows "
+                        "before it (as zcat recovers them)",
+                    )
         except OSError as exc:
             self._problem(t, f"{path}: cannot read ({exc.strerror or exc})")
             return
         t.files += 1
         t.rows += rows
         took = max(time.monotonic() - started, 1e-9)
-        print(f"replay: {path}: {m.name}, {rows} rows, {inserted} new, in {took:.2f}s "
-              f"({rows / took:,.0f} rows/s)", file=self.progress)  # fmt: skip
+        print(
+            f"replay: {path}: {m.name}, {rows} rows, {inserted} new, in {took:.2f}s "
+            f"({rows / took:,.0f} rows/s)",
+            file=self.progress,
+        )
 
 
 def replay(
@@ -479,6 +502,8 @@ def replay(
 def _summary(out: TextIO, t: Totals, took: float) -> None:
     took = max(took, 1e-9)
     present = t.rows - t.inserted - t.rejected
-    print(f"replayed {t.rows} rows from {t.files} files in {took:.2f}s ({t.rows / took:,.0f} "
-          f"rows/s): {t.inserted} new, {present} already present, {t.rejected} rejected",
-          file=out)  # fmt: skip
+    print(
+        f"replayed {t.rows} rows from {t.files} files in {took:.2f}s ({t.rows / took:,.0f} "
+        f"rows/s): {t.inserted} new, {present} already present, {t.rejected} rejected",
+        file=out,
+    )

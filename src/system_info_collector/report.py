@@ -67,9 +67,15 @@ class Row:
         def num(v: float | None, digits: int = 1) -> str:
             return "" if v is None else f"{v:.{digits}f}"
 
-        return [self.host, self.hour.strftime("%Y-%m-%dT%H:00Z"), str(self.samples),
-                str(self.expected), num(self.complete_pct, 2), num(self.max_gap),
-                num(self.newest_age)]  # fmt: skip
+        return [
+            self.host,
+            self.hour.strftime("%Y-%m-%dT%H:00Z"),
+            str(self.samples),
+            str(self.expected),
+            num(self.complete_pct, 2),
+            num(self.max_gap),
+            num(self.newest_age),
+        ]
 
 
 def _ticks_between(start: datetime, end: datetime, interval: float) -> int:
@@ -125,8 +131,9 @@ def report(
         return 1
     try:
         with connect(settings, password) as conn:
-            found = rows(conn, settings.schema, hours=hours, interval=interval,
-                         now=now or datetime.now(UTC))  # fmt: skip
+            found = rows(
+                conn, settings.schema, hours=hours, interval=interval, now=now or datetime.now(UTC)
+            )
     except psycopg.Error as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         message = redact_secret(text, dsn_secrets(settings, password))

@@ -68,8 +68,13 @@ class SignalActions:
                 with contextlib.suppress(Exception):
                     name = signal.Signals(signum).name
                     error = f"{type(exc).__name__}: {exc}"
-                    event("ERROR", "signal_failed", "could not act on a signal", signal=name,
-                          error=error)  # fmt: skip
+                    event(
+                        "ERROR",
+                        "signal_failed",
+                        "could not act on a signal",
+                        signal=name,
+                        error=error,
+                    )
 
     def handle(self, signum: signal.Signals) -> None:
         agent = self._agent
@@ -80,19 +85,34 @@ class SignalActions:
                 reopen = getattr(worker.sink, "request_reopen", None)
                 if reopen is not None:
                     reopen()
-            event("INFO", "reopen_requested", "SIGHUP: files are fsynced and reopened at the "
-                  "next write (configuration is not reloaded)", signal="SIGHUP",
-                  sinks=sinks)  # fmt: skip
+            event(
+                "INFO",
+                "reopen_requested",
+                "SIGHUP: files are fsynced and reopened at the "
+                "next write (configuration is not reloaded)",
+                signal="SIGHUP",
+                sinks=sinks,
+            )
         elif signum == signal.SIGUSR1:
-            event("INFO", "status", "status on SIGUSR1", signal="SIGUSR1",
-                  uptime_seconds=round(time.monotonic() - self.started, 3),
-                  **status(agent))  # fmt: skip
+            event(
+                "INFO",
+                "status",
+                "status on SIGUSR1",
+                signal="SIGUSR1",
+                uptime_seconds=round(time.monotonic() - self.started, 3),
+                **status(agent),
+            )
         elif signum == signal.SIGUSR2:
             self._debug = not self._debug
             self._set_debug(self._debug)
             state = "on" if self._debug else "off"
-            event("INFO", "log_level_changed", f"SIGUSR2: DEBUG logging {state}",
-                  signal="SIGUSR2", debug=self._debug)  # fmt: skip
+            event(
+                "INFO",
+                "log_level_changed",
+                f"SIGUSR2: DEBUG logging {state}",
+                signal="SIGUSR2",
+                debug=self._debug,
+            )
 
 
 def status(agent: Agent) -> dict[str, Any]:

@@ -61,8 +61,16 @@ def format_duration(seconds: float) -> str:
 
 def format_size(size: int) -> str:
     """``4000`` -> ``4KB``, ``1048576`` -> ``1MiB``: the largest unit that divides ``size``."""
-    units = (("TiB", 1024**4), ("TB", 1000**4), ("GiB", 1024**3), ("GB", 1000**3),
-             ("MiB", 1024**2), ("MB", 1000**2), ("KiB", 1024), ("KB", 1000))  # fmt: skip
+    units = (
+        ("TiB", 1024**4),
+        ("TB", 1000**4),
+        ("GiB", 1024**3),
+        ("GB", 1000**3),
+        ("MiB", 1024**2),
+        ("MB", 1000**2),
+        ("KiB", 1024),
+        ("KB", 1000),
+    )
     for unit, factor in units:
         if size >= factor and size % factor == 0:
             return f"{size // factor}{unit}"

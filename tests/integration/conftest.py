@@ -172,8 +172,9 @@ def _start_docker() -> PgServer:
     from testcontainers.community.postgres import PostgresContainer
 
     image = os.environ.get("SIC_TEST_POSTGRES_IMAGE", DEFAULT_IMAGE)
-    container = PostgresContainer(image, username=USER, password=PASSWORD, dbname=DBNAME,
-                                  driver=None)  # fmt: skip
+    container = PostgresContainer(
+        image, username=USER, password=PASSWORD, dbname=DBNAME, driver=None
+    )
     container.start()
     host = container.get_container_host_ip()
     port = int(container.get_exposed_port(5432))
@@ -207,17 +208,38 @@ def _start_local(bindir: str) -> PgServer:
         for path in (base, pwfile):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     subprocess.run(
-        [os.path.join(bindir, "initdb"), "-D", datadir, "-U", USER, f"--pwfile={pwfile}",
-         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C"],
-        check=True, capture_output=True, user=run_as, timeout=120,
-    )  # fmt: skip
+        [
+            os.path.join(bindir, "initdb"),
+            "-D",
+            datadir,
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
+        check=True,
+        capture_output=True,
+        user=run_as,
+        timeout=120,
+    )
     port = _free_port()
     options = (
         f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base} -c fsync=off"
     )
-    server = PgServer("local", "127.0.0.1", port, datadir=datadir, run_as=run_as,
-                      log=os.path.join(base, "server.log"), _bin=bindir,
-                      extra={"options": options, "base": base})  # fmt: skip
+    server = PgServer(
+        "local",
+        "127.0.0.1",
+        port,
+        datadir=datadir,
+        run_as=run_as,
+        log=os.path.join(base, "server.log"),
+        _bin=bindir,
+        extra={"options": options, "base": base},
+    )
     server._pg_ctl("start", "-w", "-l", server.log, "-o", options)
     import psycopg
 
@@ -265,9 +287,14 @@ def pg() -> Iterator[PgServer]:
         from psycopg.conninfo import conninfo_to_dict
 
         p = conninfo_to_dict(dsn)
-        yield PgServer("dsn", str(p.get("host", "localhost")), int(p.get("port", 5432)),
-                       user=str(p.get("user", "")), password=str(p.get("password", "")),
-                       dbname=str(p.get("dbname", "")))  # fmt: skip
+        yield PgServer(
+            "dsn",
+            str(p.get("host", "localhost")),
+            int(p.get("port", 5432)),
+            user=str(p.get("user", "")),
+            password=str(p.get("password", "")),
+            dbname=str(p.get("dbname", "")),
+        )
         return
     server, reasons = start_server()
     if server is None:
@@ -384,8 +411,11 @@ class Collector:
         return out
 
     def wait_records(self, more_than: int, timeout: float = 10.0) -> int:
-        return poll(lambda: len(self.stdout) if len(self.stdout) > more_than else None,
-                    timeout=timeout, what=f"more than {more_than} stdout records")  # fmt: skip
+        return poll(
+            lambda: len(self.stdout) if len(self.stdout) > more_than else None,
+            timeout=timeout,
+            what=f"more than {more_than} stdout records",
+        )
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:

@@ -76,8 +76,11 @@ class Receiver:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         proc = self.proc
-        poll(lambda: proc.poll() is not None or _answers(self.ready_url()),
-             timeout=30, what=f"{self.kind} to answer")  # fmt: skip
+        poll(
+            lambda: proc.poll() is not None or _answers(self.ready_url()),
+            timeout=30,
+            what=f"{self.kind} to answer",
+        )
         assert proc.poll() is None, self.log.read_text()[-2000:]
         return self
 
@@ -121,10 +124,12 @@ class PrometheusReceiver(Receiver):
         body = json.loads(_get(f"{self.base}/api/v1/query?{query}"))
         assert body["status"] == "success", body
         return [
-            {"metric": r["metric"],
-             "values": [(round(float(t) * 1000), float(v)) for t, v in r["values"]]}
+            {
+                "metric": r["metric"],
+                "values": [(round(float(t) * 1000), float(v)) for t, v in r["values"]],
+            }
             for r in body["data"]["result"]
-        ]  # fmt: skip
+        ]
 
 
 class VictoriaReceiver(Receiver):

@@ -110,11 +110,16 @@ def test_rendering_is_valid_kubernetes(helm: str, values: Path | None, tmp_path:
 
 
 def test_a_typo_in_values_fails(helm: str) -> None:
-    for bad in (["--set", "intervall=5s"], ["--set", "csv.rotateSise=1GB"],
-                ["--set", "csv.compress=zstd"], ["--set", "interval=fast"],
-                ["--set", "collectors.enabled={cpu,gpu}"], ["--set", "http.hostMetrics=true"],
-                ["--set", "prometheus.monitor.enable=true"],
-                ["--set", "hostNetwork=yes"]):  # fmt: skip
+    for bad in (
+        ["--set", "intervall=5s"],
+        ["--set", "csv.rotateSise=1GB"],
+        ["--set", "csv.compress=zstd"],
+        ["--set", "interval=fast"],
+        ["--set", "collectors.enabled={cpu,gpu}"],
+        ["--set", "http.hostMetrics=true"],
+        ["--set", "prometheus.monitor.enable=true"],
+        ["--set", "hostNetwork=yes"],
+    ):
         result = subprocess.run(
             [helm, "template", "sic", str(CHART), *bad], capture_output=True, text=True
         )
@@ -125,8 +130,10 @@ def test_a_typo_in_values_fails(helm: str) -> None:
 def test_defaults_are_a_hardened_daemonset(helm: str) -> None:
     manifests = template(helm)
     ds = daemonset(manifests)
-    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate",
-                                            "rollingUpdate": {"maxUnavailable": 1}}  # fmt: skip
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1},
+    }
     pod = ds["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert "hostPID" not in pod and "hostNetwork" not in pod
@@ -134,9 +141,11 @@ def test_defaults_are_a_hardened_daemonset(helm: str) -> None:
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     c = collector(manifests)
-    assert c["securityContext"] == {"readOnlyRootFilesystem": True,
-                                    "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    assert c["securityContext"] == {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["ports"] == [{"name": "http", "containerPort": 9808, "protocol": "TCP"}]
@@ -253,9 +262,17 @@ def test_kustomize_builds_valid_manifests(kubectl: str, tmp_path: Path) -> None:
 
 
 def test_postgres_example_patch_applies(kubectl: str, tmp_path: Path) -> None:
-    patched = run(kubectl, "patch", "--local", "-f", str(ROOT / "k8s" / "20-daemonset.yaml"),
-                  "--patch-file", str(ROOT / "k8s" / "examples" / "daemonset-postgres-patch.yaml"),
-                  "-o", "yaml")  # fmt: skip
+    patched = run(
+        kubectl,
+        "patch",
+        "--local",
+        "-f",
+        str(ROOT / "k8s" / "20-daemonset.yaml"),
+        "--patch-file",
+        str(ROOT / "k8s" / "examples" / "daemonset-postgres-patch.yaml"),
+        "-o",
+        "yaml",
+    )
     secret = (ROOT / "k8s" / "examples" / "postgres-secret.yaml").read_text(encoding="utf-8")
     kubernetes_validate(patched + "\n---\n" + secret, tmp_path)
     env = {e["name"]: e for e in collector(patched)["env"]}
@@ -311,8 +328,11 @@ def test_defaults_have_a_service_prometheus_finds_by_its_annotations(helm: str) 
 
 
 def _node_relabelings(endpoint: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in endpoint.get("relabelings", [])
-            if r.get("sourceLabels") == ["__meta_kubernetes_pod_node_name"]]  # fmt: skip
+    return [
+        r
+        for r in endpoint.get("relabelings", [])
+        if r.get("sourceLabels") == ["__meta_kubernetes_pod_node_name"]
+    ]
 
 
 def test_service_monitor_names_series_after_the_node(helm: str) -> None:
@@ -350,9 +370,19 @@ def test_pod_monitor_without_a_service(helm: str) -> None:
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert {r["targetLabel"] for r in _node_relabelings(endpoint)} == {"instance", "node"}
     result = subprocess.run(
-        [helm, "template", "sic", str(CHART), "--set", "service.enabled=false",
-         "--set", "prometheus.monitor.enabled=true"], capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            helm,
+            "template",
+            "sic",
+            str(CHART),
+            "--set",
+            "service.enabled=false",
+            "--set",
+            "prometheus.monitor.enabled=true",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "service.enabled" in result.stderr
 
 
@@ -392,15 +422,19 @@ def test_the_usual_knobs(helm: str) -> None:
     assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert ingress["from"][0]["namespaceSelector"]
     (vpa,) = found["VerticalPodAutoscaler"]
-    assert vpa["spec"]["targetRef"] == {"apiVersion": "apps/v1", "kind": "DaemonSet",
-                                        "name": ds["metadata"]["name"]}  # fmt: skip
+    assert vpa["spec"]["targetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "name": ds["metadata"]["name"],
+    }
     (policy_,) = vpa["spec"]["resourcePolicy"]["containerPolicies"]
     assert policy_["containerName"] == "collector"
     # the CLI takes the extra arguments after `run`
     result = subprocess.run(
         [str(Path(sys.executable).with_name("system-info-collector")), "run", "--help"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert "--interval" in result.stdout
 
 
@@ -412,8 +446,9 @@ def _rules_file(manifests: str, path: Path) -> Path:
 
 def test_alert_rules_pass_promtool_check_and_unit_tests(helm: str, tmp_path: Path) -> None:
     promtool = shutil.which("promtool") or "/usr/bin/promtool"
-    rules = _rules_file(template(helm, "--set", "prometheus.rules.enabled=true"),
-                        tmp_path / "rules.yml")  # fmt: skip
+    rules = _rules_file(
+        template(helm, "--set", "prometheus.rules.enabled=true"), tmp_path / "rules.yml"
+    )
     run(promtool, "check", "rules", str(rules))
     shutil.copy(PROMTOOL_TESTS, tmp_path / PROMTOOL_TESTS.name)
     out = run(promtool, "test", "rules", str(tmp_path / PROMTOOL_TESTS.name))
@@ -446,6 +481,7 @@ def test_dashboards_are_configmaps_for_the_grafana_sidecar(helm: str) -> None:
         assert dashboard["panels"] and dashboard["title"].startswith("System info collector")
         uids.add(dashboard["uid"])
     assert len(uids) == 2
-    only_pg = kinds(template(helm, "--set", "dashboards.enabled=true",
-                             "--set", "dashboards.prometheus=false"))["ConfigMap"]  # fmt: skip
+    only_pg = kinds(
+        template(helm, "--set", "dashboards.enabled=true", "--set", "dashboards.prometheus=false")
+    )["ConfigMap"]
     assert [list(cm["data"]) for cm in only_pg] == [["system-info-collector-postgres.json"]]

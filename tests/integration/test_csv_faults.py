@@ -111,9 +111,15 @@ def test_sigkill_and_torn_files_then_restart(tmp_path: Path) -> None:
     env = {"SIC_SINKS": "csv,stdout", "SIC_CSV_DIR": str(data), "SIC_CSV_ROTATE_SIZE": "4KB"}
     first = Collector(tmp_path, "first", **env)
     try:
-        poll(lambda: rows_in(data / "cpu.csv") >= 3 and rows_in(data / "memory.csv") >= 3
-             and any(p.name.endswith(".gz") for p in data.iterdir()),
-             timeout=30, what="rows in the CSV files and a compressed rotation")  # fmt: skip
+        poll(
+            lambda: (
+                rows_in(data / "cpu.csv") >= 3
+                and rows_in(data / "memory.csv") >= 3
+                and any(p.name.endswith(".gz") for p in data.iterdir())
+            ),
+            timeout=30,
+            what="rows in the CSV files and a compressed rotation",
+        )
     finally:
         first.kill()
     assert first.proc.returncode == -signal.SIGKILL
@@ -134,8 +140,11 @@ def test_sigkill_and_torn_files_then_restart(tmp_path: Path) -> None:
 
     second = Collector(tmp_path, "second", **env)
     try:
-        poll(lambda: len(second.stdout_records("memory")) >= 15, timeout=30,
-             what="ticks after the restart")  # fmt: skip
+        poll(
+            lambda: len(second.stdout_records("memory")) >= 15,
+            timeout=30,
+            what="ticks after the restart",
+        )
         assert second.stop() == 0
     finally:
         second.kill()
@@ -157,8 +166,11 @@ def tmpfs(size: str) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (run the integration suite as root)")
     mnt = Path(tempfile.mkdtemp(prefix="sic-csv-tmpfs-"))
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                             str(mnt)], capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         mnt.rmdir()
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
@@ -225,27 +237,42 @@ def fill(path: Path) -> int:
 def test_full_filesystem_backlog_lands_in_order(tmp_path: Path, tiny_tmpfs: Path) -> None:
     data = tiny_tmpfs / "data"
     collector = Collector(
-        tmp_path, "full", SIC_SINKS="csv,stdout", SIC_CSV_DIR=str(data), SIC_CSV_COMPRESS="none",
-        SIC_COLLECTORS="cpu,memory", SIC_RETRY_INITIAL="50ms", SIC_RETRY_MAX_WAIT="300ms",
-    )  # fmt: skip
+        tmp_path,
+        "full",
+        SIC_SINKS="csv,stdout",
+        SIC_CSV_DIR=str(data),
+        SIC_CSV_COMPRESS="none",
+        SIC_COLLECTORS="cpu,memory",
+        SIC_RETRY_INITIAL="50ms",
+        SIC_RETRY_MAX_WAIT="300ms",
+    )
     ballast = tiny_tmpfs / "ballast"
     try:
         poll(lambda: rows_in(data / "memory.csv") >= 5, timeout=20, what="first CSV rows")
         assert fill(ballast) > 0
-        failed = poll(lambda: collector.events("sink_write_failed"), timeout=30,
-                      what="the CSV sink to report the full disk")  # fmt: skip
+        failed = poll(
+            lambda: collector.events("sink_write_failed"),
+            timeout=30,
+            what="the CSV sink to report the full disk",
+        )
         assert failed[0]["sink"] == "csv" and "No space left on device" in failed[0]["error"]
         # the collector keeps sampling while the CSV sink cannot write
         ticks_at_failure = len(collector.stdout_records("memory"))
-        poll(lambda: len(collector.stdout_records("memory")) >= ticks_at_failure + 15,
-             timeout=20, what="ticks while the disk is full")  # fmt: skip
+        poll(
+            lambda: len(collector.stdout_records("memory")) >= ticks_at_failure + 15,
+            timeout=20,
+            what="ticks while the disk is full",
+        )
         csv_rows_during_outage = rows_in(data / "memory.csv")
         assert len(collector.stdout_records("memory")) > csv_rows_during_outage
         ballast.unlink()
         poll(lambda: collector.events("sink_recovered"), timeout=20, what="sink_recovered")
         target = collector.stdout_records("memory")[-1]["ts"]
-        poll(lambda: target.encode() in (data / "memory.csv").read_bytes(), timeout=20,
-             what="the backlog to land")  # fmt: skip
+        poll(
+            lambda: target.encode() in (data / "memory.csv").read_bytes(),
+            timeout=20,
+            what="the backlog to land",
+        )
         assert collector.stop() == 0
     finally:
         collector.kill()
@@ -268,10 +295,16 @@ def test_full_csv_volume_while_the_database_sink_keeps_receiving(
     space is freed both hold exactly the same rows: every tick slot once, in order, no gap."""
     data = tiny_tmpfs / "data"
     env = {
-        "SIC_SINKS": "csv,stdout,postgres", "SIC_CSV_DIR": str(data), "SIC_CSV_COMPRESS": "none",
-        "SIC_COLLECTORS": "cpu,memory", "SIC_RETRY_INITIAL": "50ms", "SIC_RETRY_MAX_WAIT": "300ms",
-        "SIC_DB_DSN": pg_up.dsn(), "SIC_DB_SCHEMA": db_schema, "SIC_DB_FLUSH_INTERVAL": "100ms",
-    }  # fmt: skip
+        "SIC_SINKS": "csv,stdout,postgres",
+        "SIC_CSV_DIR": str(data),
+        "SIC_CSV_COMPRESS": "none",
+        "SIC_COLLECTORS": "cpu,memory",
+        "SIC_RETRY_INITIAL": "50ms",
+        "SIC_RETRY_MAX_WAIT": "300ms",
+        "SIC_DB_DSN": pg_up.dsn(),
+        "SIC_DB_SCHEMA": db_schema,
+        "SIC_DB_FLUSH_INTERVAL": "100ms",
+    }
     if spool == "elsewhere":
         env["SIC_DB_SPOOL_DIR"] = str(tmp_path / "spool")
     else:  # the default <csv dir>/.spool, small segments so committed ones are trimmed often
@@ -279,25 +312,39 @@ def test_full_csv_volume_while_the_database_sink_keeps_receiving(
     collector = Collector(tmp_path, "both", **env)
     ballast = tiny_tmpfs / "ballast"
     try:
-        poll(lambda: rows_in(data / "memory.csv") >= 5 and db_memory_ts(query, db_schema),
-             timeout=20, what="first rows in the CSV file and the database")  # fmt: skip
+        poll(
+            lambda: rows_in(data / "memory.csv") >= 5 and db_memory_ts(query, db_schema),
+            timeout=20,
+            what="first rows in the CSV file and the database",
+        )
         assert fill(ballast) > 0
-        failed = poll(lambda: [e for e in collector.events("sink_write_failed")
-                               if e["sink"] == "csv"], timeout=30,
-                      what="the CSV sink to report the full disk")  # fmt: skip
+        failed = poll(
+            lambda: [e for e in collector.events("sink_write_failed") if e["sink"] == "csv"],
+            timeout=30,
+            what="the CSV sink to report the full disk",
+        )
         assert "No space left on device" in failed[0]["error"]
         csv_rows = rows_in(data / "memory.csv")
         in_db = len(db_memory_ts(query, db_schema))
         # the database keeps receiving while the CSV files cannot grow
-        poll(lambda: len(db_memory_ts(query, db_schema)) >= in_db + 15, timeout=20,
-             what="rows reaching PostgreSQL while the CSV volume is full")  # fmt: skip
+        poll(
+            lambda: len(db_memory_ts(query, db_schema)) >= in_db + 15,
+            timeout=20,
+            what="rows reaching PostgreSQL while the CSV volume is full",
+        )
         assert rows_in(data / "memory.csv") == csv_rows, "the CSV file grew on a full volume"
         ballast.unlink()
-        poll(lambda: [e for e in collector.events("sink_recovered") if e["sink"] == "csv"],
-             timeout=20, what="the CSV sink to recover")  # fmt: skip
+        poll(
+            lambda: [e for e in collector.events("sink_recovered") if e["sink"] == "csv"],
+            timeout=20,
+            what="the CSV sink to recover",
+        )
         target = collector.stdout_records("memory")[-1]["ts"]
-        poll(lambda: target.encode() in (data / "memory.csv").read_bytes(), timeout=20,
-             what="the CSV backlog to land")  # fmt: skip
+        poll(
+            lambda: target.encode() in (data / "memory.csv").read_bytes(),
+            timeout=20,
+            what="the CSV backlog to land",
+        )
         assert collector.stop() == 0
     finally:
         collector.kill()
@@ -306,12 +353,15 @@ def test_full_csv_volume_while_the_database_sink_keeps_receiving(
     assert not collector.events("sink_batch_rejected")
     for m in ("cpu", "memory"):
         spec = MEASUREMENTS[m]
-        sampled = [(datetime.fromisoformat(r["ts"]), *(r[c] for c in spec.entity))
-                   for r in collector.stdout_records(m)]  # fmt: skip
+        sampled = [
+            (datetime.fromisoformat(r["ts"]), *(r[c] for c in spec.entity))
+            for r in collector.stdout_records(m)
+        ]
         in_csv = [(r["ts"], *(r[c] for c in spec.entity)) for r in read_directory(data, m)]
         order = ", ".join(f'"{c}"' for c in ("ts", *spec.entity))
-        in_pg = [tuple(r) for r in query(f'SELECT {order} FROM "{db_schema}"."{m}" '
-                                         f"ORDER BY {order}")]  # fmt: skip
+        in_pg = [
+            tuple(r) for r in query(f'SELECT {order} FROM "{db_schema}"."{m}" ORDER BY {order}')
+        ]
         assert in_csv == sampled, f"{m}: the CSV files differ from what was sampled"
         assert in_pg == sorted(sampled), f"{m}: PostgreSQL differs from what was sampled"
     slots = [ts for ts, *_ in in_pg]  # memory: one row per tick

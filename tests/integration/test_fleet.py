@@ -46,9 +46,16 @@ def test_a_small_fleet_through_the_bouncer_loses_and_duplicates_nothing_across_a
         b.retarget()
 
     result = fleet.run_fleet(
-        b.dsn(), lambda: psycopg.connect(pg_up.dsn()), db_schema, nodes=8, processes=3,
-        seconds=9, outage=3.0, stop=pg_up.stop, start_server=restart,
-    )  # fmt: skip
+        b.dsn(),
+        lambda: psycopg.connect(pg_up.dsn()),
+        db_schema,
+        nodes=8,
+        processes=3,
+        seconds=9,
+        outage=3.0,
+        stop=pg_up.stop,
+        start_server=restart,
+    )
     assert result["lost"] == 0 and result["duplicated"] == 0, result
     assert started() > before  # the outage was real (writes may also just wait in the bouncer)
     assert result["catch-up s"] is not None and result["catch-up s"] < 30, result

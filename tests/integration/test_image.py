@@ -108,9 +108,24 @@ def data_dir(tmp_path: Path, image: str) -> Path:
     it: as root with CAP_CHOWN only, read-only root filesystem."""
     data = tmp_path / "data"
     data.mkdir()
-    docker("run", "--rm", "--read-only", "--cap-drop", "ALL", "--cap-add", "CHOWN",
-           "--user", "0:0", "--entrypoint", "chown", "-v", f"{data}:/data",
-           image, f"{UID}:{UID}", "/data")  # fmt: skip
+    docker(
+        "run",
+        "--rm",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "CHOWN",
+        "--user",
+        "0:0",
+        "--entrypoint",
+        "chown",
+        "-v",
+        f"{data}:/data",
+        image,
+        f"{UID}:{UID}",
+        "/data",
+    )
     assert data.stat().st_uid == UID
     return data
 
@@ -119,19 +134,40 @@ def run_args(image: str, data: Path, *extra: str) -> list[str]:
     """The README's docker run line (``ro`` instead of ``ro,rslave``: this machine's / is a
     private mount, which refuses rslave)."""
     return [
-        "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--user", f"{UID}:{UID}",
-        "-v", "/proc:/host/proc:ro", "-v", "/:/host/root:ro", "-v", f"{data}:/data",
-        *extra, image,
-    ]  # fmt: skip
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        f"{UID}:{UID}",
+        "-v",
+        "/proc:/host/proc:ro",
+        "-v",
+        "/:/host/root:ro",
+        "-v",
+        f"{data}:/data",
+        *extra,
+        image,
+    ]
 
 
 @pytest.fixture
 def container(image: str, data_dir: Path) -> Iterator[str]:
     """A collector ``run`` in the background, sampling every 200ms; removed afterwards."""
     name = f"sic-test-{uuid.uuid4().hex[:12]}"
-    docker("run", "-d", "--name", name, "-e", "SIC_INTERVAL=200ms", "-e", "SIC_HOSTNAME=node-a",
-           *run_args(image, data_dir), "run")  # fmt: skip
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-e",
+        "SIC_INTERVAL=200ms",
+        "-e",
+        "SIC_HOSTNAME=node-a",
+        *run_args(image, data_dir),
+        "run",
+    )
     try:
         yield name
     finally:
@@ -166,9 +202,17 @@ def test_image_is_configured_for_the_host_mounts(image: str) -> None:
 
 
 def test_image_holds_no_sources_caches_or_build_tools(image: str) -> None:
-    listing = docker("run", "--rm", "--read-only", "--entrypoint", "/bin/sh", image, "-c",
-                     "ls /opt/venv/bin; ls -d /src /root/.cache /tmp/wheels 2>&1; "
-                     "command -v gcc cc || echo no-compiler")  # fmt: skip
+    listing = docker(
+        "run",
+        "--rm",
+        "--read-only",
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        "ls /opt/venv/bin; ls -d /src /root/.cache /tmp/wheels 2>&1; "
+        "command -v gcc cc || echo no-compiler",
+    )
     out = listing.stdout
     assert "system-info-collector" in out
     assert "pip" not in out.split("/src")[0], "pip left in the runtime venv"
@@ -211,13 +255,30 @@ def test_runtime_is_the_pruned_base_in_one_layer(image: str) -> None:
     set-user-ID, and the stdlib bytecode is there."""
     (info,) = json.loads(docker("image", "inspect", image).stdout)
     assert len(info["RootFS"]["Layers"]) == 1, info["RootFS"]
-    base_python = docker("run", "--rm", "--read-only", "--entrypoint", "readlink", image,
-                         "-f", "/opt/venv/bin/python").stdout.strip()  # fmt: skip
-    pruned = docker("run", "--rm", "--read-only", "--entrypoint", base_python, image,
-                    "-c", PRUNED_PROBE)  # fmt: skip
+    base_python = docker(
+        "run",
+        "--rm",
+        "--read-only",
+        "--entrypoint",
+        "readlink",
+        image,
+        "-f",
+        "/opt/venv/bin/python",
+    ).stdout.strip()
+    pruned = docker(
+        "run", "--rm", "--read-only", "--entrypoint", base_python, image, "-c", PRUNED_PROBE
+    )
     assert json.loads(pruned.stdout) == {"importable": [], "setid": [], "docs": []}
-    probe = docker("run", "--rm", "--read-only", "--entrypoint", "/opt/venv/bin/python", image,
-                   "-c", BYTECODE_PROBE)  # fmt: skip
+    probe = docker(
+        "run",
+        "--rm",
+        "--read-only",
+        "--entrypoint",
+        "/opt/venv/bin/python",
+        image,
+        "-c",
+        BYTECODE_PROBE,
+    )
     bytecode = json.loads(probe.stdout)
     assert bytecode["modules"] > 50 and bytecode["missing"] == [], bytecode
 
@@ -350,8 +411,17 @@ def test_healthcheck_asks_the_running_collector(container: str) -> None:
     assert "healthy" in result.stdout
 
     # With no collector running there is nobody to ask: the check fails, it does not sample.
-    alone = docker("run", "--rm", "--read-only", "--cap-drop", "ALL", image_of(container),
-                   "health", check=False, timeout=30)  # fmt: skip
+    alone = docker(
+        "run",
+        "--rm",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        image_of(container),
+        "health",
+        check=False,
+        timeout=30,
+    )
     assert alone.returncode == 1, alone.stdout + alone.stderr
     assert "unhealthy" in alone.stdout
 
@@ -378,11 +448,32 @@ def test_docker_reports_the_running_collector_healthy(image: str, data_dir: Path
     }
     fast = ["--health-interval", "1s", "--health-start-period", "1s", "--health-retries", "2"]
     try:
-        docker("run", "-d", "--name", names["up"], *fast, "-e", "SIC_INTERVAL=500ms",
-               *run_args(image, data_dir), "run")  # fmt: skip
-        docker("run", "-d", "--name", names["down"], *fast, "-e", "SIC_INTERVAL=500ms",
-               "-e", "SIC_HTTP_LISTEN=", "-e", "SIC_SINKS=stdout",
-               *run_args(image, data_dir), "run")  # fmt: skip
+        docker(
+            "run",
+            "-d",
+            "--name",
+            names["up"],
+            *fast,
+            "-e",
+            "SIC_INTERVAL=500ms",
+            *run_args(image, data_dir),
+            "run",
+        )
+        docker(
+            "run",
+            "-d",
+            "--name",
+            names["down"],
+            *fast,
+            "-e",
+            "SIC_INTERVAL=500ms",
+            "-e",
+            "SIC_HTTP_LISTEN=",
+            "-e",
+            "SIC_SINKS=stdout",
+            *run_args(image, data_dir),
+            "run",
+        )
         up = poll(health_status(names["up"]), timeout=30, interval=0.3, what="a health status")
         assert up["Status"] == "healthy", up
         assert "healthy: HTTP 200" in up["Log"][-1]["Output"], up
@@ -399,10 +490,25 @@ def test_check_in_the_image_passes_for_every_sink(
 ) -> None:
     """`check` as the container runs it (host network: the test server is published on this
     machine), CSV and PostgreSQL sinks: every line is ok, exit 0."""
-    result = docker("run", "--rm", "--network", "host", "-e", "SIC_SINKS=csv,postgres,stdout",
-                    "-e", f"SIC_DB_DSN={pg_up.dsn()}", "-e", f"SIC_DB_SCHEMA={db_schema}",
-                    "-e", "SIC_DB_CONNECT_TIMEOUT=5s", "-e", "SIC_HTTP_LISTEN=",
-                    *run_args(image, data_dir), "check", check=False)  # fmt: skip
+    result = docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-e",
+        "SIC_SINKS=csv,postgres,stdout",
+        "-e",
+        f"SIC_DB_DSN={pg_up.dsn()}",
+        "-e",
+        f"SIC_DB_SCHEMA={db_schema}",
+        "-e",
+        "SIC_DB_CONNECT_TIMEOUT=5s",
+        "-e",
+        "SIC_HTTP_LISTEN=",
+        *run_args(image, data_dir),
+        "check",
+        check=False,
+    )
     lines = result.stdout.splitlines()
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines and all(line.startswith("ok ") for line in lines), result.stdout
@@ -413,17 +519,39 @@ def test_check_in_the_image_passes_for_every_sink(
 
 
 def test_run_writes_to_postgresql_from_the_image(
-    image: str, data_dir: Path, pg_up: PgServer, db_schema: str,
+    image: str,
+    data_dir: Path,
+    pg_up: PgServer,
+    db_schema: str,
     query: Callable[..., list[tuple[Any, ...]]],
-) -> None:  # fmt: skip
+) -> None:
     """`run` with the PostgreSQL sink (spool in /data/.spool on the read-only root) writes this
     machine's samples; SIGTERM leaves nothing behind in the spool."""
     name = f"sic-pg-{uuid.uuid4().hex[:8]}"
-    docker("run", "-d", "--name", name, "--network", "host", "-e", "SIC_SINKS=postgres",
-           "-e", f"SIC_DB_DSN={pg_up.dsn()}", "-e", f"SIC_DB_SCHEMA={db_schema}",
-           "-e", "SIC_INTERVAL=200ms", "-e", "SIC_DB_FLUSH_INTERVAL=100ms",
-           "-e", "SIC_HOSTNAME=node-pg", "-e", "SIC_HTTP_LISTEN=",
-           *run_args(image, data_dir), "run")  # fmt: skip
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "-e",
+        "SIC_SINKS=postgres",
+        "-e",
+        f"SIC_DB_DSN={pg_up.dsn()}",
+        "-e",
+        f"SIC_DB_SCHEMA={db_schema}",
+        "-e",
+        "SIC_INTERVAL=200ms",
+        "-e",
+        "SIC_DB_FLUSH_INTERVAL=100ms",
+        "-e",
+        "SIC_HOSTNAME=node-pg",
+        "-e",
+        "SIC_HTTP_LISTEN=",
+        *run_args(image, data_dir),
+        "run",
+    )
     try:
 
         def memory_rows() -> list[tuple[Any, ...]] | None:

@@ -98,8 +98,9 @@ def test_with_a_lock_timeout_the_second_waits_not_ready_then_takes_over(tmp_path
     second = None
     try:
         poll(lambda: rows_in(data / "memory.csv") >= 1, timeout=20, what="the first's rows")
-        second = Collector(tmp_path, "second", SIC_LOCK_TIMEOUT="60s",
-                           SIC_HTTP_LISTEN=f"127.0.0.1:{port}", **env)  # fmt: skip
+        second = Collector(
+            tmp_path, "second", SIC_LOCK_TIMEOUT="60s", SIC_HTTP_LISTEN=f"127.0.0.1:{port}", **env
+        )
 
         def waiting() -> dict[str, Any] | None:
             try:
@@ -129,12 +130,16 @@ def test_with_a_lock_timeout_the_second_waits_not_ready_then_takes_over(tmp_path
 
 def test_sighup_sigusr1_sigusr2_never_stop_it_and_nothing_is_lost(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    c = Collector(tmp_path, "c", SIC_SINKS="csv,stdout", SIC_CSV_DIR=str(data),
-                  SIC_COLLECTORS="memory")  # fmt: skip
+    c = Collector(
+        tmp_path, "c", SIC_SINKS="csv,stdout", SIC_CSV_DIR=str(data), SIC_COLLECTORS="memory"
+    )
     try:
         poll(lambda: rows_in(data / "memory.csv") >= 2, timeout=20, what="rows")
-        for signum, name in ((signal.SIGUSR1, "status"), (signal.SIGHUP, "csv_files_reopened"),
-                             (signal.SIGUSR2, "log_level_changed")):  # fmt: skip
+        for signum, name in (
+            (signal.SIGUSR1, "status"),
+            (signal.SIGHUP, "csv_files_reopened"),
+            (signal.SIGUSR2, "log_level_changed"),
+        ):
             c.proc.send_signal(signum)
             event = poll(lambda n=name: c.events(n), timeout=10, what=name)[0]
             assert c.proc.poll() is None, f"{signum!r} ended the process"
@@ -146,8 +151,11 @@ def test_sighup_sigusr1_sigusr2_never_stop_it_and_nothing_is_lost(tmp_path: Path
         poll(lambda: rows_in(data / "memory.csv") >= n + 3, timeout=20, what="rows after HUP")
         for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2) * 5:  # a burst
             c.proc.send_signal(signum)  # (the kernel may merge repeats of one signal)
-        poll(lambda: len(c.events("log_level_changed")) >= 2 and len(c.events("status")) >= 2,
-             timeout=10, what="the burst handled")  # fmt: skip
+        poll(
+            lambda: len(c.events("log_level_changed")) >= 2 and len(c.events("status")) >= 2,
+            timeout=10,
+            what="the burst handled",
+        )
         assert c.proc.poll() is None
         assert c.stop() == 0
     finally:
@@ -161,8 +169,14 @@ def test_sighup_sigusr1_sigusr2_never_stop_it_and_nothing_is_lost(tmp_path: Path
 def test_copytruncate_of_an_active_file_restarts_it_with_a_header(tmp_path: Path) -> None:
     data = tmp_path / "data"
     memory = data / "memory.csv"
-    c = Collector(tmp_path, "c", SIC_SINKS="csv,stdout", SIC_CSV_DIR=str(data),
-                  SIC_COLLECTORS="memory", SIC_CSV_COMPRESS="none")  # fmt: skip
+    c = Collector(
+        tmp_path,
+        "c",
+        SIC_SINKS="csv,stdout",
+        SIC_CSV_DIR=str(data),
+        SIC_COLLECTORS="memory",
+        SIC_CSV_COMPRESS="none",
+    )
     try:
         poll(lambda: rows_in(memory) >= 5, timeout=20, what="rows")
         copied = memory.read_bytes()  # what logrotate's copytruncate copies ...
@@ -176,8 +190,11 @@ def test_copytruncate_of_an_active_file_restarts_it_with_a_header(tmp_path: Path
     after = memory.read_bytes()
     header = copied[: copied.index(b"\n") + 1]
     assert b"\0" not in after and after.startswith(header) and after.count(header) == 1
-    stamps = [line.split(b",", 1)[0] for line in (copied + after).splitlines()
-              if not line.startswith(b"ts,")]  # fmt: skip
+    stamps = [
+        line.split(b",", 1)[0]
+        for line in (copied + after).splitlines()
+        if not line.startswith(b"ts,")
+    ]
     emitted = [r["ts"].encode() for r in c.stdout_records("memory")]
     assert len(stamps) == len(set(stamps)), "a row was written twice around the truncation"
     # Every row is in logrotate's copy or in the restarted file, except (at most) one written
@@ -189,8 +206,12 @@ def test_a_file_with_a_nul_hole_keeps_its_valid_rows_at_start(tmp_path: Path) ->
     """What a copytruncate racing our write leaves: NUL bytes where the header was."""
     data = tmp_path / "data"
     memory = data / "memory.csv"
-    env = {"SIC_SINKS": "csv,stdout", "SIC_CSV_DIR": str(data), "SIC_COLLECTORS": "memory",
-           "SIC_CSV_COMPRESS": "none"}  # fmt: skip
+    env = {
+        "SIC_SINKS": "csv,stdout",
+        "SIC_CSV_DIR": str(data),
+        "SIC_COLLECTORS": "memory",
+        "SIC_CSV_COMPRESS": "none",
+    }
     first = Collector(tmp_path, "first", **env)
     try:
         poll(lambda: rows_in(memory) >= 4, timeout=20, what="rows")
@@ -224,9 +245,16 @@ def test_a_real_wall_clock_step_is_detected_and_timestamps_follow_it(tmp_path: P
         pytest.skip(f"{FAKETIME} missing (apt-get install libfaketime)")
     offset = tmp_path / "faketime"
     offset.write_text("+0\n")
-    c = Collector(tmp_path, "c", SIC_SINKS="stdout", SIC_COLLECTORS="memory",
-                  LD_PRELOAD=FAKETIME, FAKETIME_TIMESTAMP_FILE=str(offset),
-                  FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1")  # fmt: skip
+    c = Collector(
+        tmp_path,
+        "c",
+        SIC_SINKS="stdout",
+        SIC_COLLECTORS="memory",
+        LD_PRELOAD=FAKETIME,
+        FAKETIME_TIMESTAMP_FILE=str(offset),
+        FAKETIME_NO_CACHE="1",
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+    )
     try:
         poll(lambda: len(c.stdout_records("memory")) >= 5, timeout=20, what="ticks")
         offset.write_text("-30s\n")  # an NTP step backwards of 30 s

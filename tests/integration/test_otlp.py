@@ -144,19 +144,36 @@ def expected_points(csv_dir: Path) -> dict[tuple[Any, ...], tuple[float, str]]:
         assert key not in out
         out[key] = (value, kind)
 
-    states = {"user": "user", "system": "system", "idle": "idle", "iowait": "wait",
-              "irq": "interrupt", "softirq": "softirq", "steal": "steal",
-              "nice": "nice"}  # fmt: skip
+    states = {
+        "user": "user",
+        "system": "system",
+        "idle": "idle",
+        "iowait": "wait",
+        "irq": "interrupt",
+        "softirq": "softirq",
+        "steal": "steal",
+        "nice": "nice",
+    }
     for row in _rows(csv_dir, "cpu"):
         if row["cpu"] != "cpu-total":
             for ours, state in states.items():
-                put("system.cpu.utilization", {"cpu": row["cpu"], "state": state}, row["ts"],
-                    float(row[f"{ours}_percent"]) / 100, "gauge")  # fmt: skip
+                put(
+                    "system.cpu.utilization",
+                    {"cpu": row["cpu"], "state": state},
+                    row["ts"],
+                    float(row[f"{ours}_percent"]) / 100,
+                    "gauge",
+                )
     for row in _rows(csv_dir, "memory"):
-        for ours, state in (("used", "used"), ("free", "free"), ("buffers", "buffered"),
-                            ("cached", "cached")):  # fmt: skip
-            put("system.memory.usage", {"state": state}, row["ts"],
-                int(row[f"{ours}_bytes"]), "sum")  # fmt: skip
+        for ours, state in (
+            ("used", "used"),
+            ("free", "free"),
+            ("buffers", "buffered"),
+            ("cached", "cached"),
+        ):
+            put(
+                "system.memory.usage", {"state": state}, row["ts"], int(row[f"{ours}_bytes"]), "sum"
+            )
     for row in _rows(csv_dir, "disk"):
         base = {"device": row["device"], "mountpoint": row["mountpoint"], "type": row["fstype"]}
         used, free, avail = (int(row[c]) for c in ("used_bytes", "free_bytes", "available_bytes"))
@@ -164,8 +181,13 @@ def expected_points(csv_dir: Path) -> dict[tuple[Any, ...], tuple[float, str]]:
             put("system.filesystem.usage", {**base, "state": state}, row["ts"], value, "sum")
     for row in _rows(csv_dir, "diskio"):
         for direction, column in (("read", "read_bytes_total"), ("write", "written_bytes_total")):
-            put("system.disk.io", {"device": row["device"], "direction": direction}, row["ts"],
-                int(row[column]), "counter")  # fmt: skip
+            put(
+                "system.disk.io",
+                {"device": row["device"], "direction": direction},
+                row["ts"],
+                int(row[column]),
+                "counter",
+            )
     return out
 
 
@@ -181,15 +203,27 @@ def test_every_point_arrives_once_named_as_hostmetrics(
     headers.write_text("Authorization: Api-Token otlp-s3cret\nX-Tenant: fleet-a\n")
     csv_dir = tmp_path / "csv"
     env = clean_env(
-        SIC_SINKS="csv,otlp", SIC_OTLP_ENDPOINT=receiver.endpoint,
-        SIC_OTLP_HEADERS_FILE=str(headers), SIC_HOSTNAME="otlp-host", SIC_TAGS="env=test",
-        SIC_INTERVAL="200ms", SIC_CSV_DIR=str(csv_dir), SIC_CSV_COMPRESS="none",
-        SIC_RETRY_INITIAL="50ms", SIC_RETRY_MAX_WAIT="300ms", SIC_LOG_LEVEL="info",
-    )  # fmt: skip
+        SIC_SINKS="csv,otlp",
+        SIC_OTLP_ENDPOINT=receiver.endpoint,
+        SIC_OTLP_HEADERS_FILE=str(headers),
+        SIC_HOSTNAME="otlp-host",
+        SIC_TAGS="env=test",
+        SIC_INTERVAL="200ms",
+        SIC_CSV_DIR=str(csv_dir),
+        SIC_CSV_COMPRESS="none",
+        SIC_RETRY_INITIAL="50ms",
+        SIC_RETRY_MAX_WAIT="300ms",
+        SIC_LOG_LEVEL="info",
+    )
     collector = Collector(env)
     try:
-        poll(lambda: len(_rows(csv_dir, "memory")) >= 10 if (csv_dir / "memory.csv").exists()
-             else None, timeout=20, what="10 ticks")  # fmt: skip
+        poll(
+            lambda: (
+                len(_rows(csv_dir, "memory")) >= 10 if (csv_dir / "memory.csv").exists() else None
+            ),
+            timeout=20,
+            what="10 ticks",
+        )
         assert collector.stop() == 0, "".join(collector.stderr[-20:])
     finally:
         if collector.proc.poll() is None:

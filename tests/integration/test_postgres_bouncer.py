@@ -93,8 +93,11 @@ def test_three_collectors_share_two_pooled_connections_through_a_server_restart(
     pg_up.stop()  # the server restarts behind the bouncer; the collectors keep sampling
     during = {h: len(csv_keys(tmp_path / h / "csv")) for h in hosts}
     for h in hosts:
-        poll(lambda h=h: len(csv_keys(tmp_path / h / "csv")) >= during[h] + 10,
-             timeout=10, what=f"{h} to sample during the outage")  # fmt: skip
+        poll(
+            lambda h=h: len(csv_keys(tmp_path / h / "csv")) >= during[h] + 10,
+            timeout=10,
+            what=f"{h} to sample during the outage",
+        )
     pg_up.start()
     b.retarget()
     back = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -141,8 +144,13 @@ def test_statement_timeout_holds_through_the_bouncer(
 ) -> None:
     """No startup ``options`` reach the server, yet its statement_timeout applies (SET LOCAL)."""
     b = bouncer(pool_size=1)
-    settings = PostgresSettings(dsn=b.dsn(), schema=db_schema, spool_dir=str(tmp_path / "spool"),
-                                connect_timeout=2.0, statement_timeout=1.0)  # fmt: skip
+    settings = PostgresSettings(
+        dsn=b.dsn(),
+        schema=db_schema,
+        spool_dir=str(tmp_path / "spool"),
+        connect_timeout=2.0,
+        statement_timeout=1.0,
+    )
     sink = PostgresSink(settings, retry=RetrySettings(), metrics=Metrics())
     fields = {f.name: 1 for f in MEASUREMENTS["memory"].fields}
     t0 = datetime(2024, 5, 1, tzinfo=UTC)

@@ -31,23 +31,32 @@ def batch(start: int, n: int = 5) -> list[Record]:
     out = []
     for i in range(start, start + n):
         ts = T0 + timedelta(seconds=i)
-        out += [Record("cpu", ts, "h1", {"cpu": "cpu-total"}, cpu),
-                Record("memory", ts, "h1", {}, memory)]  # fmt: skip
+        out += [
+            Record("cpu", ts, "h1", {"cpu": "cpu-total"}, cpu),
+            Record("memory", ts, "h1", {}, memory),
+        ]
     return out
 
 
 def test_check_and_start_refuse_a_table_of_another_shape(
     pg_up: PgServer, db_schema: str, query: Query, tmp_path: Path
 ) -> None:
-    env = clean_env(SIC_SINKS="csv,postgres", SIC_DB_DSN=pg_up.dsn(), SIC_DB_SCHEMA=db_schema,
-                    SIC_CSV_DIR=str(tmp_path / "csv"), SIC_HTTP_LISTEN="")  # fmt: skip
+    env = clean_env(
+        SIC_SINKS="csv,postgres",
+        SIC_DB_DSN=pg_up.dsn(),
+        SIC_DB_SCHEMA=db_schema,
+        SIC_CSV_DIR=str(tmp_path / "csv"),
+        SIC_HTTP_LISTEN="",
+    )
     assert run_cli("check", env=env).returncode == 0
     query(f'ALTER TABLE "{db_schema}".memory ALTER COLUMN used_percent TYPE integer')
     query(f'ALTER TABLE "{db_schema}".cpu ADD CONSTRAINT sane CHECK (user_percent < 0)')
     bad = run_cli("check", env=env)
     assert bad.returncode == 1, bad.stdout
-    assert (f"FAIL  sink postgres table {db_schema}.memory: column used_percent is integer, "
-            "expected double precision") in bad.stdout  # fmt: skip
+    assert (
+        f"FAIL  sink postgres table {db_schema}.memory: column used_percent is integer, "
+        "expected double precision"
+    ) in bad.stdout
     assert "constraint sane (CHECK ((user_percent < (0)::double precision)))" in bad.stdout
     assert "ok    sink postgres: connected" in bad.stdout  # the rest is fine
     started = run_cli("run", env=env, timeout=30)
@@ -57,11 +66,16 @@ def test_check_and_start_refuse_a_table_of_another_shape(
 
 
 def test_a_table_broken_at_run_time_holds_only_its_rows_until_fixed(
-    pg_up: PgServer, db_schema: str, query: Query, tmp_path: Path,
-    events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    settings = PostgresSettings(dsn=pg_up.dsn(), schema=db_schema, spool_dir=str(tmp_path),
-                                statement_timeout=2.0)  # fmt: skip
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    tmp_path: Path,
+    events: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = PostgresSettings(
+        dsn=pg_up.dsn(), schema=db_schema, spool_dir=str(tmp_path), statement_timeout=2.0
+    )
     metrics = Metrics()
     sink = PostgresSink(settings, retry=RetrySettings(), metrics=metrics)
     try:

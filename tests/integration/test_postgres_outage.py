@@ -31,10 +31,14 @@ SLOT = timedelta(milliseconds=100)
 
 def stdout_keys(records: list[dict[str, Any]]) -> list[Key]:
     return [
-        (r["measurement"], r["ts"], r["host"],
-         tuple(r[c] for c in MEASUREMENTS[r["measurement"]].entity))
+        (
+            r["measurement"],
+            r["ts"],
+            r["host"],
+            tuple(r[c] for c in MEASUREMENTS[r["measurement"]].entity),
+        )
         for r in records
-    ]  # fmt: skip
+    ]
 
 
 def db_keys(query: Query, schema: str) -> list[Key]:
@@ -81,8 +85,9 @@ def assert_exactly_once(reference: list[Key], in_db: list[Key]) -> None:
 
 def assert_every_slot_sampled(c: Collector) -> None:
     """The run sampled every 100 ms slot (bar the ones it reported skipping), each once."""
-    slots = sorted(datetime.fromisoformat(k[1]) for k in stdout_keys(c.records())
-                   if k[0] == "memory")  # fmt: skip
+    slots = sorted(
+        datetime.fromisoformat(k[1]) for k in stdout_keys(c.records()) if k[0] == "memory"
+    )
     assert len(slots) == len(set(slots)) and len(slots) >= 3
     skipped = sum(e["skipped_slots"] for e in c.events("tick_overrun"))
     gaps = sum(round((b - a) / SLOT) - 1 for a, b in itertools.pairwise(slots))
@@ -90,9 +95,12 @@ def assert_every_slot_sampled(c: Collector) -> None:
 
 
 def test_refused_cut_black_holed_and_restarted_server_lose_nothing(
-    pg_up: PgServer, db_schema: str, query: Query, proxy: FaultProxy,
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    proxy: FaultProxy,
     collector: Callable[..., Collector],
-) -> None:  # fmt: skip
+) -> None:
     host, port = proxy.address
     c = collector(pg_up.dsn(host=host, port=port), db_schema)
     poll(lambda: db_keys(query, db_schema), timeout=15, what="first rows in the database")
@@ -112,9 +120,14 @@ def test_refused_cut_black_holed_and_restarted_server_lose_nothing(
     wait_ticks(c, 15, timeout=5)
     assert time.monotonic() - started < 3.0, "sampling slowed down behind a black-holed server"
     assert not c.events("tick_overrun")
-    poll(lambda: [e for e in c.events("sink_write_failed") if "no answer within" in e["error"]]
-         or [e for e in c.events("sink_degraded") if "no answer within" in e["error"]],
-         timeout=10, what="the client-side deadline to cut the black-holed connection")  # fmt: skip
+    poll(
+        lambda: (
+            [e for e in c.events("sink_write_failed") if "no answer within" in e["error"]]
+            or [e for e in c.events("sink_degraded") if "no answer within" in e["error"]]
+        ),
+        timeout=10,
+        what="the client-side deadline to cut the black-holed connection",
+    )
     proxy.heal()
     assert len(c.stdout) > before
     poll(lambda: caught_up(c, query, db_schema), timeout=15, what="catch-up after black hole")
@@ -136,9 +149,12 @@ def test_refused_cut_black_holed_and_restarted_server_lose_nothing(
 
 
 def test_kill_9_during_an_outage_then_restart_loses_nothing(
-    pg_up: PgServer, db_schema: str, query: Query, proxy: FaultProxy,
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    proxy: FaultProxy,
     collector: Callable[..., Collector],
-) -> None:  # fmt: skip
+) -> None:
     host, port = proxy.address
     dsn = pg_up.dsn(host=host, port=port)
     first = collector(dsn, db_schema)
@@ -148,8 +164,10 @@ def test_kill_9_during_an_outage_then_restart_loses_nothing(
     wait_ticks(first, 10)
     first.kill9()  # mid-outage: what was sampled is only in the spool
     spool = first.env["SIC_DB_SPOOL_DIR"]
-    assert any(name.endswith(".seg") and os.path.getsize(os.path.join(spool, name))
-               for name in os.listdir(spool))  # fmt: skip
+    assert any(
+        name.endswith(".seg") and os.path.getsize(os.path.join(spool, name))
+        for name in os.listdir(spool)
+    )
     proxy.heal()
 
     second = collector(dsn, db_schema)  # same spool directory
@@ -168,15 +186,21 @@ def test_kill_9_during_an_outage_then_restart_loses_nothing(
     assert len({k[1] for k in in_flight}) <= 1
     assert_every_slot_sampled(first)
     assert_every_slot_sampled(second)
-    leftover = [n for n in os.listdir(spool) if n.endswith(".seg") and
-                os.path.getsize(os.path.join(spool, n))]  # fmt: skip
+    leftover = [
+        n
+        for n in os.listdir(spool)
+        if n.endswith(".seg") and os.path.getsize(os.path.join(spool, n))
+    ]
     assert not leftover, "committed spool segments were not trimmed"
 
 
 def test_paused_and_restarted_container(
-    pg_up: PgServer, db_schema: str, query: Query, proxy: FaultProxy,
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    proxy: FaultProxy,
     collector: Callable[..., Collector],
-) -> None:  # fmt: skip
+) -> None:
     if pg_up.kind != "docker":
         pytest.skip(f"needs the testcontainers PostgreSQL (server here: {pg_up.kind})")
     container = pg_up.container.get_wrapped_container()  # the docker SDK's Container

@@ -46,8 +46,14 @@ def sink_for(tmp_path: Path) -> Iterator[Callable[..., PostgresSink]]:
     made: list[PostgresSink] = []
 
     def make(dsn: str, schema: str, **kw: Any) -> PostgresSink:
-        settings = PostgresSettings(dsn=dsn, schema=schema, spool_dir=str(tmp_path / "spool"),
-                                    connect_timeout=2.0, statement_timeout=2.0, **kw)  # fmt: skip
+        settings = PostgresSettings(
+            dsn=dsn,
+            schema=schema,
+            spool_dir=str(tmp_path / "spool"),
+            connect_timeout=2.0,
+            statement_timeout=2.0,
+            **kw,
+        )
         made.append(PostgresSink(settings, retry=RetrySettings(), metrics=Metrics()))
         return made[-1]
 
@@ -61,14 +67,22 @@ def test_tables_are_partitioned_by_day_with_partitions_ahead_and_on_demand(
 ) -> None:
     sink = sink_for(pg_up.dsn(), db_schema)
     assert all(r.ok for r in sink.check())
-    kinds = dict(query("SELECT relname, relkind::text FROM pg_class c JOIN pg_namespace n ON "
-                       "n.oid = c.relnamespace WHERE nspname = %s", db_schema))  # fmt: skip
+    kinds = dict(
+        query(
+            "SELECT relname, relkind::text FROM pg_class c JOIN pg_namespace n ON "
+            "n.oid = c.relnamespace WHERE nspname = %s",
+            db_schema,
+        )
+    )
     assert all(kinds[m] == "p" for m in MEASUREMENTS)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     expected = [f"memory_p{today + timedelta(days=d):%Y%m%d}" for d in range(3)]
     assert parts(query, db_schema, "memory")[:3] == expected  # today and two days ahead
-    pk = query("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
-               "%s::regclass AND contype = 'p'", f'"{db_schema}"."memory"')  # fmt: skip
+    pk = query(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
+        "%s::regclass AND contype = 'p'",
+        f'"{db_schema}"."memory"',
+    )
     assert pk == [("PRIMARY KEY (host, ts)",)]
 
     now = datetime.now(UTC).replace(microsecond=0)
@@ -90,9 +104,14 @@ def test_retention_drops_whole_expired_partitions_only(
     assert len(query(f'SELECT 1 FROM "{db_schema}".memory')) == 4
     with psycopg.connect(pg_up.dsn(), autocommit=True) as conn:
         _, dropped = partitions.maintain(
-            conn, db_schema, [MEASUREMENTS["memory"]], now=now, interval=DAY,
-            retention=30 * DAY, statement_timeout=5.0,
-        ) or ([], [])  # fmt: skip
+            conn,
+            db_schema,
+            [MEASUREMENTS["memory"]],
+            now=now,
+            interval=DAY,
+            retention=30 * DAY,
+            statement_timeout=5.0,
+        ) or ([], [])
     day = timedelta(days=1)
     assert sorted(dropped) == sorted(
         f"memory_p{(now - d * day):%Y%m%d}" for d in (45, 31)
@@ -108,12 +127,14 @@ def test_creating_a_partition_never_waits_for_open_insert_transactions(
     now = datetime.now(UTC)
     sink.write([mem(now)])
     with psycopg.connect(pg_up.dsn()) as writer:  # an insert transaction left open
-        writer.execute(f'INSERT INTO "{db_schema}".memory (ts, host) VALUES (%s, %s)',
-                       (now, "other"))  # fmt: skip
+        writer.execute(
+            f'INSERT INTO "{db_schema}".memory (ts, host) VALUES (%s, %s)', (now, "other")
+        )
         started = time.monotonic()
         with psycopg.connect(pg_up.dsn(), autocommit=True) as ddl:
-            made = partitions.ensure_for(ddl, db_schema, MEASUREMENTS["memory"],
-                                         [now + timedelta(days=10)], DAY, 5.0)  # fmt: skip
+            made = partitions.ensure_for(
+                ddl, db_schema, MEASUREMENTS["memory"], [now + timedelta(days=10)], DAY, 5.0
+            )
         assert made and time.monotonic() - started < 1.5  # ATTACH: no ACCESS EXCLUSIVE
         writer.rollback()
 
@@ -149,17 +170,23 @@ def test_a_thousand_collectors_starting_at_once_do_not_stampede(
 
 
 def test_plain_tables_from_version_1_are_reported_and_migrated_keeping_every_row(
-    pg_up: PgServer, db_schema: str, query: Query, sink_for: Callable[..., PostgresSink],
-    events: list[dict[str, Any]], tmp_path: Path,
-) -> None:  # fmt: skip
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    sink_for: Callable[..., PostgresSink],
+    events: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
     with psycopg.connect(pg_up.dsn(), autocommit=True) as conn:  # what version 1 created
         conn.execute(f'CREATE SCHEMA "{db_schema}"')
         for m in MEASUREMENTS.values():
             conn.execute(create_table_sql(db_schema, m))
             conn.execute(create_ts_index_sql(db_schema, m.name))
-        conn.execute(f'CREATE TABLE "{db_schema}".sic_schema_version (version integer PRIMARY '
-                     "KEY, applied_at timestamptz NOT NULL DEFAULT now(), collector_version "
-                     "text)")  # fmt: skip
+        conn.execute(
+            f'CREATE TABLE "{db_schema}".sic_schema_version (version integer PRIMARY '
+            "KEY, applied_at timestamptz NOT NULL DEFAULT now(), collector_version "
+            "text)"
+        )
         conn.execute(f'INSERT INTO "{db_schema}".sic_schema_version (version) VALUES (1)')
     sink = sink_for(pg_up.dsn(), db_schema)
     t0 = datetime(2026, 1, 30, 23, 59, tzinfo=UTC)

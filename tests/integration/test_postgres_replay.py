@@ -32,9 +32,13 @@ def replay(pg: PgServer, schema: str, *paths: str | Path) -> Any:
 
 
 def test_replay_of_the_csv_sink_directory_gives_exactly_the_rows_the_db_sink_wrote(
-    pg_up: PgServer, db_schema: str, other_schema: str, query: Query,
-    collector: Callable[..., Collector], tmp_path: Path,
-) -> None:  # fmt: skip
+    pg_up: PgServer,
+    db_schema: str,
+    other_schema: str,
+    query: Query,
+    collector: Callable[..., Collector],
+    tmp_path: Path,
+) -> None:
     c = collector(
         pg_up.dsn(),
         db_schema,
@@ -73,8 +77,9 @@ def test_torn_lines_and_rejected_rows_are_reported_and_the_rest_is_loaded(
         return ",".join([*values, '"{""env"":""t""}"']) + "\n"
 
     good = tmp_path / "memory.csv"
-    good.write_text(header + line(1) + line(2) + line(3, total="not-a-number") + line(4)
-                    + line(5)[:20])  # fmt: skip
+    good.write_text(
+        header + line(1) + line(2) + line(3, total="not-a-number") + line(4) + line(5)[:20]
+    )
     rotated = tmp_path / "memory.20240501T000000Z-20240501T000010Z.csv.gz"
     rotated.write_bytes(gzip.compress((header + line(6) + line(7)).encode()))
     (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
@@ -111,10 +116,17 @@ def test_a_truncated_gz_loads_every_row_zcat_recovers(
     m = MEASUREMENTS["memory"]
     rng = random.Random(7)  # values that do not compress away, so the cut lands mid-file
     lines = [",".join(m.columns) + "\n"] + [
-        ",".join([f"2024-05-01T00:{i // 60:02d}:{i % 60:02d}.000Z", "h1",
-                  *(str(rng.randrange(1 << 40)) for _ in m.fields), "{}"]) + "\n"
+        ",".join(
+            [
+                f"2024-05-01T00:{i // 60:02d}:{i % 60:02d}.000Z",
+                "h1",
+                *(str(rng.randrange(1 << 40)) for _ in m.fields),
+                "{}",
+            ]
+        )
+        + "\n"
         for i in range(214)
-    ]  # fmt: skip
+    ]
     whole = gzip.compress("".join(lines).encode())
     path = tmp_path / "memory.20240501T000000Z-20240501T000400Z.csv.gz"
     path.write_bytes(whole[: len(whole) * 6 // 10])

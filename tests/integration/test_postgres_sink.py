@@ -56,9 +56,13 @@ def make_sink(tmp_path: Path) -> Iterator[Callable[..., tuple[PostgresSink, Metr
     def make(dsn: str, schema: str, **kw: Any) -> tuple[PostgresSink, Metrics]:
         metrics = Metrics()
         settings = PostgresSettings(
-            dsn=dsn, schema=schema, spool_dir=str(tmp_path / "spool"),
-            connect_timeout=2.0, statement_timeout=1.0, **kw,
-        )  # fmt: skip
+            dsn=dsn,
+            schema=schema,
+            spool_dir=str(tmp_path / "spool"),
+            connect_timeout=2.0,
+            statement_timeout=1.0,
+            **kw,
+        )
         made.append(PostgresSink(settings, retry=RetrySettings(), metrics=metrics))
         return made[-1], metrics
 
@@ -86,8 +90,9 @@ def test_schema_matches_the_one_definition_and_is_created_idempotently(
         cols = query(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            db_schema, m.name,
-        )  # fmt: skip
+            db_schema,
+            m.name,
+        )
         assert [c for c, _ in cols] == list(m.columns)  # the CSV columns, in order
         assert dict(cols)["tags"] == "jsonb"
         assert dict(cols)["ts"] == "timestamp with time zone"
@@ -96,7 +101,7 @@ def test_schema_matches_the_one_definition_and_is_created_idempotently(
             "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
             "ORDER BY array_position(i.indkey, a.attnum)",
             f'"{db_schema}"."{m.name}"',
-        )  # fmt: skip
+        )
         assert tuple(r[0] for r in pk) == m.primary_key
     assert query(f'SELECT version FROM "{db_schema}".sic_schema_version') == [(2,)]
 
@@ -117,8 +122,9 @@ def test_writes_are_idempotent_and_application_name_is_set(
     sink.write(batch[10:60])  # an overlapping replay
     assert count(query, db_schema, "cpu") == 100
     assert count(query, db_schema, "memory") == 50
-    row = query(f'SELECT host, cpu, ts, tags, user_percent FROM "{db_schema}".cpu '
-                "ORDER BY ts, cpu LIMIT 1")[0]  # fmt: skip
+    row = query(
+        f'SELECT host, cpu, ts, tags, user_percent FROM "{db_schema}".cpu ORDER BY ts, cpu LIMIT 1'
+    )[0]
     assert row == ("h1", "cpu-total", T0, {"env": "test"}, 1.5)
     sink.close()
 
@@ -129,14 +135,20 @@ def test_every_value_round_trips_exactly_through_the_copy_text_format(
     awkward = 'tab\there, new\nline, cr\r, back\\slash \\N, "quoted", é, 😀'
     floats = [0.1, 1e-300, 1.7976931348623157e308, -0.0, 123456789.123456789, 5e-324]
     cpu_fields = {f.name: floats[i % len(floats)] for i, f in enumerate(MEASUREMENTS["cpu"].fields)}
-    disk_fields: dict[str, float | int] = {f.name: 2**63 - 1 if f.sql_type == "bigint" else 0.5
-                                           for f in MEASUREMENTS["disk"].fields}  # fmt: skip
+    disk_fields: dict[str, float | int] = {
+        f.name: 2**63 - 1 if f.sql_type == "bigint" else 0.5 for f in MEASUREMENTS["disk"].fields
+    }
     ts = T0 + timedelta(microseconds=123457)
     batch = [
         Record("cpu", ts, "h\\1", {"cpu": awkward, "note": awkward, "k\\": "v\t"}, cpu_fields),
-        Record("disk", ts, "h1", {"mountpoint": "/mnt/" + awkward, "device": "sda",
-                                  "fstype": "ext4"}, disk_fields),
-    ]  # fmt: skip
+        Record(
+            "disk",
+            ts,
+            "h1",
+            {"mountpoint": "/mnt/" + awkward, "device": "sda", "fstype": "ext4"},
+            disk_fields,
+        ),
+    ]
     sink, _ = make_sink(pg_up.dsn(), db_schema)
     sink.write(batch)
     [row] = query(f'SELECT * FROM "{db_schema}".cpu')
@@ -173,8 +185,9 @@ def test_rejected_rows_are_bisected_out_to_the_dead_letter_file(
     assert aside.read_text() == '{"measurement":"mem'
     torn = [e for e in events if e.get("event") == "dead_letter_torn_tail"]
     assert len(torn) == 1 and torn[0]["level"] == "ERROR"
-    assert sorted(x["ts"] for x in lines) == [(T0 + timedelta(seconds=s)).isoformat()
-                                               for s in (5, 11)]  # fmt: skip
+    assert sorted(x["ts"] for x in lines) == [
+        (T0 + timedelta(seconds=s)).isoformat() for s in (5, 11)
+    ]
     assert all(x["error"].startswith("22003") for x in lines), lines
     assert metrics.registry.get_sample_value("sic_dead_lettered_rows_total") == 2
     assert [e for e in events if e.get("event") == "postgres_row_rejected"]
@@ -209,8 +222,12 @@ def test_bad_password_is_a_config_error_that_keeps_probing_and_never_leaks(
 def test_check_command_reports_the_server_and_the_spool(
     pg_up: PgServer, db_schema: str, tmp_path: Path
 ) -> None:
-    env = clean_env(SIC_SINKS="postgres", SIC_DB_DSN=pg_up.dsn(), SIC_DB_SCHEMA=db_schema,
-                    SIC_DB_SPOOL_DIR=str(tmp_path / "spool"))  # fmt: skip
+    env = clean_env(
+        SIC_SINKS="postgres",
+        SIC_DB_DSN=pg_up.dsn(),
+        SIC_DB_SCHEMA=db_schema,
+        SIC_DB_SPOOL_DIR=str(tmp_path / "spool"),
+    )
     ok = run_cli("check", env=env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ok    sink postgres: connected to" in ok.stdout
@@ -280,8 +297,9 @@ def test_without_docker_the_server_is_a_local_cluster_run_unprivileged(
 def test_a_dsn_that_is_only_a_password_never_shows_it(tmp_path: Path) -> None:
     """libpq quotes an unparsable conninfo back in its error; no message may print it.
     (A DSN that does not parse is a configuration error: exit 2.)"""
-    env = clean_env(SIC_DB_DSN="hunter2secret", SIC_SINKS="postgres",
-                    SIC_DB_SPOOL_DIR=str(tmp_path / "spool"))  # fmt: skip
+    env = clean_env(
+        SIC_DB_DSN="hunter2secret", SIC_SINKS="postgres", SIC_DB_SPOOL_DIR=str(tmp_path / "spool")
+    )
     result = run_cli("check", env=env)
     assert result.returncode == 2
     assert "SIC_DB_DSN (not shown, it may hold a password): not a libpq" in result.stderr
@@ -305,8 +323,10 @@ def test_a_key_stored_with_other_values_is_counted_logged_and_kept_not_dropped(
 
     sink.write([mem(i, total=4 << 30) for i in range(5, 15)])  # 5..9 collide, 10..14 are new
     assert count(query, db_schema, "memory") == 15
-    stored = query(f'SELECT total_bytes FROM "{db_schema}".memory WHERE ts < %s ORDER BY ts',
-                   T0 + timedelta(seconds=10))  # fmt: skip
+    stored = query(
+        f'SELECT total_bytes FROM "{db_schema}".memory WHERE ts < %s ORDER BY ts',
+        T0 + timedelta(seconds=10),
+    )
     assert stored == [(8 << 30,)] * 10  # the first write wins, as before
     assert metrics.registry.get_sample_value("sic_db_conflicting_rows_total") == 5
     kept = [json.loads(line) for line in conflicts.read_text().splitlines()]

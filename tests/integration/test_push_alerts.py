@@ -49,36 +49,58 @@ def test_alerts_fire_on_slow_and_incomplete_delivery_and_stay_quiet_otherwise(
     tests = {
         "rule_files": [str(RULES)],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                # instance a: 100 records a minute, 2 of them later than 5 s (98 %)
-                {"series": slow, "values": "0+98x60"},
-                {"series": count, "values": "0+100x60"},
-                # instance b: every record within 5 s
-                {"series": ok_bucket, "values": "0+100x60"},
-                {"series": ok_count, "values": "0+100x60"},
-                {"series": 'sic_sink_completeness_ratio{instance="a",sink="remote_write"}',
-                 "values": "1x5 0.4x55"},
-                {"series": 'sic_sink_completeness_ratio{instance="b",sink="otlp"}',
-                 "values": "1x60"},
-                {"series": 'sic_sink_samples_refused_total{instance="a",sink="remote_write"}',
-                 "values": "0x30 12x30"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "50m", "alertname": "SicPushDeliveryTooSlow",
-                 "exp_alerts": [expected("SicPushDeliveryTooSlow", "98%", **a)]},
-                {"eval_time": "10m", "alertname": "SicPushIncomplete", "exp_alerts": []},
-                {"eval_time": "20m", "alertname": "SicPushIncomplete",
-                 "exp_alerts": [expected("SicPushIncomplete", "40%", **a)]},
-                {"eval_time": "25m", "alertname": "SicPushNotDelivering",
-                 "exp_alerts": [expected("SicPushNotDelivering", "40%", **a)]},
-                {"eval_time": "20m", "alertname": "SicPushSamplesRefused", "exp_alerts": []},
-                {"eval_time": "35m", "alertname": "SicPushSamplesRefused",
-                 "exp_alerts": [expected("SicPushSamplesRefused", "", **a)]},
-            ],
-        }],
-    }  # fmt: skip
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # instance a: 100 records a minute, 2 of them later than 5 s (98 %)
+                    {"series": slow, "values": "0+98x60"},
+                    {"series": count, "values": "0+100x60"},
+                    # instance b: every record within 5 s
+                    {"series": ok_bucket, "values": "0+100x60"},
+                    {"series": ok_count, "values": "0+100x60"},
+                    {
+                        "series": 'sic_sink_completeness_ratio{instance="a",sink="remote_write"}',
+                        "values": "1x5 0.4x55",
+                    },
+                    {
+                        "series": 'sic_sink_completeness_ratio{instance="b",sink="otlp"}',
+                        "values": "1x60",
+                    },
+                    {
+                        "series": (
+                            'sic_sink_samples_refused_total{instance="a",sink="remote_write"}'
+                        ),
+                        "values": "0x30 12x30",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "50m",
+                        "alertname": "SicPushDeliveryTooSlow",
+                        "exp_alerts": [expected("SicPushDeliveryTooSlow", "98%", **a)],
+                    },
+                    {"eval_time": "10m", "alertname": "SicPushIncomplete", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "SicPushIncomplete",
+                        "exp_alerts": [expected("SicPushIncomplete", "40%", **a)],
+                    },
+                    {
+                        "eval_time": "25m",
+                        "alertname": "SicPushNotDelivering",
+                        "exp_alerts": [expected("SicPushNotDelivering", "40%", **a)],
+                    },
+                    {"eval_time": "20m", "alertname": "SicPushSamplesRefused", "exp_alerts": []},
+                    {
+                        "eval_time": "35m",
+                        "alertname": "SicPushSamplesRefused",
+                        "exp_alerts": [expected("SicPushSamplesRefused", "", **a)],
+                    },
+                ],
+            }
+        ],
+    }
     path = tmp_path / "push-slo-test.yaml"
     path.write_text(yaml.safe_dump(tests))
     result = promtool("test", "rules", str(path))

@@ -52,11 +52,18 @@ class Destination:
 
     def env(self, spool: Path) -> dict[str, str]:
         if self.kind == "otlp":
-            return {"SIC_SINKS": "csv,otlp", "SIC_OTLP_ENDPOINT": self.receiver.endpoint,
-                    "SIC_OTLP_BUFFER": "disk", "SIC_OTLP_SPOOL_DIR": str(spool)}  # fmt: skip
-        return {"SIC_SINKS": "csv,remote_write", "SIC_REMOTE_WRITE_URL": self.receiver.write_url,
-                "SIC_REMOTE_WRITE_BUFFER": "disk",
-                "SIC_REMOTE_WRITE_SPOOL_DIR": str(spool)}  # fmt: skip
+            return {
+                "SIC_SINKS": "csv,otlp",
+                "SIC_OTLP_ENDPOINT": self.receiver.endpoint,
+                "SIC_OTLP_BUFFER": "disk",
+                "SIC_OTLP_SPOOL_DIR": str(spool),
+            }
+        return {
+            "SIC_SINKS": "csv,remote_write",
+            "SIC_REMOTE_WRITE_URL": self.receiver.write_url,
+            "SIC_REMOTE_WRITE_BUFFER": "disk",
+            "SIC_REMOTE_WRITE_SPOOL_DIR": str(spool),
+        }
 
     def start(self) -> None:
         self.receiver.start()
@@ -101,11 +108,18 @@ def test_destination_down_and_kill9_every_sample_arrives_once(
     host = f"durable-{destination.kind}-{tmp_path.name}"[:60]
     csv_dir = tmp_path / "csv"
     env = clean_env(
-        **destination.env(tmp_path / "spool"), SIC_COLLECTORS="cpu,memory", SIC_HOSTNAME=host,
-        SIC_INTERVAL="100ms", SIC_CSV_DIR=str(csv_dir), SIC_CSV_COMPRESS="none",
-        SIC_REMOTE_WRITE_TIMEOUT="2s", SIC_OTLP_TIMEOUT="2s", SIC_RETRY_INITIAL="50ms",
-        SIC_RETRY_MAX_WAIT="300ms", SIC_LOG_LEVEL="info",
-    )  # fmt: skip
+        **destination.env(tmp_path / "spool"),
+        SIC_COLLECTORS="cpu,memory",
+        SIC_HOSTNAME=host,
+        SIC_INTERVAL="100ms",
+        SIC_CSV_DIR=str(csv_dir),
+        SIC_CSV_COMPRESS="none",
+        SIC_REMOTE_WRITE_TIMEOUT="2s",
+        SIC_OTLP_TIMEOUT="2s",
+        SIC_RETRY_INITIAL="50ms",
+        SIC_RETRY_MAX_WAIT="300ms",
+        SIC_LOG_LEVEL="info",
+    )
     destination.start()
     first = Collector(env)
     try:
@@ -129,8 +143,9 @@ def test_destination_down_and_kill9_every_sample_arrives_once(
     expected = destination.expected(csv_dir, host)
     got: list[Any] = poll(
         lambda: (g := destination.got(host)) and set(g) >= expected and g,
-        timeout=20, what="every CSV sample at the destination",
-    )  # fmt: skip
+        timeout=20,
+        what="every CSV sample at the destination",
+    )
     twice = [k for k, n in Counter(got).items() if n > 1]
     assert not twice, f"{len(twice)} samples stored twice, e.g. {twice[:3]}"
     # A tick spooled in the instant before SIGKILL may not have reached the CSV file.

@@ -148,10 +148,24 @@ def test_a_hung_mount_neither_freezes_the_ticks_nor_blocks_the_exit(tmp_path: Pa
         pytest.skip("needs root, unshare(1) and /dev/fuse to serve a mount and stop its server")
     mountpoint = str(tmp_path / "hung")
     result = subprocess.run(
-        ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-         sys.executable, str(FIXTURES / "hungfs.py"), mountpoint, EXE],
-        capture_output=True, text=True, timeout=90, env=clean_env(),
-    )  # fmt: skip
+        [
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            sys.executable,
+            str(FIXTURES / "hungfs.py"),
+            mountpoint,
+            EXE,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=clean_env(),
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     run = summary["run"]

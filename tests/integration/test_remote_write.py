@@ -72,8 +72,11 @@ def stored(receiver: Receiver, host: str) -> list[tuple[Key, float]]:
 def assert_every_sample_once(receiver: Receiver, csv_dir: Path, host: str) -> int:
     expected = csv_samples(csv_dir, host)
     assert len(expected) > 100
-    got = poll(lambda: (s := stored(receiver, host)) and len(s) >= len(expected) and s,
-               timeout=15, what=f"{len(expected)} samples in {receiver.kind}")  # fmt: skip
+    got = poll(
+        lambda: (s := stored(receiver, host)) and len(s) >= len(expected) and s,
+        timeout=15,
+        what=f"{len(expected)} samples in {receiver.kind}",
+    )
     counts = Counter(key for key, _ in got)
     twice = [key for key, n in counts.items() if n > 1]
     assert not twice, f"{len(twice)} samples stored more than once, e.g. {twice[:3]}"
@@ -191,8 +194,9 @@ def test_a_replayed_batch_stores_the_new_ticks_prometheus_would_refuse_whole(
         sink.close()
     got = prometheus_receiver.series(f'sic_memory_used_bytes{{instance="{host}"}}')
     assert [v for _, v in got[0]["values"]] == [1000.0 + n for n in range(6)]
-    refused = metrics.registry.get_sample_value("sic_sink_samples_refused_total",
-                                                {"sink": "remote_write"})  # fmt: skip
+    refused = metrics.registry.get_sample_value(
+        "sic_sink_samples_refused_total", {"sink": "remote_write"}
+    )
     assert refused == 1  # tick 1; tick 2 was the newest stored sample: an accepted duplicate
 
 
@@ -212,11 +216,15 @@ def test_wrong_password_keeps_the_data_until_the_file_is_fixed(
         password.write_text("wrong-pw-1234\n")
         host = f"rw-auth-{tmp_path.name}"[:60]
         collector = run_collector(
-            receiver.write_url, host, SIC_REMOTE_WRITE_BASIC_AUTH_USER="sic",
-            SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE=str(password), SIC_COLLECTORS="cpu,memory",
-        )  # fmt: skip
-        failed = poll(lambda: collector.events("sink_write_failed"), timeout=10,
-                      what="the refused credential")  # fmt: skip
+            receiver.write_url,
+            host,
+            SIC_REMOTE_WRITE_BASIC_AUTH_USER="sic",
+            SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE=str(password),
+            SIC_COLLECTORS="cpu,memory",
+        )
+        failed = poll(
+            lambda: collector.events("sink_write_failed"), timeout=10, what="the refused credential"
+        )
         assert "401" in failed[0]["error"]
         poll(lambda: ticks_in_csv(tmp_path / "csv") >= 8, timeout=20, what="8 ticks")
         password.write_text("right-pw-4821\n")

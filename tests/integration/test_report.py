@@ -45,7 +45,11 @@ def test_report_per_host_and_hour(pg_up: PgServer, db_schema: str) -> None:
 
     a1, a2 = got["a", hour(h1)], got["a", hour(h2)]
     assert (a1["samples"], a1["expected"], a1["complete_pct"], a1["max_gap_s"]) == (
-        "55", "60", "91.67", "360.0")  # fmt: skip
+        "55",
+        "60",
+        "91.67",
+        "360.0",
+    )
     assert (a2["samples"], a2["expected"], a2["complete_pct"]) == ("60", "60", "100.00")
     silent = got["a", hour(h2 + timedelta(hours=1))]  # host a stopped: still expected
     assert (silent["samples"], silent["expected"], silent["complete_pct"]) == ("0", "60", "0.00")

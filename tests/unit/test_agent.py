@@ -23,10 +23,16 @@ def tick(slot: int, interval: float) -> Tick:
 
 
 def test_a_tick_stamps_validates_and_hands_records_to_every_sink() -> None:
-    settings = load_settings({"SIC_HOST_PROC": str(PROC_FIXTURES / "basic"),
-                              "SIC_COLLECTORS": "memory,disk", "SIC_INTERVAL": "1s",
-                              "SIC_DISK_INTERVAL": "2s", "SIC_TAGS": "env=test",
-                              "SIC_SINKS": "stdout"})  # fmt: skip
+    settings = load_settings(
+        {
+            "SIC_HOST_PROC": str(PROC_FIXTURES / "basic"),
+            "SIC_COLLECTORS": "memory,disk",
+            "SIC_INTERVAL": "1s",
+            "SIC_DISK_INTERVAL": "2s",
+            "SIC_TAGS": "env=test",
+            "SIC_SINKS": "stdout",
+        }
+    )
     out = io.StringIO()
     metrics = Metrics()
     agent = Agent(settings, build_providers(settings), [StdoutSink(out)], metrics, host="h1")
@@ -43,11 +49,14 @@ def test_a_tick_stamps_validates_and_hands_records_to_every_sink() -> None:
     # The newest sample of every measurement stays available (for /metrics) between its ticks.
     assert agent.latest["disk"][0].ts == datetime.fromtimestamp(1_000, UTC)
     assert agent.latest["memory"][0].ts == datetime.fromtimestamp(1_001, UTC)
-    lines = poll(lambda: out.getvalue().splitlines() if out.getvalue().count("\n") >= 3 else None,
-                 what="records on the sink")  # fmt: skip
+    lines = poll(
+        lambda: out.getvalue().splitlines() if out.getvalue().count("\n") >= 3 else None,
+        what="records on the sink",
+    )
     assert [json.loads(line)["measurement"] for line in lines].count("memory") == 2
     collected = metrics.registry.get_sample_value(
-        "sic_records_collected_total", {"measurement": "memory"})  # fmt: skip
+        "sic_records_collected_total", {"measurement": "memory"}
+    )
     assert collected == 2
 
 
@@ -65,12 +74,18 @@ def test_hostname_prefers_the_mounted_host_root_over_the_uts_namespace(tmp_path:
 def test_series_exist_at_zero_and_a_vanished_mount_is_counted(tmp_path: Path) -> None:
     root = tmp_path / "hostroot"
     root.mkdir()  # the fixture's /srv/my data is not there: that mount vanished
-    settings = load_settings({"SIC_HOST_PROC": str(PROC_FIXTURES / "basic"),
-                              "SIC_HOST_ROOT": str(root), "SIC_COLLECTORS": "memory,disk",
-                              "SIC_SINKS": "stdout"})  # fmt: skip
+    settings = load_settings(
+        {
+            "SIC_HOST_PROC": str(PROC_FIXTURES / "basic"),
+            "SIC_HOST_ROOT": str(root),
+            "SIC_COLLECTORS": "memory,disk",
+            "SIC_SINKS": "stdout",
+        }
+    )
     metrics = Metrics()
-    agent = Agent(settings, build_providers(settings), [StdoutSink(io.StringIO())], metrics,
-                  host="h1")  # fmt: skip
+    agent = Agent(
+        settings, build_providers(settings), [StdoutSink(io.StringIO())], metrics, host="h1"
+    )
     value = metrics.registry.get_sample_value
     # Before anything happened, alerts on rate()/increase() already have a series to look at.
     assert value("sic_sink_write_errors_total", {"sink": "stdout", "class": "transient"}) == 0

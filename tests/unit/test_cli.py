@@ -23,8 +23,14 @@ def test_version() -> None:
     assert result.returncode == 0 and result.stdout.strip().endswith(__version__)
 
 
-ALL_FLAGS = ("--interval", "--csv", "--db-dsn", "--retry-max", "--retry-initial",
-             "--retry-max-wait")  # fmt: skip
+ALL_FLAGS = (
+    "--interval",
+    "--csv",
+    "--db-dsn",
+    "--retry-max",
+    "--retry-initial",
+    "--retry-max-wait",
+)
 
 
 @pytest.mark.parametrize(
@@ -35,10 +41,13 @@ ALL_FLAGS = ("--interval", "--csv", "--db-dsn", "--retry-max", "--retry-initial"
         (["once"], (), "Take one sample of every collector"),
         (["check"], ALL_FLAGS, "SIC_HTTP_LISTEN can be bound"),
         (["health"], (), "GET /healthz of the collector"),
-        (["replay"], ("--db-dsn", "--retry-max", "--retry-initial", "--retry-max-wait"),
-         "Load CSV files written by the CSV sink"),
+        (
+            ["replay"],
+            ("--db-dsn", "--retry-max", "--retry-initial", "--retry-max-wait"),
+            "Load CSV files written by the CSV sink",
+        ),
     ],
-)  # fmt: skip
+)
 def test_help_of_every_command_describes_it_and_lists_only_its_flags(
     command: list[str], flags: tuple[str, ...], described: str
 ) -> None:
@@ -60,8 +69,11 @@ def test_check_notices_that_the_http_port_is_taken() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        env = clean_env(SIC_HTTP_LISTEN=f"127.0.0.1:{port}", SIC_SINKS="",
-                        SIC_HOST_PROC=str(PROC_FIXTURES / "basic"))  # fmt: skip
+        env = clean_env(
+            SIC_HTTP_LISTEN=f"127.0.0.1:{port}",
+            SIC_SINKS="",
+            SIC_HOST_PROC=str(PROC_FIXTURES / "basic"),
+        )
         result = run_cli("check", env=env)
     assert result.returncode == 1
     assert f"FAIL  http listen: cannot listen on 127.0.0.1:{port}: Address already in use" in (
@@ -153,9 +165,14 @@ class Blocked:
     def __init__(self) -> None:
         read_end, write_end = os.pipe()
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
-        env = clean_env(SIC_SINKS="stdout", SIC_INTERVAL="100ms", SIC_LOG_LEVEL="DEBUG",
-                        SIC_SHUTDOWN_TIMEOUT="60s", SIC_COLLECTORS="memory",
-                        SIC_HTTP_LISTEN="127.0.0.1:0")  # fmt: skip
+        env = clean_env(
+            SIC_SINKS="stdout",
+            SIC_INTERVAL="100ms",
+            SIC_LOG_LEVEL="DEBUG",
+            SIC_SHUTDOWN_TIMEOUT="60s",
+            SIC_COLLECTORS="memory",
+            SIC_HTTP_LISTEN="127.0.0.1:0",
+        )
         self.proc = subprocess.Popen(
             [EXE, "run"], env=env, stdout=write_end, stderr=subprocess.PIPE, text=True
         )

@@ -15,11 +15,42 @@ from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks.csv import RowEncoder, encode_rows
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, 123_000, tzinfo=UTC)
-NASTY_TEXT = ['a,b', 'say "hi"', "line\nbreak", "cr\rlf\r\n", "", " lead", "tab\there",
-              "ünïcødé ✓", '"', ",", "\\012", "/mnt/with space", "x" * 300]  # fmt: skip
-NASTY_NUMBERS: list[object] = [0, 0.0, -0.0, 1, 2**63 - 1, 1e-05, 1.5e-10, 1e16, 123456789.125,
-                               0.1 + 0.2, 99.99999999999999, float("inf"), float("nan"), True,
-                               False, None, -3, -2.5e-7, 7.0]  # fmt: skip
+NASTY_TEXT = [
+    "a,b",
+    'say "hi"',
+    "line\nbreak",
+    "cr\rlf\r\n",
+    "",
+    " lead",
+    "tab\there",
+    "ünïcødé ✓",
+    '"',
+    ",",
+    "\\012",
+    "/mnt/with space",
+    "x" * 300,
+]
+NASTY_NUMBERS: list[object] = [
+    0,
+    0.0,
+    -0.0,
+    1,
+    2**63 - 1,
+    1e-05,
+    1.5e-10,
+    1e16,
+    123456789.125,
+    0.1 + 0.2,
+    99.99999999999999,
+    float("inf"),
+    float("nan"),
+    True,
+    False,
+    None,
+    -3,
+    -2.5e-7,
+    7.0,
+]
 
 
 def reference(name: str, records: list[Record]) -> bytes:
@@ -33,8 +64,11 @@ def encoder(name: str) -> RowEncoder:
 
 def random_record(rng: random.Random, name: str) -> Record:
     m = MEASUREMENTS[name]
-    tags: dict[str, object] = {c: rng.choice([*NASTY_TEXT, f"{c}{rng.randrange(9)}"])
-                               for c in m.label_columns if rng.random() < 0.9}  # fmt: skip
+    tags: dict[str, object] = {
+        c: rng.choice([*NASTY_TEXT, f"{c}{rng.randrange(9)}"])
+        for c in m.label_columns
+        if rng.random() < 0.9
+    }
     if rng.random() < 0.3:
         tags.update({"site": rng.choice(NASTY_TEXT), "zone": "eu-1"})
     if rng.random() < 0.05 and m.label_columns:
@@ -68,8 +102,9 @@ def test_fast_rows_are_byte_identical_to_the_csv_module(name: str) -> None:
 def test_plain_records_take_the_fast_path_and_read_back(name: str) -> None:
     m = MEASUREMENTS[name]
     fields = {f.name: (12345 if f.sql_type == "bigint" else 42.125) for f in m.fields}
-    batch = [Record(name, T0, "h", {c: f"{c}-{i}" for c in m.label_columns}, fields)
-             for i in range(5)]  # fmt: skip
+    batch = [
+        Record(name, T0, "h", {c: f"{c}-{i}" for c in m.label_columns}, fields) for i in range(5)
+    ]
     data = encoder(name).encode(batch)
     assert data == reference(name, batch)
     rows = list(csv.reader(io.StringIO(data.decode())))

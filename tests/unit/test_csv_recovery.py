@@ -58,8 +58,9 @@ def test_a_file_cut_at_every_byte_offset_is_repaired(tmp_path: Path, events) -> 
         kept = sum(1 for e in line_ends if e <= cut)
         good = line_ends[kept - 1] if kept else (header_end if cut >= header_end else 0)
         rows = read_file(data / "memory.csv", "memory")  # one header, parses, typed
-        assert keys(rows, "memory") == expected([tick(i, MEM) for i in [*range(kept), 9]],
-                                                "memory"), cut  # fmt: skip
+        assert keys(rows, "memory") == expected(
+            [tick(i, MEM) for i in [*range(kept), 9]], "memory"
+        ), cut
         torn = torn_files(data)
         repaired = [e for e in events if e.get("event") == "csv_torn_tail_repaired"]
         if good == cut:

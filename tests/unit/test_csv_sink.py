@@ -88,8 +88,9 @@ def typed(measurement: str, row: list[str]) -> dict[str, object]:
 
 def files_of(directory: Path, measurement: str) -> list[Path]:
     """Rotated files (sorted by name = by time) then the active file."""
-    rotated = sorted(p for p in directory.iterdir()
-                     if (m := ROTATED.match(p.name)) and m[1] == measurement)  # fmt: skip
+    rotated = sorted(
+        p for p in directory.iterdir() if (m := ROTATED.match(p.name)) and m[1] == measurement
+    )
     active = directory / f"{measurement}.csv"
     return rotated + ([active] if active.exists() else [])
 
@@ -117,8 +118,12 @@ def keys(rows: list[dict[str, object]], measurement: str) -> list[tuple[object, 
 def expected(batches: list[list[Record]], measurement: str) -> list[tuple[object, ...]]:
     """The same key for every record written, in order."""
     spec = MEASUREMENTS[measurement]
-    return [(r.ts, *(r.tags[c] for c in spec.entity), r.fields[spec.fields[0].name])
-            for b in batches for r in b if r.measurement == measurement]  # fmt: skip
+    return [
+        (r.ts, *(r.tags[c] for c in spec.entity), r.fields[spec.fields[0].name])
+        for b in batches
+        for r in b
+        if r.measurement == measurement
+    ]
 
 
 @pytest.fixture
@@ -144,10 +149,16 @@ def test_format_header_types_quoting_and_timestamps(sink_factory, tmp_path: Path
     sink: CsvSink = sink_factory()
     sink.open()
     ts = T0 + timedelta(milliseconds=1234)
-    rec = Record("disk", ts, "h", {"mountpoint": "/srv/a,b", "device": "vda", "fstype": "ext4",
-                                    "env": "prod"},
-                 {f.name: (10**12 if f.sql_type == "bigint" else 0.00001) for f in
-                  MEASUREMENTS["disk"].fields})  # fmt: skip
+    rec = Record(
+        "disk",
+        ts,
+        "h",
+        {"mountpoint": "/srv/a,b", "device": "vda", "fstype": "ext4", "env": "prod"},
+        {
+            f.name: (10**12 if f.sql_type == "bigint" else 0.00001)
+            for f in MEASUREMENTS["disk"].fields
+        },
+    )
     sink.write([rec])
     sink.close()
     text = (tmp_path / "data" / "disk.csv").read_text()
@@ -213,8 +224,10 @@ def test_rows_metrics_and_one_header_across_restarts(sink_factory, tmp_path, fsy
     for m in ("cpu", "memory"):
         assert keys(read_directory(tmp_path / "data", m), m) == expected(batches, m)
     size = sum(p.stat().st_size for p in (tmp_path / "data").iterdir())
-    written = sum(s._metrics.registry.get_sample_value("sic_csv_written_bytes_total") or 0
-                  for s in (first, second))  # fmt: skip
+    written = sum(
+        s._metrics.registry.get_sample_value("sic_csv_written_bytes_total") or 0
+        for s in (first, second)
+    )
     assert written == size
 
 
@@ -371,8 +384,9 @@ def test_compressed_rotations_concatenate_to_exactly_what_was_written(sink_facto
         sink.write(b)
     assert sink.flush_maintenance()
     data = tmp_path / "data"
-    assert not [p for p in data.iterdir() if p.name.endswith((".tmp", ".csv"))
-                and p.name.count(".") > 1]  # fmt: skip
+    assert not [
+        p for p in data.iterdir() if p.name.endswith((".tmp", ".csv")) and p.name.count(".") > 1
+    ]
     for m in ("cpu", "memory", "disk", "diskio"):
         files = files_of(data, m)
         assert len(files) > 2 and all(p.name.endswith(".csv.gz") for p in files[:-1])

@@ -35,8 +35,18 @@ from tests.helpers import PROC_FIXTURES
 from tests.unit.test_scenarios import SCENARIOS, expected_records, run_scenario
 from tests.unit.test_scenarios import TS as T_SCENARIO
 
-COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest",
-           "guest_nice")  # fmt: skip
+COLUMNS = (
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "irq",
+    "softirq",
+    "steal",
+    "guest",
+    "guest_nice",
+)
 
 
 def reference_shares(prev: tuple[int, ...], cur: tuple[int, ...]) -> dict[str, float] | None:
@@ -72,8 +82,9 @@ class Clock:
 
 
 def diskstats(devices: dict[str, list[int]]) -> str:
-    return "".join(f" 259 {i} {d} " + " ".join(map(str, n)) + "\n"
-                   for i, (d, n) in enumerate(devices.items()))  # fmt: skip
+    return "".join(
+        f" 259 {i} {d} " + " ".join(map(str, n)) + "\n" for i, (d, n) in enumerate(devices.items())
+    )
 
 
 def test_diskio_rates_are_the_same_numbers(tmp_path: Path) -> None:
@@ -104,15 +115,19 @@ def test_diskio_rates_are_the_same_numbers(tmp_path: Path) -> None:
                 continue
             dlt = [c - q for q, c in zip(p, n, strict=True)]
             want[d] = {
-                "reads_total": n[0], "writes_total": n[4],
-                "read_bytes_total": n[2] * SECTOR_BYTES, "written_bytes_total": n[6] * SECTOR_BYTES,
+                "reads_total": n[0],
+                "writes_total": n[4],
+                "read_bytes_total": n[2] * SECTOR_BYTES,
+                "written_bytes_total": n[6] * SECTOR_BYTES,
                 "read_time_seconds_total": n[3] / 1000.0,
-                "write_time_seconds_total": n[7] / 1000.0, "io_time_seconds_total": n[9] / 1000.0,
+                "write_time_seconds_total": n[7] / 1000.0,
+                "io_time_seconds_total": n[9] / 1000.0,
                 "read_bytes_per_second": dlt[2] * SECTOR_BYTES / elapsed,
                 "write_bytes_per_second": dlt[6] * SECTOR_BYTES / elapsed,
-                "reads_per_second": dlt[0] / elapsed, "writes_per_second": dlt[4] / elapsed,
+                "reads_per_second": dlt[0] / elapsed,
+                "writes_per_second": dlt[4] / elapsed,
                 "utilization_percent": min(100.0, dlt[9] / (elapsed * 10.0)),
-            }  # fmt: skip
+            }
         assert got == want
 
 
@@ -210,9 +225,32 @@ class Flag(enum.IntEnum):
     ON = 1
 
 
-NASTY: list[object] = [-1, -0.0, 0, 0.0, -1e-300, float("inf"), float("-inf"), float("nan"),
-                       True, False, None, "12", 100, 100.0, 100 + 5e-7, 100 + 2e-6, 1e308,
-                       1.7e308, 10**400, 2**64, 7.5, 3, Flag.ON, Decimal("1.5")]  # fmt: skip
+NASTY: list[object] = [
+    -1,
+    -0.0,
+    0,
+    0.0,
+    -1e-300,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    True,
+    False,
+    None,
+    "12",
+    100,
+    100.0,
+    100 + 5e-7,
+    100 + 2e-6,
+    1e308,
+    1.7e308,
+    10**400,
+    2**64,
+    7.5,
+    3,
+    Flag.ON,
+    Decimal("1.5"),
+]
 
 
 def test_the_compiled_rules_reject_exactly_what_every_rule_rejected(tmp_path: Path) -> None:
@@ -259,8 +297,10 @@ def test_the_compiled_rules_reject_exactly_what_every_rule_rejected(tmp_path: Pa
 
 
 def stat_text(cpus: dict[str, list[int]], extra: str = "") -> str:
-    lines = [("cpu " if name == "cpu-total" else name + " ") + " ".join(map(str, v))
-             for name, v in cpus.items()]  # fmt: skip
+    lines = [
+        ("cpu " if name == "cpu-total" else name + " ") + " ".join(map(str, v))
+        for name, v in cpus.items()
+    ]
     return "\n".join(lines) + "\nintr 1 2 3\nctxt 99\n" + extra
 
 
@@ -269,8 +309,10 @@ def test_the_cpu_provider_gives_the_shares_of_every_cpu_as_before(tmp_path: Path
     shares, through CPUs going offline and online, counter resets, idle CPUs, old kernels."""
     rng = random.Random("cpu-provider")
     provider = CpuProvider(HostPaths(proc=str(tmp_path)))
-    cpus = {name: [rng.randrange(10**9) for _ in COLUMNS] for name in
-            ["cpu-total", *(f"cpu{i}" for i in range(6))]}  # fmt: skip
+    cpus = {
+        name: [rng.randrange(10**9) for _ in COLUMNS]
+        for name in ["cpu-total", *(f"cpu{i}" for i in range(6))]
+    }
     (tmp_path / "stat").write_text(stat_text(cpus))
     provider.prime()
     previous = parse_stat(stat_text(cpus))

@@ -289,8 +289,13 @@ def test_a_slower_collector_keeps_its_last_sample_until_it_is_stale() -> None:
     ts = datetime.fromtimestamp(clock[0], UTC)
     agent = make_agent()
     collector = HostMetricsCollector(agent, "sic", clock=lambda: clock[0])
-    disk = Record("disk", ts, "h", {"mountpoint": "/", "device": "d", "fstype": "ext4"},
-                  {"available_bytes": 1})  # fmt: skip
+    disk = Record(
+        "disk",
+        ts,
+        "h",
+        {"mountpoint": "/", "device": "d", "fstype": "ext4"},
+        {"available_bytes": 1},
+    )
     memory = Record("memory", ts, "h", {}, {"available_bytes": 2})
     agent.latest = {"disk": [disk], "memory": [memory]}
     assert "sic_filesystem_avail_bytes" in _families(collector)
@@ -417,8 +422,10 @@ def test_readyz_fails_while_a_sink_is_degraded_and_recovers(stuck_pipe: StuckPip
         # ready again as soon as the first batch is written; the rest drains right after
         body = poll(lambda: (s := ready_status(server))[0] == 200 and s[1], what="/readyz 200")
         assert body["sinks"][0]["state"] == "ok"
-        body = poll(lambda: (b := ready_status(server)[1])["sinks"][0]["pending_records"] == 0
-                    and b, what="backlog drained")  # fmt: skip
+        body = poll(
+            lambda: (b := ready_status(server)[1])["sinks"][0]["pending_records"] == 0 and b,
+            what="backlog drained",
+        )
         assert body["sinks"][0]["last_success"] is not None
 
 
@@ -613,8 +620,12 @@ def test_a_100kb_request_line_is_answered_414_and_the_server_keeps_serving() -> 
 def test_readyz_fails_but_healthz_passes_when_every_collector_fails(tmp_path: Any) -> None:
     from system_info_collector.hostpaths import HostPaths
 
-    settings = Settings(interval=0.1, collectors=("cpu", "memory"), sinks=(),
-                        host_paths=HostPaths(proc=str(tmp_path / "nonexistent")))  # fmt: skip
+    settings = Settings(
+        interval=0.1,
+        collectors=("cpu", "memory"),
+        sinks=(),
+        host_paths=HostPaths(proc=str(tmp_path / "nonexistent")),
+    )
     agent = Agent(settings, build_providers(settings), [], Metrics(), host="h")
     probes = Probes(agent)
     agent.start()

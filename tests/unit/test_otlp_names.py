@@ -15,8 +15,10 @@ def points(record: Record) -> dict[tuple[str, frozenset[tuple[str, str]]], tuple
 
 
 def test_cpu_states_as_hostmetrics_and_no_total() -> None:
-    fields = {f"{s}_percent": 10.0 for s in
-              ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")}  # fmt: skip
+    fields = {
+        f"{s}_percent": 10.0
+        for s in ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    }
     got = points(Record("cpu", T, "h", {"cpu": "cpu3"}, {**fields, "usage_percent": 80.0}))
     states = {dict(attrs)["state"] for _, attrs in got}
     assert states == {"user", "nice", "system", "idle", "wait", "interrupt", "softirq", "steal"}
@@ -25,15 +27,28 @@ def test_cpu_states_as_hostmetrics_and_no_total() -> None:
 
 
 def test_filesystem_reserved_is_free_minus_available_and_no_swap_without_swap() -> None:
-    disk = Record("disk", T, "h", {"mountpoint": "/", "device": "/dev/sda1", "fstype": "ext4"},
-                  {"used_bytes": 60, "free_bytes": 40, "available_bytes": 30,
-                   "used_percent": 66.6, "inodes_used": 5, "inodes_free": 95})  # fmt: skip
+    disk = Record(
+        "disk",
+        T,
+        "h",
+        {"mountpoint": "/", "device": "/dev/sda1", "fstype": "ext4"},
+        {
+            "used_bytes": 60,
+            "free_bytes": 40,
+            "available_bytes": 30,
+            "used_percent": 66.6,
+            "inodes_used": 5,
+            "inodes_free": 95,
+        },
+    )
     got = points(disk)
     base = {("device", "/dev/sda1"), ("mountpoint", "/"), ("type", "ext4")}
     assert got["system.filesystem.usage", frozenset({*base, ("state", "reserved")})] == ("sum", 10)
     assert got["system.filesystem.usage", frozenset({*base, ("state", "free")})] == ("sum", 30)
     assert got["system.filesystem.inodes.usage", frozenset({*base, ("state", "used")})] == (
-        "sum", 5)  # fmt: skip
+        "sum",
+        5,
+    )
     memory = Record(
         "memory",
         T,
@@ -44,16 +59,32 @@ def test_filesystem_reserved_is_free_minus_available_and_no_swap_without_swap() 
     names = {name for name, _ in points(memory)}
     assert names == {"system.memory.usage", "system.memory.utilization"}
     assert points(memory)["system.memory.utilization", frozenset({("state", "used")})] == (
-        "gauge", 0.25)  # fmt: skip
+        "gauge",
+        0.25,
+    )
 
 
 def test_disk_counters_are_monotonic_sums_by_direction() -> None:
-    got = points(Record("diskio", T, "h", {"device": "sda"},
-                        {"read_bytes_total": 512, "written_bytes_total": 1024,
-                         "reads_total": 1, "writes_total": 2, "io_time_seconds_total": 0.5,
-                         "read_bytes_per_second": 9.0}))  # fmt: skip
+    got = points(
+        Record(
+            "diskio",
+            T,
+            "h",
+            {"device": "sda"},
+            {
+                "read_bytes_total": 512,
+                "written_bytes_total": 1024,
+                "reads_total": 1,
+                "writes_total": 2,
+                "io_time_seconds_total": 0.5,
+                "read_bytes_per_second": 9.0,
+            },
+        )
+    )
     assert got["system.disk.io", frozenset({("device", "sda"), ("direction", "write")})] == (
-        "counter", 1024)  # fmt: skip
+        "counter",
+        1024,
+    )
     assert got["system.disk.io_time", frozenset({("device", "sda")})] == ("counter", 0.5)
     assert all(kind == "counter" for kind, _ in got.values())
 

@@ -46,9 +46,14 @@ def leaves(tree: dict[str, Any], prefix: str = "") -> list[str]:
 
 # Kubernetes objects passed through as a whole: documented as one row.
 OPAQUE = {
-    "resources", "podSecurityContext", "securityContext", "livenessProbe", "readinessProbe",
-    "nodeSelector", "updateStrategy",
-}  # fmt: skip
+    "resources",
+    "podSecurityContext",
+    "securityContext",
+    "livenessProbe",
+    "readinessProbe",
+    "nodeSelector",
+    "updateStrategy",
+}
 
 
 def test_hadolint_passes() -> None:
@@ -150,8 +155,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> None:
 def test_make_run_serves_on_loopback_only_unless_told_otherwise(tmp_path: Path) -> None:
     """``make run`` is for local use: /metrics is not open to the network by default."""
     fake = tmp_path / "system-info-collector"  # stands in for the venv's command
-    fake.write_text('#!/bin/sh\nprintf "listen=[%s] csv=[%s] args=%s" "$SIC_HTTP_LISTEN" '
-                    '"$SIC_CSV_DIR" "$*"\n')  # fmt: skip
+    fake.write_text(
+        '#!/bin/sh\nprintf "listen=[%s] csv=[%s] args=%s" "$SIC_HTTP_LISTEN" "$SIC_CSV_DIR" "$*"\n'
+    )
     fake.chmod(0o755)
     root = Path(__file__).parents[2]
     base = {k: v for k, v in os.environ.items() if not k.startswith("SIC_")}
@@ -159,8 +165,12 @@ def test_make_run_serves_on_loopback_only_unless_told_otherwise(tmp_path: Path) 
     def make_run(**env: str) -> str:
         return subprocess.run(
             ["make", "-s", "-o", ".venv/.installed", "run", f"BIN={tmp_path}"],
-            cwd=root, env={**base, **env}, capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            cwd=root,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     assert make_run() == "listen=[127.0.0.1:9808] csv=[./data] args=run"
     assert make_run(SIC_HTTP_LISTEN=":9900").startswith("listen=[:9900]")

@@ -17,10 +17,16 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
 
 def records(ticks: int, cpus: int = 2) -> list[Record]:
     return [
-        Record("cpu", T0 + timedelta(seconds=t), "web-1", {"cpu": f"cpu{c}", "env": "prod"},
-               {"user_percent": t + c / 10, "idle_percent": 50.0})
-        for t in range(ticks) for c in range(cpus)
-    ]  # fmt: skip
+        Record(
+            "cpu",
+            T0 + timedelta(seconds=t),
+            "web-1",
+            {"cpu": f"cpu{c}", "env": "prod"},
+            {"user_percent": t + c / 10, "idle_percent": 50.0},
+        )
+        for t in range(ticks)
+        for c in range(cpus)
+    ]
 
 
 def sink() -> RemoteWriteSink:
@@ -42,13 +48,19 @@ def test_one_series_per_field_labels_sorted_samples_in_time_order() -> None:
         assert all(label.value for label in ts.labels)
         stamps = [sample.timestamp for sample in ts.samples]
         assert stamps == sorted(stamps) and len(stamps) == 3
-    first = next(ts for ts in decoded.timeseries if ("cpu", "cpu1") in
-                 {(la.name, la.value) for la in ts.labels} and
-                 any(la.value == "sic_cpu_user_percent" for la in ts.labels))  # fmt: skip
+    first = next(
+        ts
+        for ts in decoded.timeseries
+        if ("cpu", "cpu1") in {(la.name, la.value) for la in ts.labels}
+        and any(la.value == "sic_cpu_user_percent" for la in ts.labels)
+    )
     assert {(la.name, la.value) for la in first.labels} == {
-        ("__name__", "sic_cpu_user_percent"), ("cpu", "cpu1"), ("env", "prod"),
-        ("instance", "web-1"), ("job", "system-info-collector"),
-    }  # fmt: skip
+        ("__name__", "sic_cpu_user_percent"),
+        ("cpu", "cpu1"),
+        ("env", "prod"),
+        ("instance", "web-1"),
+        ("job", "system-info-collector"),
+    }
     assert [(x.timestamp, x.value) for x in first.samples] == [
         (int(T0.timestamp() * 1000) + 1000 * t, t + 0.1) for t in range(3)
     ]

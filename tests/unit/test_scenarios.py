@@ -131,8 +131,11 @@ def test_every_collector_is_in_some_scenario() -> None:
 def test_once_prints_the_expected_gauges_of_a_scenario() -> None:
     """The harness is `once`: the real command on the scenario tree prints the same gauge
     records (counter rates need the scenario's second reading, which `once` cannot swap in)."""
-    env = clean_env(SIC_HOST_PROC=str(PROC_FIXTURES / "basic"), SIC_COLLECTORS="memory",
-                    SIC_STDOUT_LAYOUT="nested")  # the layout of expected.jsonl  # fmt: skip
+    env = clean_env(
+        SIC_HOST_PROC=str(PROC_FIXTURES / "basic"),
+        SIC_COLLECTORS="memory",
+        SIC_STDOUT_LAYOUT="nested",
+    )  # the layout of expected.jsonl
     result = run_cli("once", env=env)
     assert result.returncode == 0, result.stderr
     printed = [json.loads(line) for line in result.stdout.splitlines()]

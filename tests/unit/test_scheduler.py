@@ -100,8 +100,13 @@ def test_sub_second_timestamps_are_exact_milliseconds() -> None:
 
 
 def stepping_ticker(clock: SimClock, interval: float, steps: list[float]) -> Ticker:
-    return Ticker(interval, wait=clock.wait, monotonic=clock.monotonic, wall=clock.wall,
-                  on_clock_step=steps.append)  # fmt: skip
+    return Ticker(
+        interval,
+        wait=clock.wait,
+        monotonic=clock.monotonic,
+        wall=clock.wall,
+        on_clock_step=steps.append,
+    )
 
 
 @pytest.mark.parametrize("step", [-30.0, -1.5, +0.6, +3600.0])

@@ -53,8 +53,13 @@ def open_spool(path: Path, max_size: int = 1 << 20, **kw: Any) -> tuple[Spool, M
 
 
 def test_encoding_round_trips_records_exactly() -> None:
-    memory = Record("memory", T0 + timedelta(microseconds=123), "h", {},
-                    {"total_bytes": 2**62, "used_percent": 0.1})  # fmt: skip
+    memory = Record(
+        "memory",
+        T0 + timedelta(microseconds=123),
+        "h",
+        {},
+        {"total_bytes": 2**62, "used_percent": 0.1},
+    )
     records = [*batch(7), memory]
     assert decode_batch(encode_batch(records)) == records
 

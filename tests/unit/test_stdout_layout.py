@@ -37,8 +37,11 @@ def test_a_stdout_record_is_the_csv_row_as_an_object(measurement: str, tmp_path:
 
 
 def test_the_nested_layout_stays_available_for_old_parsers() -> None:
-    env = clean_env(SIC_HOST_PROC=str(PROC_FIXTURES / "basic"), SIC_COLLECTORS="memory,disk",
-                    SIC_TAGS="env=test")  # fmt: skip
+    env = clean_env(
+        SIC_HOST_PROC=str(PROC_FIXTURES / "basic"),
+        SIC_COLLECTORS="memory,disk",
+        SIC_TAGS="env=test",
+    )
     flat = [json.loads(x) for x in run_cli("once", env=env).stdout.splitlines()]
     old = run_cli("once", env={**env, "SIC_STDOUT_LAYOUT": "nested"})
     nested = [json.loads(x) for x in old.stdout.splitlines()]

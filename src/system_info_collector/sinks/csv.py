@@ -207,10 +207,14 @@ class CsvSink:
         self._done: set[str] = set()  # its measurements already written
         self._reopen = False  # SIGHUP: fsync, close and reopen the active files at next write
         self.maintainer = Maintainer(
-            self.directory, MEASUREMENTS, compress=settings.compress == "gzip",
-            retention=settings.retention, max_total_size=settings.max_total_size,
-            file_mode=settings.file_mode, clock=clock,
-        )  # fmt: skip
+            self.directory,
+            MEASUREMENTS,
+            compress=settings.compress == "gzip",
+            retention=settings.retention,
+            max_total_size=settings.max_total_size,
+            file_mode=settings.file_mode,
+            clock=clock,
+        )
 
     # -- Sink protocol -------------------------------------------------------------------
     def open(self) -> None:
@@ -235,8 +239,13 @@ class CsvSink:
         try:
             self.close_files()
         finally:
-            event("INFO", "csv_files_reopened", "fsynced and closed the active CSV files; "
-                  "reopening them", files=count, directory=self.directory)  # fmt: skip
+            event(
+                "INFO",
+                "csv_files_reopened",
+                "fsynced and closed the active CSV files; reopening them",
+                files=count,
+                directory=self.directory,
+            )
 
     def write(self, batch: Sequence[Record]) -> None:
         if self._reopen:
@@ -308,8 +317,13 @@ class CsvSink:
         except OSError as exc:
             results.append(CheckResult("sink csv free space", False, _describe(exc)))
             return results
-        results.append(CheckResult("sink csv free space", free >= MIN_FREE_BYTES,
-                                   f"{free / 2**20:.1f} MiB free in {directory}"))  # fmt: skip
+        results.append(
+            CheckResult(
+                "sink csv free space",
+                free >= MIN_FREE_BYTES,
+                f"{free / 2**20:.1f} MiB free in {directory}",
+            )
+        )
         return results
 
     def flush_maintenance(self, timeout: float = 30.0) -> bool:
@@ -321,8 +335,9 @@ class CsvSink:
         try:
             os.makedirs(self.directory, mode=self._dir_mode, exist_ok=True)
         except FileExistsError as exc:  # a file (or a dangling link) where the directory belongs
-            raise NotADirectoryError(errno.ENOTDIR, "exists but is not a directory",
-                                     self.directory) from exc  # fmt: skip
+            raise NotADirectoryError(
+                errno.ENOTDIR, "exists but is not a directory", self.directory
+            ) from exc
 
     def _path(self, measurement: str) -> str:
         return os.path.join(self.directory, f"{measurement}.csv")
@@ -346,8 +361,12 @@ class CsvSink:
                 fd = -1
                 return self._open_active(measurement)
             if found.header is not None and found.header != self._headers[measurement]:
-                event("WARNING", "csv_header_changed", "columns changed: rotating the old file",
-                      file=path)  # fmt: skip
+                event(
+                    "WARNING",
+                    "csv_header_changed",
+                    "columns changed: rotating the old file",
+                    file=path,
+                )
                 old = _Active(path, fd, 0, 0, found.size, now, found.first, found.last)
                 fd = -1
                 if found.first is not None:
@@ -358,8 +377,9 @@ class CsvSink:
                 return self._create(path)
             st = os.fstat(fd)
             opened_at = found.first.timestamp() if found.first else now
-            return _Active(path, fd, st.st_dev, st.st_ino, found.size, opened_at,
-                           found.first, found.last)  # fmt: skip
+            return _Active(
+                path, fd, st.st_dev, st.st_ino, found.size, opened_at, found.first, found.last
+            )
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -387,17 +407,27 @@ class CsvSink:
     def _write(self, measurement: str, records: list[Record]) -> None:
         active = self._active.get(measurement)
         if active is not None and not self._still_there(active):
-            event("WARNING", "csv_file_vanished", "active CSV file was removed or replaced; "
-                  "starting a new one", file=active.path)  # fmt: skip
+            event(
+                "WARNING",
+                "csv_file_vanished",
+                "active CSV file was removed or replaced; starting a new one",
+                file=active.path,
+            )
             del self._active[measurement]
             os.close(active.fd)
             active = None
         elif active is not None and (found := os.fstat(active.fd).st_size) < active.size:
             # Another program cut the file (logrotate's copytruncate, `: > file`): writing on at
             # our offset would leave a hole of NUL bytes and no header. Start it again.
-            event("WARNING", "csv_file_truncated", "active CSV file was truncated by another "
-                  "program (copytruncate?); starting it again with a header", file=active.path,
-                  expected_bytes=active.size, found_bytes=found)  # fmt: skip
+            event(
+                "WARNING",
+                "csv_file_truncated",
+                "active CSV file was truncated by another "
+                "program (copytruncate?); starting it again with a header",
+                file=active.path,
+                expected_bytes=active.size,
+                found_bytes=found,
+            )
             self._metrics.csv_truncations.inc()
             del self._active[measurement]
             os.close(active.fd)
@@ -450,14 +480,24 @@ class CsvSink:
         try:
             if self._fsync != "never":
                 os.fsync(active.fd)
-            target = rotated_path(self.directory, os.path.basename(active.path)[: -len(".csv")],
-                                  active.first, active.last)  # fmt: skip
+            target = rotated_path(
+                self.directory,
+                os.path.basename(active.path)[: -len(".csv")],
+                active.first,
+                active.last,
+            )
             os.rename(active.path, target)
         finally:
             os.close(active.fd)
         self._metrics.csv_rotations.inc()
-        event("INFO", "csv_rotated", "rotated a CSV file", file=target, reason=reason,
-              size_bytes=active.size)  # fmt: skip
+        event(
+            "INFO",
+            "csv_rotated",
+            "rotated a CSV file",
+            file=target,
+            reason=reason,
+            size_bytes=active.size,
+        )
         self.maintainer.notify()
         if self._fsync != "never":
             fsync_dir(self.directory)

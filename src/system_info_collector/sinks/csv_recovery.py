@@ -100,8 +100,15 @@ def _find_newline(fd: int, start: int, end: int) -> int:
 
 def _cut(fd: int, path: str, keep: int, size: int, now: float, what: str) -> int:
     target = set_aside_tail(fd, path, keep, size, now)
-    event("ERROR", "csv_torn_tail_repaired", f"{what}: set the damaged bytes aside",
-          file=path, kept_bytes=keep, removed_bytes=size - keep, set_aside=target)  # fmt: skip
+    event(
+        "ERROR",
+        "csv_torn_tail_repaired",
+        f"{what}: set the damaged bytes aside",
+        file=path,
+        kept_bytes=keep,
+        removed_bytes=size - keep,
+        set_aside=target,
+    )
     return size - keep
 
 
@@ -164,9 +171,17 @@ def salvage(fd: int, path: str, header: bytes, *, now: float) -> tuple[int, int]
     os.close(out)
     os.rename(tmp, path)
     fsync_dir(os.path.dirname(path) or ".")
-    event("ERROR", "csv_damage_salvaged", "CSV file without a valid header (a hole of NUL "
-          "bytes after copytruncate, a torn header, garbage): kept its valid rows, set the rest "
-          "aside", file=path, kept_rows=kept, removed_bytes=removed, set_aside=target)  # fmt: skip
+    event(
+        "ERROR",
+        "csv_damage_salvaged",
+        "CSV file without a valid header (a hole of NUL "
+        "bytes after copytruncate, a torn header, garbage): kept its valid rows, set the rest "
+        "aside",
+        file=path,
+        kept_rows=kept,
+        removed_bytes=removed,
+        set_aside=target,
+    )
     return kept, removed
 
 

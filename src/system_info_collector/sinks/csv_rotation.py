@@ -172,8 +172,14 @@ def apply_retention(
         except FileNotFoundError:
             return 0
         deleted.append(info.name)
-        event("INFO", "csv_retention_deleted", "deleted an old CSV file", file=path,
-              reason=reason, size_bytes=size)  # fmt: skip
+        event(
+            "INFO",
+            "csv_retention_deleted",
+            "deleted an old CSV file",
+            file=path,
+            reason=reason,
+            size_bytes=size,
+        )
         return size
 
     keep: list[Rotated] = []
@@ -267,8 +273,13 @@ class Maintainer:
             try:
                 self.run_once()
             except Exception as exc:  # the thread must survive; the next pass retries
-                event("ERROR", "csv_maintenance_failed", "CSV compression/retention pass failed",
-                      directory=self.directory, error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+                event(
+                    "ERROR",
+                    "csv_maintenance_failed",
+                    "CSV compression/retention pass failed",
+                    directory=self.directory,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
             with self._cond:
                 self._completed = max(self._completed, target)
                 self._cond.notify_all()
@@ -291,8 +302,13 @@ class Maintainer:
                     _unlink_quietly(path)
                 elif self._compress:
                     self._compress_one(path)
-        apply_retention(self.directory, self.measurements, now=self._clock(),
-                        retention=self._retention, max_total_size=self._max_total)  # fmt: skip
+        apply_retention(
+            self.directory,
+            self.measurements,
+            now=self._clock(),
+            retention=self._retention,
+            max_total_size=self._max_total,
+        )
 
     def _compress_one(self, path: str) -> None:
         try:
@@ -302,5 +318,10 @@ class Maintainer:
         except FileNotFoundError:
             return
         except OSError as exc:
-            event("WARNING", "csv_compress_failed", "could not compress a rotated CSV file; "
-                  "will retry", file=path, error=f"{exc.strerror or exc}")  # fmt: skip
+            event(
+                "WARNING",
+                "csv_compress_failed",
+                "could not compress a rotated CSV file; will retry",
+                file=path,
+                error=f"{exc.strerror or exc}",
+            )

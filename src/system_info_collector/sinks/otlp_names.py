@@ -30,9 +30,15 @@ class Point(NamedTuple):
 
 
 CPU_STATES = {
-    "user": "user", "nice": "nice", "system": "system", "idle": "idle", "iowait": "wait",
-    "irq": "interrupt", "softirq": "softirq", "steal": "steal",
-}  # fmt: skip
+    "user": "user",
+    "nice": "nice",
+    "system": "system",
+    "idle": "idle",
+    "iowait": "wait",
+    "irq": "interrupt",
+    "softirq": "softirq",
+    "steal": "steal",
+}
 
 
 def _cpu(record: Record) -> Iterator[Point]:
@@ -49,8 +55,12 @@ def _cpu(record: Record) -> Iterator[Point]:
 def _memory(record: Record) -> Iterator[Point]:
     f = record.fields
     total = f.get("total_bytes")
-    for ours, state in (("used", "used"), ("free", "free"), ("buffers", "buffered"),
-                        ("cached", "cached")):  # fmt: skip
+    for ours, state in (
+        ("used", "used"),
+        ("free", "free"),
+        ("buffers", "buffered"),
+        ("cached", "cached"),
+    ):
         value = f.get(f"{ours}_bytes")
         if value is None:
             continue
@@ -70,8 +80,11 @@ def _memory(record: Record) -> Iterator[Point]:
 
 def _disk(record: Record) -> Iterator[Point]:
     f, t = record.fields, record.tags
-    base = (("device", t.get("device", "")), ("mountpoint", t.get("mountpoint", "")),
-            ("type", t.get("fstype", "")))  # fmt: skip
+    base = (
+        ("device", t.get("device", "")),
+        ("mountpoint", t.get("mountpoint", "")),
+        ("type", t.get("fstype", "")),
+    )
     used, free, avail = f.get("used_bytes"), f.get("free_bytes"), f.get("available_bytes")
     states: list[tuple[str, FieldValue | None]] = [("used", used), ("free", avail)]
     if free is not None and avail is not None:
@@ -95,19 +108,28 @@ def _diskio(record: Record) -> Iterator[Point]:
     device = (("device", record.tags.get("device", "")),)
     for name, unit, by_direction, cast in (
         ("system.disk.io", "By", {"read": "read_bytes_total", "write": "written_bytes_total"}, int),
-        ("system.disk.operations", "{operations}",
-         {"read": "reads_total", "write": "writes_total"}, int),
-        ("system.disk.operation_time", "s",
-         {"read": "read_time_seconds_total", "write": "write_time_seconds_total"}, float),
-    ):  # fmt: skip
+        (
+            "system.disk.operations",
+            "{operations}",
+            {"read": "reads_total", "write": "writes_total"},
+            int,
+        ),
+        (
+            "system.disk.operation_time",
+            "s",
+            {"read": "read_time_seconds_total", "write": "write_time_seconds_total"},
+            float,
+        ),
+    ):
         for direction, field in by_direction.items():
             value = f.get(field)
             if value is not None:
                 attrs = (*device, ("direction", direction))
                 yield Point(name, unit, "counter", attrs, cast(value))
     if f.get("io_time_seconds_total") is not None:
-        yield Point("system.disk.io_time", "s", "counter", device,
-                    float(f["io_time_seconds_total"]))  # fmt: skip
+        yield Point(
+            "system.disk.io_time", "s", "counter", device, float(f["io_time_seconds_total"])
+        )
 
 
 MAPPERS: Mapping[str, Callable[[Record], Iterator[Point]]] = {

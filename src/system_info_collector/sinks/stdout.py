@@ -38,8 +38,11 @@ def record_line(record: Record, layout: str = "columns") -> str:
         return record_json(record)
     tags = record.tags
     labels = spec.label_columns
-    obj: dict[str, object] = {"measurement": record.measurement, "ts": _ts(record),
-                              "host": record.host}  # fmt: skip
+    obj: dict[str, object] = {
+        "measurement": record.measurement,
+        "ts": _ts(record),
+        "host": record.host,
+    }
     for column in labels:
         obj[column] = tags.get(column, "")
     for f in spec.fields:

@@ -135,15 +135,21 @@ def ensure_schema(
                 conn.execute(create_ts_index_sql(schema, m.name))
         current = _version(conn, schema, VERSION_TABLE in kinds)
         if current > SCHEMA_VERSION:
-            notes.append(f"schema version {current} is newer than this collector's "
-                         f"{SCHEMA_VERSION}")  # fmt: skip
+            notes.append(
+                f"schema version {current} is newer than this collector's {SCHEMA_VERSION}"
+            )
     partitioned = tuple(n for n in MEASUREMENTS if kinds.get(n) == "p")
     unpartitioned = tuple(n for n in MEASUREMENTS if kinds.get(n) == "r")
     if partitioned and partition_interval > 0:
         made = partitions.maintain(
-            conn, schema, [MEASUREMENTS[n] for n in partitioned], now=now,
-            interval=partition_interval, retention=0, statement_timeout=statement_timeout,
-        )  # fmt: skip
+            conn,
+            schema,
+            [MEASUREMENTS[n] for n in partitioned],
+            now=now,
+            interval=partition_interval,
+            retention=0,
+            statement_timeout=statement_timeout,
+        )
         if made:
             created += made[0]
     if created:
@@ -216,8 +222,10 @@ def verify(conn: psycopg.Connection[Any], schema: str) -> dict[str, list[str]]:
                 problems.append(f"column {column} is {have[column][0]}, expected {expected}")
         for column, (data_type, nullable, default) in have.items():
             if column not in m.columns and nullable == "NO" and default is None:
-                problems.append(f"extra column {column} ({data_type}) is NOT NULL without a "
-                                "default: no insert can succeed")  # fmt: skip
+                problems.append(
+                    f"extra column {column} ({data_type}) is NOT NULL without a "
+                    "default: no insert can succeed"
+                )
         regclass = f"{quote_ident(schema)}.{quote_ident(name)}"
         constraints = conn.execute(
             "SELECT conname, contype::text, pg_get_constraintdef(oid) FROM pg_constraint "

@@ -73,20 +73,31 @@ def append_line(path: str, line: bytes, max_size: int | None = None) -> None:
             size = os.stat(path).st_size
             if size and size + len(line) > max_size:
                 os.replace(path, path + ".1")
-                event("ERROR", "dead_letter_rotated",
-                      "the file reached its size limit; rotated it (the previous rotated copy "
-                      "is replaced)", file=path, moved_to=path + ".1", size_bytes=size,
-                      limit_bytes=max_size)  # fmt: skip
+                event(
+                    "ERROR",
+                    "dead_letter_rotated",
+                    "the file reached its size limit; rotated it (the previous rotated copy "
+                    "is replaced)",
+                    file=path,
+                    moved_to=path + ".1",
+                    size_bytes=size,
+                    limit_bytes=max_size,
+                )
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             keep = _last_newline(fd, size) + 1
             aside = set_aside_tail(fd, path, keep, size, time.time())
-            event("ERROR", "dead_letter_torn_tail",
-                  "the dead-letter file ends in an incomplete line; moved it aside",
-                  file=path, kept_bytes=keep, damaged_bytes=size - keep,
-                  moved_to=aside)  # fmt: skip
+            event(
+                "ERROR",
+                "dead_letter_torn_tail",
+                "the dead-letter file ends in an incomplete line; moved it aside",
+                file=path,
+                kept_bytes=keep,
+                damaged_bytes=size - keep,
+                moved_to=aside,
+            )
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]

@@ -76,9 +76,14 @@ def migrate_table(
         row = conn.execute(f"SELECT count(*), min(ts), max(ts) FROM {table}").fetchone()
         assert row is not None
         total, lo, hi = int(row[0]), row[1], row[2]
-        taken = {n for (n,) in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
-            "WHERE s.nspname = %s", (schema,)).fetchall()}  # fmt: skip
+        taken = {
+            n
+            for (n,) in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace "
+                "WHERE s.nspname = %s",
+                (schema,),
+            ).fetchall()
+        }
         if old_name in taken:
             old_name = f"{old_name}_{now:%Y%m%dT%H%M%S}"
         conn.execute(create_table_sql(schema, m, partitioned=True, name=new_name))
@@ -182,8 +187,9 @@ def run_migrate(
         print("db migrate: set SIC_DB_DSN (or --db-dsn) to the database to migrate", file=err)
         return EXIT_USAGE
     if settings.partition_interval <= 0:
-        print("db migrate: SIC_DB_PARTITION_INTERVAL=0 asks for plain tables; nothing to do",
-              file=err)  # fmt: skip
+        print(
+            "db migrate: SIC_DB_PARTITION_INTERVAL=0 asks for plain tables; nothing to do", file=err
+        )
         return EXIT_USAGE
     try:
         password = read_password(settings)
@@ -199,12 +205,16 @@ def run_migrate(
         with connect(settings, password) as conn:
             todo = unpartitioned(conn, settings.schema)
             if not todo:
-                print(f"db migrate: schema {settings.schema}: every table is already "
-                      "partitioned (or none exists yet); nothing to do", file=out)  # fmt: skip
+                print(
+                    f"db migrate: schema {settings.schema}: every table is already "
+                    "partitioned (or none exists yet); nothing to do",
+                    file=out,
+                )
                 return EXIT_OK
             for name in todo:
-                copied, kept = migrate_table(conn, settings.schema, MEASUREMENTS[name],
-                                             settings.partition_interval, show)  # fmt: skip
+                copied, kept = migrate_table(
+                    conn, settings.schema, MEASUREMENTS[name], settings.partition_interval, show
+                )
                 rows += copied
                 migrated.append(f"{name} ({copied} rows; the old table is kept as {kept})")
     except (psycopg.Error, MigrationError, ValueError) as exc:
@@ -214,9 +224,12 @@ def run_migrate(
             print(f"db migrate: migrated before the failure: {'; '.join(migrated)}", file=out)
         return EXIT_FAILED
     took = time.monotonic() - started
-    print(f"db migrate: schema {settings.schema}: partitioned {'; '.join(migrated)}; {rows} rows "
-          f"in {took:.1f}s. Nothing was deleted: drop the *_unpartitioned tables once you are "
-          "satisfied.", file=out)  # fmt: skip
+    print(
+        f"db migrate: schema {settings.schema}: partitioned {'; '.join(migrated)}; {rows} rows "
+        f"in {took:.1f}s. Nothing was deleted: drop the *_unpartitioned tables once you are "
+        "satisfied.",
+        file=out,
+    )
     return EXIT_OK
 
 

@@ -185,8 +185,9 @@ def maintain(
             return None
         for m in todo:
             parts = ranges(conn, schema, m.name)
-            created += create(conn, schema, m, gaps(wanted_around(now, interval),
-                                                    [r for _, r in parts]))  # fmt: skip
+            created += create(
+                conn, schema, m, gaps(wanted_around(now, interval), [r for _, r in parts])
+            )
     for m in todo:  # each drop in its own short transaction, bounded by lock_timeout
         for name in expired(ranges(conn, schema, m.name), m, now, retention):
             try:

@@ -171,16 +171,22 @@ class PostgresSink:
             with connect(self.settings, password) as conn:
                 version = conn.info.server_version
                 summary = self._ensure_schema(conn).summary
-                results.append(CheckResult(
-                    "sink postgres", True,
-                    f"connected to {describe(conn)} (PostgreSQL {version // 10000}."
-                    f"{version % 10000}); {summary}",
-                ))  # fmt: skip
+                results.append(
+                    CheckResult(
+                        "sink postgres",
+                        True,
+                        f"connected to {describe(conn)} (PostgreSQL {version // 10000}."
+                        f"{version % 10000}); {summary}",
+                    )
+                )
                 for table, problems in verify(conn, self.settings.schema).items():
-                    results.append(CheckResult(
-                        f"sink postgres table {self.settings.schema}.{table}", False,
-                        drift_text(problems),
-                    ))  # fmt: skip
+                    results.append(
+                        CheckResult(
+                            f"sink postgres table {self.settings.schema}.{table}",
+                            False,
+                            drift_text(problems),
+                        )
+                    )
         except psycopg.Error as exc:
             detail = f"{classify(exc)} error: {error_text(exc)}"
             results.append(CheckResult("sink postgres", False, redact_secret(detail, secrets)))
@@ -198,8 +204,9 @@ class PostgresSink:
             os.unlink(probe)
         except OSError as exc:
             return CheckResult(name, False, f"{self.spool_dir} is not writable: {exc}")
-        return CheckResult(name, True, f"{self.spool_dir} writable "
-                           f"(limit {self.spool_max_size} bytes)")  # fmt: skip
+        return CheckResult(
+            name, True, f"{self.spool_dir} writable (limit {self.spool_max_size} bytes)"
+        )
 
     # -- internals -----------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
@@ -224,8 +231,13 @@ class PostgresSink:
                     self._schema_ready = True
                     self._partitioned = frozenset(state.partitioned)
                     self._next_maintenance = time.monotonic() + MAINTENANCE_EVERY
-                    event("INFO", "postgres_schema_ready", state.summary, sink=self.name,
-                          target=describe(conn))  # fmt: skip
+                    event(
+                        "INFO",
+                        "postgres_schema_ready",
+                        state.summary,
+                        sink=self.name,
+                        target=describe(conn),
+                    )
                     if state.unpartitioned and self.settings.partition_interval > 0:
                         self._warn_unpartitioned(state)
                     self._set_held(verify(conn, self.settings.schema))
@@ -250,11 +262,17 @@ class PostgresSink:
         """Log each change of state once: a table held (ERROR), a table released (INFO)."""
         for name, problems in found.items():
             if name not in self._held:
-                event("ERROR", "postgres_table_held",
-                      "the table does not match the collector's schema: its rows are held in "
-                      "the spool directory (not dead-lettered) until it is fixed; the other "
-                      "tables go on", sink=self.name, table=f"{self.settings.schema}.{name}",
-                      problems=problems, file=self.held_path)  # fmt: skip
+                event(
+                    "ERROR",
+                    "postgres_table_held",
+                    "the table does not match the collector's schema: its rows are held in "
+                    "the spool directory (not dead-lettered) until it is fixed; the other "
+                    "tables go on",
+                    sink=self.name,
+                    table=f"{self.settings.schema}.{name}",
+                    problems=problems,
+                    file=self.held_path,
+                )
         self._held = dict(found)
         self._next_recheck = time.monotonic() + HOLD_RECHECK_EVERY
 
@@ -273,9 +291,15 @@ class PostgresSink:
         problem = drift_text(self._held.get(name, ["table problem"]))
         with contextlib.suppress(FileNotFoundError):
             if os.path.getsize(self.held_path) > self.settings.spool_max_size:
-                event("ERROR", "postgres_held_overflow",
-                      "the held rows reached SIC_DB_SPOOL_MAX_SIZE; dropping these", sink=self.name,
-                      table=name, rows=len(records), file=self.held_path)  # fmt: skip
+                event(
+                    "ERROR",
+                    "postgres_held_overflow",
+                    "the held rows reached SIC_DB_SPOOL_MAX_SIZE; dropping these",
+                    sink=self.name,
+                    table=name,
+                    rows=len(records),
+                    file=self.held_path,
+                )
                 return
         with open(self.held_path, "ab") as handle:
             handle.write(b"".join(dead_letter_line(r, self.name, problem) for r in records))
@@ -304,21 +328,36 @@ class PostgresSink:
             handle.write(b"".join(keep))
             os.fsync(handle.fileno())
         os.replace(tmp, self.held_path)
-        event("INFO", "postgres_table_released",
-              "the table matches the schema again; wrote the rows held for it", sink=self.name,
-              tables=names, rows=sum(len(r) for r in mine.values()))  # fmt: skip
+        event(
+            "INFO",
+            "postgres_table_released",
+            "the table matches the schema again; wrote the rows held for it",
+            sink=self.name,
+            tables=names,
+            rows=sum(len(r) for r in mine.values()),
+        )
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> SchemaState:
         s = self.settings
-        return ensure_schema(conn, s.schema, s.timescale, statement_timeout=s.statement_timeout,
-                             partition_interval=s.partition_interval)  # fmt: skip
+        return ensure_schema(
+            conn,
+            s.schema,
+            s.timescale,
+            statement_timeout=s.statement_timeout,
+            partition_interval=s.partition_interval,
+        )
 
     def _warn_unpartitioned(self, state: SchemaState) -> None:
-        event("WARNING", "postgres_table_unpartitioned",
-              "these tables were created by schema version 1 (not partitioned): SIC_DB_RETENTION "
-              "does not apply to them; `system-info-collector db migrate` converts them in "
-              "place and keeps every row", sink=self.name, schema=self.settings.schema,
-              tables=list(state.unpartitioned))  # fmt: skip
+        event(
+            "WARNING",
+            "postgres_table_unpartitioned",
+            "these tables were created by schema version 1 (not partitioned): SIC_DB_RETENTION "
+            "does not apply to them; `system-info-collector db migrate` converts them in "
+            "place and keeps every row",
+            sink=self.name,
+            schema=self.settings.schema,
+            tables=list(state.unpartitioned),
+        )
 
     def _write_groups(self, conn: psycopg.Connection[Any], groups: dict[str, list[Record]]) -> None:
         """One transaction, one round trip: ``SET LOCAL`` and an ``INSERT … SELECT … FROM
@@ -369,13 +408,19 @@ class PostgresSink:
         now = time.monotonic()
         if first is not None and now >= self._conflict_log_after:
             self._conflict_log_after = now + CONFLICT_LOG_EVERY
-            event("WARNING", "postgres_conflicting_rows",
-                  "rows whose key is already stored with different values: the wall clock "
-                  "stepped back, or another host reports the same host name (SIC_HOSTNAME); "
-                  "the stored rows are kept, the new ones written to the conflicts file",
-                  sink=self.name, measurement=name, rows=self._conflicts_unlogged,
-                  host=first[0], first_key=[str(k) for k in first],
-                  file=self.conflicts_path)  # fmt: skip
+            event(
+                "WARNING",
+                "postgres_conflicting_rows",
+                "rows whose key is already stored with different values: the wall clock "
+                "stepped back, or another host reports the same host name (SIC_HOSTNAME); "
+                "the stored rows are kept, the new ones written to the conflicts file",
+                sink=self.name,
+                measurement=name,
+                rows=self._conflicts_unlogged,
+                host=first[0],
+                first_key=[str(k) for k in first],
+                file=self.conflicts_path,
+            )
             self._conflicts_unlogged = 0
 
     def _add_partitions(
@@ -386,13 +431,22 @@ class PostgresSink:
             if name not in self._partitioned:
                 continue
             with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
-                made = partitions.ensure_for(conn, s.schema, MEASUREMENTS[name],
-                                             (r.ts for r in records), s.partition_interval,
-                                             s.statement_timeout)  # fmt: skip
+                made = partitions.ensure_for(
+                    conn,
+                    s.schema,
+                    MEASUREMENTS[name],
+                    (r.ts for r in records),
+                    s.partition_interval,
+                    s.statement_timeout,
+                )
             if made:
-                event("INFO", "postgres_partitions_created",
-                      "created partitions for rows outside the existing ones", sink=self.name,
-                      partitions=made)  # fmt: skip
+                event(
+                    "INFO",
+                    "postgres_partitions_created",
+                    "created partitions for rows outside the existing ones",
+                    sink=self.name,
+                    partitions=made,
+                )
 
     def _maintain(self) -> None:
         """Partitions ahead and retention, every MAINTENANCE_EVERY, after a write."""
@@ -405,21 +459,35 @@ class PostgresSink:
         try:
             with self._watchdog.guard(self._deadline(), lambda: abort_socket(conn)):
                 done = partitions.maintain(
-                    conn, s.schema, [MEASUREMENTS[n] for n in sorted(self._partitioned)],
-                    now=datetime.now(UTC), interval=s.partition_interval,
-                    retention=s.retention, statement_timeout=s.statement_timeout,
-                )  # fmt: skip
+                    conn,
+                    s.schema,
+                    [MEASUREMENTS[n] for n in sorted(self._partitioned)],
+                    now=datetime.now(UTC),
+                    interval=s.partition_interval,
+                    retention=s.retention,
+                    statement_timeout=s.statement_timeout,
+                )
         except (psycopg.Error, ValueError) as exc:
-            event("WARNING", "postgres_maintenance_failed",
-                  "partition maintenance failed; retrying at the next one", sink=self.name,
-                  error=redact_secret(error_text(exc), self._secrets))  # fmt: skip
+            event(
+                "WARNING",
+                "postgres_maintenance_failed",
+                "partition maintenance failed; retrying at the next one",
+                sink=self.name,
+                error=redact_secret(error_text(exc), self._secrets),
+            )
             if isinstance(exc, psycopg.Error):
                 self._after_error(exc)
             return
         if done and (done[0] or done[1]):
-            event("INFO", "postgres_partitions", "partition maintenance", sink=self.name,
-                  created=done[0], dropped=done[1],
-                  retention_seconds=s.retention)  # fmt: skip
+            event(
+                "INFO",
+                "postgres_partitions",
+                "partition maintenance",
+                sink=self.name,
+                created=done[0],
+                dropped=done[1],
+                retention_seconds=s.retention,
+            )
 
     def _bisect(self, name: str, records: list[Record]) -> None:
         """Write ``records`` in halves until the rows the server rejects are isolated."""
@@ -455,9 +523,13 @@ class PostgresSink:
 
     def _problem(self, kind: ErrorKind, text: str) -> None:
         if kind == CONFIG and text != self._last_problem:
-            event("ERROR", "postgres_config_error",
-                  "PostgreSQL refuses this configuration; spooling and probing until it is "
-                  "fixed", sink=self.name, error=text)  # fmt: skip
+            event(
+                "ERROR",
+                "postgres_config_error",
+                "PostgreSQL refuses this configuration; spooling and probing until it is fixed",
+                sink=self.name,
+                error=text,
+            )
         self._last_problem = text
 
     def _recovered(self) -> None:
@@ -469,10 +541,15 @@ class PostgresSink:
         limit = file_limit(self.settings.spool_max_size)
         append_line(self.dead_letter_path, dead_letter_line(record, self.name, text), limit)
         self._metrics.dead_lettered.inc()
-        event("ERROR", "postgres_row_rejected",
-              "PostgreSQL rejected a row; wrote it to the dead-letter file",
-              sink=self.name, measurement=record.measurement, error=text,
-              file=self.dead_letter_path)  # fmt: skip
+        event(
+            "ERROR",
+            "postgres_row_rejected",
+            "PostgreSQL rejected a row; wrote it to the dead-letter file",
+            sink=self.name,
+            measurement=record.measurement,
+            error=text,
+            file=self.dead_letter_path,
+        )
 
 
 def drift_text(problems: list[str]) -> str:
@@ -489,9 +566,13 @@ def preflight(settings: PostgresSettings) -> list[str]:
         password = read_password(settings)
         quick = replace(settings, connect_timeout=min(settings.connect_timeout, 3.0))
         with connect(quick, password) as conn:
-            ensure_schema(conn, settings.schema, settings.timescale,
-                          statement_timeout=settings.statement_timeout,
-                          partition_interval=settings.partition_interval)  # fmt: skip
+            ensure_schema(
+                conn,
+                settings.schema,
+                settings.timescale,
+                statement_timeout=settings.statement_timeout,
+                partition_interval=settings.partition_interval,
+            )
             found = verify(conn, settings.schema)
     except (OSError, psycopg.Error):
         return []
