@@ -6,9 +6,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
 from system_info_collector.buffer import build_buffer
-from system_info_collector.collect import Failures, collect, prime
+from system_info_collector.collect import Failures, base_intervals_ms, collect, prime
 from system_info_collector.config import Settings
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.logging import event
@@ -135,6 +136,8 @@ class Agent:
             p.name: max(1, round(settings.collector_interval(p.name) / settings.interval))
             for p in self.providers
         }
+        self._base_ms = base_intervals_ms(settings, self.providers)
+        self._last_ts: dict[str, datetime] = {}  # each collector's previous sample time
         self._failures = Failures()
         self.last_records: list[Record] = []
         # The newest records of each measurement, also of collectors that did not run this tick
@@ -190,9 +193,19 @@ class Agent:
         started = time.perf_counter()
         self.metrics.tick_lateness.observe(tick.lateness)
         due = [p for p in self.providers if not tick.slot % self._every[p.name]]
-        accepted = collect(
-            due, tick.ts, self.host, self.settings.tags, self._failures, self.metrics
-        ).accepted
+        result = collect(
+            due,
+            tick.ts,
+            self.host,
+            self.settings.tags,
+            self._failures,
+            self.metrics,
+            intervals_ms=self._intervals_since_last(due, tick.ts),
+        )
+        for p in due:
+            if p.name not in result.failed:
+                self._last_ts[p.name] = tick.ts
+        accepted = result.accepted
         self.metrics.delivery.produced(tick.ts, len(accepted))
         for worker in self._submit_order:
             worker.submit(accepted)
@@ -204,6 +217,18 @@ class Agent:
         self.metrics.last_tick.set(time.time())
         self.last_tick_monotonic = time.monotonic()
         return accepted
+
+    def _intervals_since_last(self, due: Sequence[Provider], ts: datetime) -> dict[str, int]:
+        """``interval_ms`` of each due collector's sample: the time since its previous sample
+        (what its rates were measured over, and the share of time a gauge stands for), so
+        weighting by it is right across bursts, stretched intervals and skipped slots; the
+        first sample stands for the configured interval."""
+        out = {}
+        for p in due:
+            last = self._last_ts.get(p.name)
+            gap = round((ts - last).total_seconds() * 1000) if last is not None else 0
+            out[p.name] = gap if gap > 0 else self._base_ms[p.name]
+        return out
 
     def close(self) -> bool:
         """Let every sink flush within ``SIC_SHUTDOWN_TIMEOUT`` (in parallel); True if all did."""

@@ -408,7 +408,7 @@ def cmd_health(settings: Settings) -> int:
 
 def cmd_once(settings: Settings) -> int:
     from system_info_collector.agent import resolve_hostname
-    from system_info_collector.collect import Failures, collect, prime
+    from system_info_collector.collect import Failures, base_intervals_ms, collect, prime
     from system_info_collector.providers import build_providers
     from system_info_collector.sinks.stdout import record_line
 
@@ -418,7 +418,10 @@ def cmd_once(settings: Settings) -> int:
         prime(providers)  # a failure here is reported by collect() below
         time.sleep(ONCE_CPU_WINDOW)
         ts = datetime.fromtimestamp(round(time.time(), 3), UTC)
-        result = collect(providers, ts, host, settings.tags, Failures("collector failed"))
+        # `once` stamps the interval a `run` with the same settings would stamp
+        intervals = base_intervals_ms(settings, providers)
+        failures = Failures("collector failed")
+        result = collect(providers, ts, host, settings.tags, failures, intervals_ms=intervals)
     finally:
         for provider in providers:
             provider.close()

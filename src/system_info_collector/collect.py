@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from system_info_collector.collector import Provider
+from system_info_collector.config import Settings
 from system_info_collector.errors import ProviderError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -62,6 +63,11 @@ def prime(
                 failures.failed(provider.name, exc)
 
 
+def base_intervals_ms(settings: Settings, providers: Iterable[Provider]) -> dict[str, int]:
+    """Each collector's configured interval (``SIC_<NAME>_INTERVAL`` or ``SIC_INTERVAL``), ms."""
+    return {p.name: round(settings.collector_interval(p.name) * 1000) for p in providers}
+
+
 @dataclass(slots=True)
 class Collected:
     accepted: list[Record] = field(default_factory=list)
@@ -76,8 +82,10 @@ def collect(
     tags: Mapping[str, str],
     failures: Failures,
     metrics: Metrics | None = None,
+    intervals_ms: Mapping[str, int] | None = None,
 ) -> Collected:
-    """One reading of ``providers``, stamped with ``ts``/``host``/``tags`` and validated."""
+    """One reading of ``providers``, stamped with ``ts``/``host``/``tags`` and the interval each
+    collector's sample stands for (``intervals_ms``, by collector name), and validated."""
     result = Collected()
     records: list[Record] = []
     for provider in providers:
@@ -94,8 +102,9 @@ def collect(
         if failed_parts and metrics is not None:
             metrics.collector_partial_errors.labels(name).inc(failed_parts)
         failures.succeeded(name)
+        interval_ms = intervals_ms.get(name, 0) if intervals_ms else 0
         records.extend(
-            Record(name, ts, host, {**tags, **s.tags} if tags else s.tags, s.fields)
+            Record(name, ts, host, {**tags, **s.tags} if tags else s.tags, s.fields, interval_ms)
             for s in samples
         )
     result.accepted, result.rejected = validate(records)

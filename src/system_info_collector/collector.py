@@ -73,14 +73,24 @@ class Measurement:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return ("ts", "host", *self.label_columns, *(f.name for f in self.fields), "tags")
+        # interval_ms last: tables created before it got it by ALTER TABLE ADD COLUMN, so new
+        # and migrated tables (and CSV files) have the same column order.
+        return (
+            "ts",
+            "host",
+            *self.label_columns,
+            *(f.name for f in self.fields),
+            "tags",
+            "interval_ms",
+        )
 
     @property
     def primary_key(self) -> tuple[str, ...]:
         return ("host", *self.entity, "ts")
 
     def row(self, record: Record) -> list[object]:
-        """The record's values in :attr:`columns` order (``tags`` as compact JSON)."""
+        """The record's values in :attr:`columns` order (``tags`` as compact JSON, an unknown
+        ``interval_ms`` as None: an empty CSV cell, SQL NULL)."""
         tags = record.tags
         extra = {k: v for k, v in tags.items() if k not in self.label_columns}
         return [
@@ -89,6 +99,7 @@ class Measurement:
             *(tags.get(c, "") for c in self.label_columns),
             *(record.fields.get(f.name) for f in self.fields),
             json.dumps(extra, separators=(",", ":"), sort_keys=True),
+            record.interval_ms or None,
         ]
 
 

@@ -23,6 +23,9 @@ class Record:
     host: str
     tags: Mapping[str, str]
     fields: Mapping[str, FieldValue]
+    # The interval the sample stands for, in milliseconds: the collector's interval when the
+    # record was taken (its base interval, a burst interval, or a stretched one). 0: unknown.
+    interval_ms: int = 0
 
 
 class Sample(NamedTuple):

@@ -63,7 +63,13 @@ from system_info_collector.sinks.postgres.deadletter import read_records
 
 CHUNK_BYTES = 8 << 20  # per COPY transaction
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_HEADERS = {(",".join(m.columns) + "\n").encode(): m for m in MEASUREMENTS.values()}
+# header row -> (measurement, the file's columns): files written before ``interval_ms`` (schema
+# version 1) replay too, their rows get interval_ms NULL (unknown).
+_HEADERS = {
+    (",".join(columns) + "\n").encode(): (m, columns)
+    for m in MEASUREMENTS.values()
+    for columns in (m.columns, tuple(c for c in m.columns if c != "interval_ms"))
+}
 
 
 def _timestamps(data: bytes) -> list[datetime]:
@@ -220,6 +226,7 @@ class Replayer:
         self._watchdog = Watchdog()
         self._encoders = {name: UnnestEncoder(m) for name, m in MEASUREMENTS.items()}
         self._direct = True
+        self._columns: tuple[str, ...] = ()  # the columns of the file being replayed
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
@@ -267,6 +274,7 @@ class Replayer:
             m,
             self.settings.statement_timeout,
             direct=direct,
+            columns=self._columns,
             synchronous_commit="off",
         )
         try:
@@ -404,14 +412,15 @@ class Replayer:
                 except OSError as exc:
                     self._problem(t, f"{path}: cannot read ({exc})")
                     return
-                m = _HEADERS.get(header.replace(b"\r\n", b"\n"))
-                if m is None and gunzip is not None and gunzip.damage:
+                found = _HEADERS.get(header.replace(b"\r\n", b"\n"))
+                if found is None and gunzip is not None and gunzip.damage:
                     self._problem(t, f"{path}: cannot read: {gunzip.damage}")
                     return
-                if m is None:
+                if found is None:
                     shown = header[:80].decode("utf-8", "replace").strip()
                     self._problem(t, f"{path}: not a collector CSV file (header {shown!r})")
                     return
+                m, self._columns = found
                 line_no = 2
                 self._direct = True
                 for chunk in _chunks(handle, lambda msg: self._problem(t, msg), path):

@@ -70,7 +70,8 @@ _US = timedelta(microseconds=1)
 
 # -- entries ---------------------------------------------------------------------------------
 def encode_batch(batch: Sequence[Record]) -> bytes:
-    """The batch as compact JSON: ``[[measurement, ts_µs, host, tags, fields], ...]``."""
+    """The batch as compact JSON: ``[[measurement, ts_µs, host, tags, fields, interval_ms], ...]``
+    (entries of releases before ``interval_ms`` have five elements and read as 0: unknown)."""
     return json.dumps(
         [
             [
@@ -79,6 +80,7 @@ def encode_batch(batch: Sequence[Record]) -> bytes:
                 r.host,
                 r.tags if isinstance(r.tags, dict) else dict(r.tags),
                 r.fields if isinstance(r.fields, dict) else dict(r.fields),
+                r.interval_ms,
             ]
             for r in batch
         ],
@@ -88,8 +90,8 @@ def encode_batch(batch: Sequence[Record]) -> bytes:
 
 def decode_batch(payload: bytes) -> list[Record]:
     return [
-        Record(m, _EPOCH + timedelta(microseconds=us), host, tags, fields)
-        for m, us, host, tags, fields in json.loads(payload)
+        Record(m, _EPOCH + timedelta(microseconds=us), host, tags, fields, *rest)
+        for m, us, host, tags, fields, *rest in json.loads(payload)
     ]
 
 

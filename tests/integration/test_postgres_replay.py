@@ -74,7 +74,7 @@ def test_torn_lines_and_rejected_rows_are_reported_and_the_rest_is_loaded(
 
     def line(second: int, total: str = "100") -> str:
         values = [f"2024-05-01T00:00:{second:02d}.000Z", "h1"] + [total] * len(m.fields)
-        return ",".join([*values, '"{""env"":""t""}"']) + "\n"
+        return ",".join([*values, '"{""env"":""t""}"', "1000"]) + "\n"
 
     good = tmp_path / "memory.csv"
     good.write_text(
@@ -92,7 +92,7 @@ def test_torn_lines_and_rejected_rows_are_reported_and_the_rest_is_loaded(
     assert "Traceback" not in result.stderr
     rows = table(query, other_schema, "memory")
     assert [r[0].second for r in rows] == [1, 2, 4, 6, 7]
-    assert rows[0][-1] == {"env": "t"}
+    assert rows[0][-2:] == ({"env": "t"}, 1000)
 
 
 def test_bad_invocations_exit_2_with_a_clear_message(pg_up: PgServer, tmp_path: Path) -> None:
@@ -122,6 +122,7 @@ def test_a_truncated_gz_loads_every_row_zcat_recovers(
                 "h1",
                 *(str(rng.randrange(1 << 40)) for _ in m.fields),
                 "{}",
+                "1000",
             ]
         )
         + "\n"

@@ -20,6 +20,7 @@ from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks.postgres import PostgresSink
+from system_info_collector.sinks.postgres.ddl import SCHEMA_VERSION
 from tests.helpers import clean_env, run_cli
 from tests.integration import conftest
 from tests.integration.conftest import PgServer
@@ -103,7 +104,7 @@ def test_schema_matches_the_one_definition_and_is_created_idempotently(
             f'"{db_schema}"."{m.name}"',
         )
         assert tuple(r[0] for r in pk) == m.primary_key
-    assert query(f'SELECT version FROM "{db_schema}".sic_schema_version') == [(2,)]
+    assert query(f'SELECT version FROM "{db_schema}".sic_schema_version') == [(SCHEMA_VERSION,)]
 
 
 def test_writes_are_idempotent_and_application_name_is_set(
@@ -140,7 +141,14 @@ def test_every_value_round_trips_exactly_through_the_copy_text_format(
     }
     ts = T0 + timedelta(microseconds=123457)
     batch = [
-        Record("cpu", ts, "h\\1", {"cpu": awkward, "note": awkward, "k\\": "v\t"}, cpu_fields),
+        Record(
+            "cpu",
+            ts,
+            "h\\1",
+            {"cpu": awkward, "note": awkward, "k\\": "v\t"},
+            cpu_fields,
+            interval_ms=2**31 - 1,
+        ),
         Record(
             "disk",
             ts,
@@ -153,8 +161,8 @@ def test_every_value_round_trips_exactly_through_the_copy_text_format(
     sink.write(batch)
     [row] = query(f'SELECT * FROM "{db_schema}".cpu')
     assert row[:3] == (ts, "h\\1", awkward)
-    assert list(row[3:-1]) == [cpu_fields[f.name] for f in MEASUREMENTS["cpu"].fields]
-    assert row[-1] == {"note": awkward, "k\\": "v\t"}
+    assert list(row[3:-2]) == [cpu_fields[f.name] for f in MEASUREMENTS["cpu"].fields]
+    assert row[-2:] == ({"note": awkward, "k\\": "v\t"}, 2**31 - 1)
     [drow] = query(f'SELECT mountpoint, device, fstype FROM "{db_schema}".disk')
     assert drow == ("/mnt/" + awkward, "sda", "ext4")
     assert query(f'SELECT total_bytes FROM "{db_schema}".disk') == [(2**63 - 1,)]

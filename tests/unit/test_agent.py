@@ -60,6 +60,36 @@ def test_a_tick_stamps_validates_and_hands_records_to_every_sink() -> None:
     assert collected == 2
 
 
+def test_interval_ms_is_the_time_each_collectors_sample_stands_for() -> None:
+    """The first sample stands for the configured interval, later ones for the time since the
+    collector's previous sample: skipped slots (an overrun) widen it, a 2 s collector says 2 s."""
+    settings = load_settings(
+        {
+            "SIC_HOST_PROC": str(PROC_FIXTURES / "basic"),
+            "SIC_COLLECTORS": "memory,disk",
+            "SIC_INTERVAL": "1s",
+            "SIC_DISK_INTERVAL": "2s",
+            "SIC_SINKS": "stdout",
+        }
+    )
+    agent = Agent(
+        settings, build_providers(settings), [StdoutSink(io.StringIO())], Metrics(), host="h1"
+    )
+    agent.start()
+    try:
+        ticks = [agent.tick(tick(slot, 1.0)) for slot in (1_000, 1_001, 1_002, 1_005, 1_006)]
+    finally:
+        agent.close()
+    seen = [sorted({(r.measurement, r.interval_ms) for r in records}) for records in ticks]
+    assert seen == [
+        [("disk", 2000), ("memory", 1000)],
+        [("memory", 1000)],
+        [("disk", 2000), ("memory", 1000)],
+        [("memory", 3000)],
+        [("disk", 4000), ("memory", 1000)],
+    ]
+
+
 def test_hostname_prefers_the_mounted_host_root_over_the_uts_namespace(tmp_path: Path) -> None:
     root = tmp_path / "hostroot"
     (root / "etc").mkdir(parents=True)

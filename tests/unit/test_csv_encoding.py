@@ -86,7 +86,8 @@ def random_record(rng: random.Random, name: str) -> Record:
             fields[f.name] = rng.random() * 10 ** rng.randrange(-8, 18)
     ts = T0 + timedelta(milliseconds=rng.randrange(3) * 250)
     host = rng.choice(["node-1", "node-1", "weird,host", 'q"host'])
-    return Record(name, ts, host, tags, fields)  # type: ignore[arg-type]
+    interval_ms = rng.choice([0, 100, 250, 5000, 10000, 60000])  # 0: unknown, an empty cell
+    return Record(name, ts, host, tags, fields, interval_ms)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", list(MEASUREMENTS))

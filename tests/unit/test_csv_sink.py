@@ -50,7 +50,7 @@ def record(measurement: str, ts: datetime, n: int, entity: str = "") -> Record:
     fields: dict[str, float | int] = {
         f.name: (n if f.sql_type == "bigint" else n + 0.25) for f in spec.fields
     }
-    return Record(measurement, ts, "host-1", tags, fields)
+    return Record(measurement, ts, "host-1", tags, fields, interval_ms=1000)
 
 
 def tick(
@@ -82,7 +82,9 @@ def typed(measurement: str, row: list[str]) -> dict[str, object]:
             if f.sql_type == "bigint"
             else float(row[spec.columns.index(f.name)])
         )
-    out["tags"] = json.loads(row[-1])
+    out["tags"] = json.loads(row[spec.columns.index("tags")])
+    interval = row[spec.columns.index("interval_ms")]
+    out["interval_ms"] = int(interval) if interval else None  # empty: unknown
     return out
 
 
@@ -167,7 +169,7 @@ def test_format_header_types_quoting_and_timestamps(sink_factory, tmp_path: Path
     assert header == ",".join(MEASUREMENTS["disk"].columns)
     assert line.startswith('2026-11-24T00:00:01.234Z,h,"/srv/a,b",vda,ext4,1000000000000,')
     assert "0.00001" in line and "e-" not in line  # plain decimal, never exponent notation
-    assert line.endswith(',"{""env"":""prod""}"')
+    assert line.endswith(',"{""env"":""prod""}",')  # interval_ms unknown (0): an empty cell
     (row,) = read_file(tmp_path / "data" / "disk.csv", "disk")
     assert row["ts"] == ts and row["total_bytes"] == 10**12 and row["used_percent"] == 0.00001
     assert row["mountpoint"] == "/srv/a,b" and row["tags"] == {"env": "prod"}

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from system_info_collector.agent import resolve_hostname
-from system_info_collector.collect import Failures, collect, prime
+from system_info_collector.collect import Failures, base_intervals_ms, collect, prime
 from system_info_collector.config import load_settings
 from system_info_collector.providers import COLLECTORS, build_providers
 from system_info_collector.providers.disk import DiskProvider
@@ -91,7 +91,9 @@ def run_scenario(name: str, tmp_path: Path) -> tuple[list[dict[str, Any]], list[
             shutil.copytree(source / "later", proc, dirs_exist_ok=True)
         now[0] += ELAPSED
         host = resolve_hostname(settings)
-        result = collect(providers, TS, host, settings.tags, Failures("collector failed"))
+        intervals = base_intervals_ms(settings, providers)
+        failures = Failures("collector failed")
+        result = collect(providers, TS, host, settings.tags, failures, intervals_ms=intervals)
     finally:
         for p in providers:
             p.close()

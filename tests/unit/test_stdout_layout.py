@@ -47,7 +47,7 @@ def test_the_nested_layout_stays_available_for_old_parsers() -> None:
     nested = [json.loads(x) for x in old.stdout.splitlines()]
     assert flat and len(flat) == len(nested)
     for f, n in zip(flat, nested, strict=True):
-        assert list(n) == ["measurement", "ts", "host", "tags", "fields"]
+        assert list(n) == ["measurement", "ts", "host", "tags", "fields", "interval_ms"]
         spec = MEASUREMENTS[f["measurement"]]
         assert n["tags"] == {**f["tags"], **{c: f[c] for c in spec.label_columns if c in n["tags"]}}
         assert set(n["fields"]) == set(fields_of(f))

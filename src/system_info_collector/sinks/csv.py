@@ -112,7 +112,7 @@ class RowEncoder:
     ``encode_rows(spec.row(r) for r in records)`` writes, without a formatting call per value:
     a row's numbers go through one ``repr`` each and one join, checked at once to hold nothing
     but digits, dots and minus signs (else the row takes :func:`format_value`); the timestamp
-    and host of a batch, the tag JSON and each label value are formatted once."""
+    and host of a batch, the tag JSON, ``interval_ms`` and each label value are formatted once."""
 
     def __init__(self, label_columns: Sequence[str], field_names: Sequence[str]) -> None:
         self._labels = tuple(label_columns)
@@ -125,6 +125,7 @@ class RowEncoder:
     def encode(self, records: Iterable[Record]) -> bytes:
         heads: dict[tuple[datetime, str], str] = {}
         extras: dict[tuple[tuple[str, object], ...], str] = {}
+        intervals: dict[int, str] = {}  # interval_ms -> its ",<ms>" cell
         texts = self._texts
         if len(texts) > _MAX_LABEL_TEXTS:
             texts.clear()
@@ -154,15 +155,21 @@ class RowEncoder:
             numbers = ",".join(map(repr, vals))
             if numbers.translate(_NOT_PLAIN_NUMBERS):
                 numbers = ",".join([csv_text(format_value(v)) for v in vals])
+            interval = r.interval_ms
+            tail = intervals.get(interval)
+            if tail is None:  # 0 (unknown) is an empty cell, as Measurement.row's None
+                tail = intervals[interval] = "," + (
+                    csv_text(format_value(interval)) if interval else ""
+                )
             if tags.keys() <= label_set:
-                lines.append(head + numbers + ",{}")
+                lines.append(head + numbers + ",{}" + tail)
                 continue
             key = tuple((k, v) for k, v in tags.items() if k not in label_set)
             extra = extras.get(key)
             if extra is None:
                 text = json.dumps(dict(key), separators=(",", ":"), sort_keys=True)
                 extra = extras[key] = "," + csv_text(text)
-            lines.append(head + numbers + extra)
+            lines.append(head + numbers + extra + tail)
         lines.append("")
         return "\n".join(lines).encode("utf-8")
 

@@ -2,10 +2,11 @@
 
 Layout ``columns`` (``SIC_STDOUT_LAYOUT``, the default) is the CSV file's row as an object:
 ``measurement``, then the CSV columns in their order -- ``ts``, ``host``, the entity and label
-columns (``cpu``, ``mountpoint``, …), every field, and ``tags`` holding the other labels (the
-static ``SIC_TAGS``), exactly what the CSV ``tags`` column holds. Layout ``nested`` is the
-earlier shape, ``{"measurement", "ts", "host", "tags": {all labels}, "fields": {…}}``, kept for
-parsers written against it (and used by the expected-output fixtures).
+columns (``cpu``, ``mountpoint``, …), every field, ``tags`` holding the other labels (the
+static ``SIC_TAGS``), exactly what the CSV ``tags`` column holds, and ``interval_ms``. Layout
+``nested`` is the earlier shape, ``{"measurement", "ts", "host", "tags": {all labels},
+"fields": {…}, "interval_ms"}``, kept for parsers written against it (and used by the
+expected-output fixtures).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def record_line(record: Record, layout: str = "columns") -> str:
     for f in spec.fields:
         obj[f.name] = record.fields.get(f.name)
     obj["tags"] = {k: tags[k] for k in sorted(tags) if k not in labels}
+    obj["interval_ms"] = record.interval_ms
     return json.dumps(obj, separators=(",", ":"))
 
 
@@ -60,6 +62,7 @@ def record_json(record: Record) -> str:
             "host": record.host,
             "tags": dict(record.tags),
             "fields": dict(record.fields),
+            "interval_ms": record.interval_ms,
         },
         separators=(",", ":"),
     )

@@ -14,7 +14,7 @@ from system_info_collector.schema import MEASUREMENTS, Measurement
 from system_info_collector.sinks.postgres import partitions
 from system_info_collector.sinks.postgres.encoding import column_types, local_settings, quote_ident
 
-SCHEMA_VERSION = 2  # 1: plain tables; 2: range-partitioned by ts
+SCHEMA_VERSION = 3  # 1: plain tables; 2: range-partitioned by ts; 3: interval_ms column
 VERSION_TABLE = "sic_schema_version"
 DDL_LOCK = 0x5_1C_DD_1  # pg_advisory_xact_lock key serialising concurrent DDL
 
@@ -37,6 +37,7 @@ def create_table_sql(
         *(sql.SQL("{} text NOT NULL DEFAULT ''").format(sql.Identifier(c)) for c in m.labels),
         *(sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.sql_type)) for f in m.fields),
         sql.SQL("{} jsonb NOT NULL DEFAULT '{{}}'::jsonb").format(sql.Identifier("tags")),
+        sql.SQL("{} integer").format(sql.Identifier("interval_ms")),
         sql.SQL("PRIMARY KEY ({})").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in m.primary_key)
         ),
@@ -133,7 +134,12 @@ def ensure_schema(
                 )
             else:
                 conn.execute(create_ts_index_sql(schema, m.name))
+        added = add_missing_columns(conn, schema, [n for n in MEASUREMENTS if n in kinds])
+        notes += [f"added interval_ms to {schema}.{n}" for n in added]
         current = _version(conn, schema, VERSION_TABLE in kinds)
+        if added and current < SCHEMA_VERSION:
+            record_version(conn, schema, SCHEMA_VERSION)
+            current = SCHEMA_VERSION
         if current > SCHEMA_VERSION:
             notes.append(
                 f"schema version {current} is newer than this collector's {SCHEMA_VERSION}"
@@ -164,6 +170,36 @@ def ensure_schema(
     return SchemaState(
         "; ".join([summary, *notes]), partitioned, unpartitioned, hyper, tuple(created)
     )
+
+
+def add_missing_columns(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> list[str]:
+    """Schema version 3: give tables created before it ``interval_ms integer`` (NULL in their
+    rows: those stood for the ``SIC_INTERVAL`` of their time); returns the tables changed.
+
+    One catalogue read when nothing is missing; otherwise under the DDL lock. ``ADD COLUMN`` of
+    a nullable column without a default only changes the catalogue: instant on a table of any
+    size, and on a partitioned table it reaches every partition. It comes last, as in a new
+    table, so old and new tables have the same column order."""
+
+    def lacking() -> list[str]:
+        have = conn.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = %s "
+            "AND column_name = 'interval_ms' AND table_name = ANY(%s)",
+            (schema, tables),
+        ).fetchall()
+        return sorted(set(tables) - {name for (name,) in have}, key=tables.index)
+
+    if not tables or not lacking():
+        return []
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
+    todo = lacking()
+    for name in todo:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} integer").format(
+                sql.Identifier(schema, name), sql.Identifier("interval_ms")
+            )
+        )
+    return todo
 
 
 def _version(conn: psycopg.Connection[Any], schema: str, exists: bool) -> int:

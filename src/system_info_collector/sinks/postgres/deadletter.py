@@ -36,6 +36,7 @@ def conflict_line(record: Record, sink: str, stored: str) -> bytes:
             "host": record.host,
             "tags": dict(record.tags),
             "fields": dict(record.fields),
+            "interval_ms": record.interval_ms,
             "stored": json.loads(stored),
         },
         separators=(",", ":"),
@@ -56,6 +57,7 @@ def dead_letter_line(record: Record, sink: str, error: str) -> bytes:
             "host": record.host,
             "tags": dict(record.tags),
             "fields": dict(record.fields),
+            "interval_ms": record.interval_ms,
         },
         separators=(",", ":"),
         default=str,
@@ -133,6 +135,7 @@ def read_records(path: str) -> Iterator[tuple[int, Record | None]]:
                     str(item["host"]),
                     {str(k): str(v) for k, v in item.get("tags", {}).items()},
                     {str(k): v for k, v in item.get("fields", {}).items()},
+                    int(item.get("interval_ms") or 0),  # lines from before it: unknown
                 )
             except (ValueError, KeyError, TypeError, AttributeError):
                 yield number, None

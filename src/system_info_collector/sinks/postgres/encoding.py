@@ -33,6 +33,7 @@ def column_types(m: Measurement) -> list[tuple[str, str]]:
     out += [(c, "text") for c in m.label_columns]
     out += [(f, types[f]) for f in m.columns if f in types]
     out.append(("tags", "jsonb"))
+    out.append(("interval_ms", "integer"))
     assert [c for c, _ in out] == list(m.columns)
     return out
 
@@ -120,12 +121,19 @@ STAGE = "sic_stage"
 
 
 def copy_script(
-    schema: str, m: Measurement, timeout: float, *, direct: bool, **settings: str
+    schema: str,
+    m: Measurement,
+    timeout: float,
+    *,
+    direct: bool,
+    columns: Sequence[str] = (),
+    **settings: str,
 ) -> bytes:
     """The simple query that loads CSV bytes: ``COPY`` straight into the table (``direct``) or
-    into a staging table created in the transaction, then :func:`insert_select_sql`."""
+    into a staging table created in the transaction, then :func:`insert_select_sql`.
+    ``columns``: the file's columns when they are not all of the table's (an older file)."""
     not_null = ", ".join(quote_ident(c) for c in ("host", *m.label_columns))
-    cols = ", ".join(quote_ident(c) for c in m.columns)
+    cols = ", ".join(quote_ident(c) for c in (columns or m.columns))
     table = f"{quote_ident(schema)}.{quote_ident(m.name)}"
     options = f"(FORMAT csv, FORCE_NOT_NULL ({not_null}))"
     parts = [local_settings(timeout, **settings)]

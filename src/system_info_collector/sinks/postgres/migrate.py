@@ -35,6 +35,7 @@ from system_info_collector.sinks.postgres import partitions
 from system_info_collector.sinks.postgres.connection import connect, dsn_secrets, read_password
 from system_info_collector.sinks.postgres.ddl import (
     DDL_LOCK,
+    add_missing_columns,
     create_table_sql,
     create_ts_index_sql,
     record_version,
@@ -73,6 +74,7 @@ def migrate_table(
         conn.execute("SET LOCAL lock_timeout = '30s'")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
         conn.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+        add_missing_columns(conn, schema, [m.name])  # a table no collector has started on yet
         row = conn.execute(f"SELECT count(*), min(ts), max(ts) FROM {table}").fetchone()
         assert row is not None
         total, lo, hi = int(row[0]), row[1], row[2]
