@@ -5,12 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
+from system_info_collector.adaptive import Bursts, Sentinel, announce
+from system_info_collector.budget import Budget
 from system_info_collector.buffer import build_buffer
 from system_info_collector.collect import Failures, base_intervals_ms, collect, prime
 from system_info_collector.config import Settings
+from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -122,6 +126,7 @@ class Agent:
         metrics: Metrics,
         *,
         host: str,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.providers = list(providers)
@@ -132,10 +137,31 @@ class Agent:
         metrics.prepare([w.name for w in self.workers], [p.name for p in self.providers])
         # write-ahead (spooled) sinks first: a sample is on disk before any other sink shows it
         self._submit_order = sorted(self.workers, key=lambda w: not w.durable)
+        # The ticker's slot: the base interval, or with SIC_ADAPTIVE=on the burst interval
+        # (the sentinels read on every slot; base samples stay on their wall-clock slots).
+        self.adaptive = settings.adaptive.enabled
+        self.slot_interval = settings.adaptive.interval if self.adaptive else settings.interval
         self._every = {
-            p.name: max(1, round(settings.collector_interval(p.name) / settings.interval))
+            p.name: max(1, round(settings.collector_interval(p.name) / self.slot_interval))
             for p in self.providers
         }
+        self._sentinel: Sentinel | None = None
+        self._bursts: Bursts | None = None
+        self._in_burst: frozenset[str] = frozenset()
+        if self.adaptive:
+            self._sentinel = Sentinel(
+                settings.host_paths,
+                devices_exclude=settings.collector("diskio").devices_exclude,
+                monotonic=monotonic,
+            )
+            self._bursts = Bursts(settings.adaptive, frozenset(self._every), monotonic, metrics)
+        self._budget = Budget(
+            settings.overhead_budget,
+            settings.overhead_window,
+            {p.name: settings.collector_interval(p.name) for p in self.providers},
+            monotonic,
+        )
+        self._show_intervals(self._every)
         self._base_ms = base_intervals_ms(settings, self.providers)
         self._last_ts: dict[str, datetime] = {}  # each collector's previous sample time
         self._failures = Failures()
@@ -160,21 +186,26 @@ class Agent:
 
     def _prime(self) -> None:
         prime(self.providers, self._failures, self.metrics)
+        if self._sentinel is not None:
+            self._burst()  # the first reading: the next one has rates
 
     def run(self) -> None:
         """Tick until :attr:`stop_event` is set (SIGTERM/SIGINT), then flush and close."""
         ticker = Ticker(
-            self.settings.interval,
+            self.slot_interval,
             wait=self.stop_event.wait,
             on_overrun=self._overrun,
             on_clock_step=self._clock_stepped,
         )
+        if self._sentinel is not None:
+            announce(self._sentinel, self.settings.adaptive, sorted(self._every))
         event(
             "INFO",
             "collector_started",
             "sampling",
             host=self.host,
             interval_seconds=self.settings.interval,
+            adaptive=self.adaptive,
             collectors=list(self._every),
             sinks=[w.name for w in self.workers],
         )
@@ -189,10 +220,49 @@ class Agent:
                 continue
             self.tick(tick)
 
+    def _burst(self) -> frozenset[str]:
+        """Read the sentinels; the collectors in a burst now (their metric follows)."""
+        assert self._sentinel is not None and self._bursts is not None
+        try:
+            values = self._sentinel.read()
+        except (ProviderError, ValueError) as exc:
+            self._failures.failed("adaptive", exc)
+            values = {}
+        else:
+            self._failures.succeeded("adaptive")
+        burst = self._bursts.update(values)
+        if burst != self._in_burst:
+            changed = burst ^ self._in_burst
+            self._in_burst = burst
+            self._show_intervals(changed)
+        return burst
+
+    def _show_intervals(self, names: Iterable[str]) -> None:
+        """``sic_collector_interval_seconds``: burst or base interval, times the stretch."""
+        for name in names:
+            base = self.slot_interval if name in self._in_burst else None
+            interval = base or self.settings.collector_interval(name)
+            self.metrics.collector_interval.labels(name).set(
+                interval * self._budget.stretch.get(name, 1)
+            )
+
     def tick(self, tick: Tick) -> list[Record]:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        burst = self._burst() if self.adaptive else frozenset()
+        sentinel = {"adaptive": time.thread_time() - cpu_started} if self.adaptive else {}
+        stretch = self._budget.stretch
+        due = [
+            p
+            for p in self.providers
+            if (p.name in burst and not tick.slot % stretch[p.name])
+            or not tick.slot % (self._every[p.name] * stretch[p.name])
+        ]
+        if changed := self._budget.evaluate():
+            self._show_intervals(changed)
+        if self.adaptive and not due:
+            self._budget.charge(sentinel)
+            return []  # a sentinel-only slot
         self.metrics.tick_lateness.observe(tick.lateness)
-        due = [p for p in self.providers if not tick.slot % self._every[p.name]]
         result = collect(
             due,
             tick.ts,
@@ -205,6 +275,7 @@ class Agent:
         for p in due:
             if p.name not in result.failed:
                 self._last_ts[p.name] = tick.ts
+        costs = {**result.cpu_seconds, **sentinel}
         accepted = result.accepted
         self.metrics.delivery.produced(tick.ts, len(accepted))
         for worker in self._submit_order:
@@ -215,8 +286,19 @@ class Agent:
         self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.metrics.last_tick.set(time.time())
+        self._charge(costs, accepted, time.thread_time() - cpu_started)
         self.last_tick_monotonic = time.monotonic()
         return accepted
+
+    def _charge(self, costs: dict[str, float], records: Sequence[Record], tick_cpu: float) -> None:
+        """Charge each collector its collect() time plus its records' share of the rest."""
+        rest = tick_cpu - sum(costs.values())
+        if records and rest > 0:
+            for name, n in Counter(r.measurement for r in records).items():
+                costs[name] = costs.get(name, 0.0) + rest * n / len(records)
+        self._budget.charge(costs)
+        for name, seconds in costs.items():
+            self.metrics.collector_cpu.labels(name).inc(seconds)
 
     def _intervals_since_last(self, due: Sequence[Provider], ts: datetime) -> dict[str, int]:
         """``interval_ms`` of each due collector's sample: the time since its previous sample
@@ -246,6 +328,8 @@ class Agent:
             t.join()
         for provider in self.providers:
             provider.close()
+        if self._sentinel is not None:
+            self._sentinel.close()
         return all(results)
 
     def _overrun(self, skipped: int, late: float) -> None:

@@ -5,6 +5,7 @@ rejected. ``Agent.tick`` and the ``once`` command both go through :func:`collect
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,6 +74,8 @@ class Collected:
     accepted: list[Record] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # names of the providers that raised
+    # CPU seconds (this thread's) each provider took to collect and stamp its samples
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def collect(
@@ -90,9 +93,11 @@ def collect(
     records: list[Record] = []
     for provider in providers:
         name = provider.name
+        began = time.thread_time()
         try:
             samples = provider.collect()
         except Exception as exc:  # ProviderError, or a bug in one provider: the rest still run
+            result.cpu_seconds[name] = time.thread_time() - began
             result.failed.append(name)
             failures.failed(name, exc)
             if metrics is not None:
@@ -107,6 +112,7 @@ def collect(
             Record(name, ts, host, {**tags, **s.tags} if tags else s.tags, s.fields, interval_ms)
             for s in samples
         )
+        result.cpu_seconds[name] = time.thread_time() - began
     result.accepted, result.rejected = validate(records)
     for rejection in result.rejected:
         if metrics is not None:

@@ -128,6 +128,33 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptiveSettings:
+    """``SIC_ADAPTIVE*`` (docs/adaptive.md): bursts of sampling on spikes."""
+
+    enabled: bool = False
+    interval: float = 0.25  # seconds between sentinel readings and burst samples
+    hold: float = 30.0
+    cpu_percent: float = 90.0
+    memory_psi: float = 10.0
+    io_psi: float = 20.0
+    disk_busy_percent: float = 90.0
+    jump: float = 30.0  # percentage points above the recent baseline
+
+
+# (variable, attribute, default) of the adaptive settings: read by load_settings, and the
+# README table and Helm values are checked against it (tests/unit/test_adaptive_config.py).
+ADAPTIVE_OPTIONS = (
+    ("SIC_ADAPTIVE_INTERVAL", "interval", "250ms"),
+    ("SIC_ADAPTIVE_HOLD", "hold", "30s"),
+    ("SIC_ADAPTIVE_CPU_PERCENT", "cpu_percent", "90"),
+    ("SIC_ADAPTIVE_MEMORY_PSI", "memory_psi", "10"),
+    ("SIC_ADAPTIVE_IO_PSI", "io_psi", "20"),
+    ("SIC_ADAPTIVE_DISK_BUSY_PERCENT", "disk_busy_percent", "90"),
+    ("SIC_ADAPTIVE_JUMP", "jump", "30"),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     interval: float = 1.0
     collectors: tuple[str, ...] = DEFAULT_COLLECTORS
@@ -152,6 +179,9 @@ class Settings:
     remote_write: RemoteWriteSettings = field(default_factory=RemoteWriteSettings)
     otlp: OtlpSettings = field(default_factory=OtlpSettings)
     buffers: Mapping[str, BufferSettings] = field(default_factory=dict)
+    adaptive: AdaptiveSettings = field(default_factory=AdaptiveSettings)
+    overhead_budget: float = 2.0  # % of one core; 0 = none
+    overhead_window: float = 60.0  # seconds the budget is averaged over
 
     def buffer(self, sink: str) -> BufferSettings:
         """The buffer settings of ``sink`` (defaults for a sink the mapping does not name)."""
@@ -226,8 +256,43 @@ def _file_mode(value: str) -> int:
     return mode
 
 
+def _percent(value: str) -> float:
+    """``90``, ``90%`` or ``2.5%``: a share in percent, 0 to 100."""
+    text = value.strip().removesuffix("%").strip()
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a percentage such as 90 or 2%") from None
+    if not 0 <= number <= 100:
+        raise ValueError(f"{value!r} is not between 0 and 100")
+    return number
+
+
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return lambda value: parse(value) if value.strip() else None
+
+
+def _adaptive_problems(
+    get: Callable[..., str], on: bool, values: Mapping[str, Any], interval: float | None
+) -> list[str]:
+    """The burst interval: at least 100ms, at most the base, and the base a whole multiple of
+    it (so base samples keep their wall-clock slots); the hold not negative."""
+    burst = values.get("interval")
+    if not on or burst is None:
+        return []
+    given = f"SIC_ADAPTIVE_INTERVAL={get('SIC_ADAPTIVE_INTERVAL', '250ms')!r}"
+    if burst < MIN_INTERVAL:
+        return [f"{given}: must be at least 100ms"]
+    if interval is None or interval < MIN_INTERVAL:
+        return []
+    if burst > interval + 1e-9:
+        return [f"{given}: must not exceed SIC_INTERVAL ({get('SIC_INTERVAL', '1s')})"]
+    ratio = interval / burst
+    if abs(ratio - round(ratio)) > 1e-6:
+        return [
+            f"{given}: SIC_INTERVAL ({get('SIC_INTERVAL', '1s')}) must be a whole multiple of it"
+        ]
+    return []
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -244,6 +309,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "file_mode": _file_mode,
         "positive_int": _positive_int,
         "positive_duration": _positive_duration,
+        "percent": _percent,
     }.items():
         env.add_parser(name, _expect(parse))
     e: Any = env  # environs' dynamic parser methods are not typed
@@ -348,6 +414,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         timeout=e.duration("SIC_OTLP_TIMEOUT", "10s"),
         compression=choice("SIC_OTLP_COMPRESSION", "gzip", ("gzip", "none")),
     )
+    adaptive_on = choice("SIC_ADAPTIVE", "off", ("off", "on")) == "on"
+    adaptive_values = {
+        attribute: (e.duration if attribute in ("interval", "hold") else e.percent)(name, default)
+        for name, attribute, default in ADAPTIVE_OPTIONS
+    }
+    overhead_budget = e.percent("SIC_OVERHEAD_BUDGET", "2%")
+    overhead_window = e.positive_duration("SIC_OVERHEAD_WINDOW", "60s")
     default_sinks = "csv,postgres" if dsn else "csv"
     sinks = e.names("SIC_SINKS", default_sinks)
     memory_max_size = e.size("SIC_BUFFER_MEMORY_MAX_SIZE", "8MB")
@@ -467,6 +540,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
     if password_file and not os.path.isfile(password_file):
         problems.append(f"SIC_DB_PASSWORD_FILE={password_file!r}: not a readable file")
+    problems.extend(_adaptive_problems(get, adaptive_on, adaptive_values, interval))
     problems.extend(_push_problems(sinks or (), remote_write, otlp, otlp_endpoint))
 
     if problems:
@@ -495,6 +569,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         remote_write=remote_write,
         otlp=otlp,
         buffers=buffers,
+        adaptive=AdaptiveSettings(enabled=adaptive_on, **adaptive_values),
+        overhead_budget=overhead_budget,
+        overhead_window=overhead_window,
     )
 
 

@@ -152,6 +152,24 @@ class Metrics:
             "written to conflicts.jsonl",
             registry=r,
         )
+        self.collector_interval = Gauge(
+            "sic_collector_interval_seconds",
+            "Effective sampling interval of each collector (burst, base or stretched)",
+            ["collector"],
+            registry=r,
+        )
+        self.collector_cpu = Counter(
+            "sic_collector_cpu_seconds",
+            "CPU time the sampling thread spent in each collector (the overhead budget's input)",
+            ["collector"],
+            registry=r,
+        )
+        self.bursts = Counter(
+            "sic_adaptive_bursts",
+            "Bursts of fine sampling started, by signal",
+            ["signal"],
+            registry=r,
+        )
         self.csv_rotations = Counter("sic_csv_rotations", "CSV files rotated", registry=r)
         self.csv_truncations = Counter(
             "sic_csv_truncations",

@@ -193,6 +193,10 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     environ["SIC_DB_PASSWORD_FILE"] = str(password)
     settings = load_settings(environ)
     assert settings.interval == 0.5
+    assert settings.adaptive.enabled and settings.adaptive.interval == 0.25
+    adaptive = settings.adaptive
+    assert (adaptive.hold, adaptive.io_psi, adaptive.jump) == (20, 25, 40)
+    assert (settings.overhead_budget, settings.overhead_window) == (3.0, 120.0)
     assert settings.collector_intervals == {
         "memory": 1.0,
         "disk": 30.0,

@@ -155,6 +155,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "sic.envVar" (list "SIC_SHUTDOWN_TIMEOUT" $v.shutdownTimeout) }}
 {{- include "sic.envVar" (list "SIC_LOCK_TIMEOUT" $v.lockTimeout) }}
 {{- include "sic.envVar" (list "SIC_STDOUT_LAYOUT" $v.stdout.layout) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE" $v.adaptive.mode) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE_INTERVAL" $v.adaptive.interval) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE_HOLD" $v.adaptive.hold) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE_CPU_PERCENT" $v.adaptive.cpuPercent) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE_MEMORY_PSI" $v.adaptive.memoryPsi) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE_IO_PSI" $v.adaptive.ioPsi) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE_DISK_BUSY_PERCENT" $v.adaptive.diskBusyPercent) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE_JUMP" $v.adaptive.jump) }}
+{{- include "sic.envVar" (list "SIC_OVERHEAD_BUDGET" $v.overhead.budget) }}
+{{- include "sic.envVar" (list "SIC_OVERHEAD_WINDOW" $v.overhead.window) }}
 {{- include "sic.envVar" (list "SIC_COLLECTORS" (join "," $v.collectors.enabled)) }}
 {{- range $name := list "cpu" "memory" "disk" "diskio" "net" "system" "pressure" "vmstat" "filefd" "sockets" }}
 {{- include "sic.envVar" (list (printf "SIC_%s_INTERVAL" (upper $name)) (index $v.collectors.intervals $name | default "")) }}
