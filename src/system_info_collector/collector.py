@@ -15,7 +15,7 @@ import it without cycles.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -135,6 +135,9 @@ class Rules:
 
     not_above: tuple[tuple[str, str], ...] = ()
     check: Callable[[Mapping[str, FieldValue]], Problem | None] | None = None
+    # ``check`` for many records at once (a tick's): True only if ``check`` finds no problem in
+    # any of them; False sends them through ``check`` one by one (which names the problem).
+    check_all: Callable[[Sequence[Mapping[str, FieldValue]]], bool] | None = None
 
 
 class Provider(Protocol):

@@ -48,17 +48,19 @@ def validate(records: Iterable[Record]) -> tuple[list[Record], list[Rejection]]:
     """``records`` split into the valid ones (in order) and the first broken rule of each other.
 
     Each run of records of one measurement (a collector's samples of a tick) is first proven
-    valid as a whole (:meth:`_Rules.proven`); then only the collector's consistency check runs
-    per record. A run that fails the proof is checked record by record.
+    valid as a whole (:meth:`_Rules.proven`); then the collector's consistency check runs for the
+    whole run at once where the collector has one (``Rules.check_all``), else (or if that finds a
+    problem) per record. A run that fails the proof is checked record by record.
     """
     accepted: list[Record] = []
     rejected: list[Rejection] = []
     for measurement, run in groupby(records, key=_MEASUREMENT):
         rules = _compiled(measurement)
         batch = list(run)
-        if rules is not None and rules.proven([r.fields for r in batch]):
+        fields_list = [r.fields for r in batch]
+        if rules is not None and rules.proven(fields_list):
             consistent = rules.consistent
-            if consistent is None:
+            if consistent is None or (rules.consistent_all and rules.consistent_all(fields_list)):
                 accepted.extend(batch)
                 continue
             for record in batch:
@@ -128,6 +130,7 @@ class _Rules:
             for part, whole in collector.rules.not_above
         )
         self.consistent = collector.rules.check
+        self.consistent_all = collector.rules.check_all
 
     def proven(self, fields_list: FieldsList) -> bool:
         try:

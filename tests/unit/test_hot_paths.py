@@ -17,12 +17,20 @@ import pytest
 
 from system_info_collector.agent import Agent, LatestRecords, merge_latest
 from system_info_collector.config import load_settings
+from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import COLLECTORS, build_providers
 from system_info_collector.providers._read import ProcFile
-from system_info_collector.providers.cpu import CpuProvider, parse_stat, shares
+from system_info_collector.providers.cpu import (
+    CpuProvider,
+    StatReading,
+    _read_stat_lines,
+    parse_stat,
+    read_stat,
+    shares,
+)
 from system_info_collector.providers.diskio import (
     DEFAULT_DEVICES_EXCLUDE,
     SECTOR_BYTES,
@@ -30,7 +38,7 @@ from system_info_collector.providers.diskio import (
 )
 from system_info_collector.scheduler import Tick
 from system_info_collector.schema import MEASUREMENTS
-from system_info_collector.validate import PERCENT_SLACK, Rejection, check
+from system_info_collector.validate import PERCENT_SLACK, Rejection, check, validate
 from tests.helpers import PROC_FIXTURES
 from tests.unit.test_scenarios import SCENARIOS, expected_records, run_scenario
 from tests.unit.test_scenarios import TS as T_SCENARIO
@@ -253,31 +261,39 @@ NASTY: list[object] = [
 ]
 
 
-def test_the_compiled_rules_reject_exactly_what_every_rule_rejected(tmp_path: Path) -> None:
-    rng = random.Random("validate")
+def scenario_records(tmp_path: Path) -> list[Record]:
     bases = []
     for name in SCENARIOS:
         for r in run_scenario(name, tmp_path / name)[0]:
             bases.append(Record(r["measurement"], T_SCENARIO, r["host"], r["tags"], r["fields"]))
     assert {b.measurement for b in bases} == set(COLLECTORS)
+    return bases
+
+
+def mutated(rng: random.Random, base: Record, changes: list[int]) -> Record:
+    fields: dict[str, object] = dict(base.fields)
+    for _ in range(rng.choice(changes)):
+        key = rng.choice(list(fields))
+        roll = rng.random()
+        if roll < 0.1:
+            del fields[key]
+        elif roll < 0.6:
+            fields[key] = rng.choice(NASTY)
+        elif type(v := fields[key]) not in (int, float) or not abs(v) < 1e300:  # type: ignore[operator]
+            fields[key] = 1
+        elif roll < 0.8:  # a plausible but inconsistent number of the right type
+            fields[key] = type(v)(v * rng.choice([0, 0.5, 1.01, 2, 10]))  # type: ignore[operator]
+        else:  # the other numeric type
+            fields[key] = float(v) if type(v) is int else round(v)  # type: ignore[call-overload]
+    return Record(base.measurement, base.ts, base.host, base.tags, fields)  # type: ignore[arg-type]
+
+
+def test_the_compiled_rules_reject_exactly_what_every_rule_rejected(tmp_path: Path) -> None:
+    rng = random.Random("validate")
+    bases = scenario_records(tmp_path)
     rules_seen = Counter[str]()
     for _ in range(20_000):
-        base = rng.choice(bases)
-        fields: dict[str, object] = dict(base.fields)
-        for _ in range(rng.choice([0, 1, 1, 2, 3])):
-            key = rng.choice(list(fields))
-            roll = rng.random()
-            if roll < 0.1:
-                del fields[key]
-            elif roll < 0.6:
-                fields[key] = rng.choice(NASTY)
-            elif type(v := fields[key]) not in (int, float) or not abs(v) < 1e300:  # type: ignore[operator]
-                fields[key] = 1
-            elif roll < 0.8:  # a plausible but inconsistent number of the right type
-                fields[key] = type(v)(v * rng.choice([0, 0.5, 1.01, 2, 10]))  # type: ignore[operator]
-            else:  # the other numeric type
-                fields[key] = float(v) if type(v) is int else round(v)  # type: ignore[call-overload]
-        record = Record(base.measurement, base.ts, base.host, base.tags, fields)  # type: ignore[arg-type]
+        record = mutated(rng, rng.choice(bases), [0, 1, 1, 2, 3])
         try:
             want: Rejection | type[Exception] | None = reference_check(record)
         except Exception as exc:
@@ -294,6 +310,35 @@ def test_the_compiled_rules_reject_exactly_what_every_rule_rejected(tmp_path: Pa
     assert {"cpu_states_sum_100", "used_plus_available_total"} <= set(rules_seen)
     unknown = Record("gpu", T_SCENARIO, "h", {}, {})
     assert check(unknown) == reference_check(unknown)
+
+
+def test_a_tick_of_records_is_judged_as_each_record_alone(tmp_path: Path) -> None:
+    """validate() proves whole runs of one measurement at once (and the CPU shares' sum for all
+    CPUs at once): the same records kept, in order, and the same rejections as record by record,
+    for ticks of up to 300 records where a few or none break a rule."""
+    rng = random.Random("validate-batches")
+    by_measurement: dict[str, list[Record]] = {}
+    for base in scenario_records(tmp_path):
+        by_measurement.setdefault(base.measurement, []).append(base)
+    seen = Counter[str]()
+    for _ in range(600):
+        records = []
+        for name in rng.sample(list(by_measurement), rng.randrange(1, len(by_measurement) + 1)):
+            bases = by_measurement[name]
+            changes = rng.choice([[0], [0] * 50 + [1], [0, 0, 0, 1, 2]])
+            for _ in range(rng.choice([1, 2, 30, 300 if name == "cpu" else 5])):
+                records.append(mutated(rng, rng.choice(bases), changes))
+        try:
+            want = [(r, reference_check(r)) for r in records]
+        except Exception:
+            continue  # e.g. 10**400: no rule says what that is (check() raises too)
+        accepted, rejected = validate(records)
+        assert accepted == [r for r, problem in want if problem is None]
+        assert rejected == [problem for _, problem in want if problem is not None]
+        seen["clean" if not rejected else "some rejected"] += 1
+        seen.update(p.rule for p in rejected)
+    assert seen["clean"] > 50 and seen["some rejected"] > 50
+    assert seen["cpu_states_sum_100"] > 10
 
 
 def stat_text(cpus: dict[str, list[int]], extra: str = "") -> str:
@@ -351,6 +396,51 @@ def test_the_cpu_provider_gives_the_shares_of_every_cpu_as_before(tmp_path: Path
         previous = current
         paths_taken["fast" if len(want) == len(current) else "per-cpu"] += 1
     assert paths_taken["fast"] > 100 and paths_taken["per-cpu"] > 10
+
+
+def test_the_whole_block_parse_of_proc_stat_reads_what_the_line_parse_reads() -> None:
+    """read_stat parses all CPU lines at once when they are all a name and ten counters; on any
+    other text it must give what the line-by-line parse gives (or the same error)."""
+    rng = random.Random("stat-parse")
+    odd = ["x", "-3", "+5", "1_0", "", "\t7", "12 13", "cpu", "cpu-total", "cpu3", "٣"]
+    seen = Counter[str]()
+    for _ in range(3000):
+        lines = [
+            ("cpu " if i < 0 else f"cpu{i} ") + " ".join(str(rng.randrange(10**6)) for _ in COLUMNS)
+            for i in range(-1, rng.randrange(1, 9))
+        ]
+        lines += ["intr 5 1 2", "ctxt 99", "btime 17", "processes 4", "procs_running 2"]
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            i = rng.randrange(len(lines))
+            parts = lines[i].split(" ")
+            roll = rng.random()
+            if roll < 0.3:
+                parts[rng.randrange(len(parts))] = rng.choice(odd)
+            elif roll < 0.5 and len(parts) > 1:
+                del parts[rng.randrange(1, len(parts))]
+            elif roll < 0.6:
+                parts.append(str(rng.randrange(100)))
+            elif roll < 0.8:
+                lines.insert(rng.randrange(len(lines) + 1), lines[rng.randrange(len(lines))])
+                continue
+            else:
+                lines.insert(rng.randrange(len(lines) + 1), lines.pop(i))
+                continue
+            lines[i] = rng.choice([" ", "  ", "\t"]).join(parts)
+        text = "\n".join(lines) + "\n"
+        try:
+            want: object = _read_stat_lines(text.splitlines(), "stat")
+        except ProviderError as exc:
+            want = str(exc)
+        try:
+            got: object = read_stat(text, "stat")
+        except ProviderError as exc:
+            got = str(exc)
+        assert got == want, text
+        if isinstance(want, StatReading):
+            assert [list(got.cpus), list(got.kernel)] == [list(want.cpus), list(want.kernel)]  # type: ignore[attr-defined]
+        seen["error" if isinstance(want, str) else "read"] += 1
+    assert seen["error"] > 100 and seen["read"] > 1000
 
 
 def test_a_kept_open_file_is_read_whole_every_time(tmp_path: Path) -> None:
