@@ -23,8 +23,12 @@ a spike by seconds). All time comes from the injected monotonic clock.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import math
 import os
+import select
+import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,22 +63,122 @@ def _psi_some_total(text: str) -> int:
     raise ProviderError(f"no 'some ... total=' line in {text[:80]!r}")
 
 
-def psi_trigger_support(path: str) -> str:
-    """Whether this process may register a PSI poll trigger on ``path`` (detected, not
-    required: the sentinel polls ``total`` anyway). Unprivileged triggers need a window that
-    is a multiple of 2 s (kernel ≥ 6.5); other windows need CAP_SYS_RESOURCE."""
+# PSI poll trigger windows tried in turn: 1 s needs CAP_SYS_RESOURCE; without it kernels >= 6.5
+# accept windows in multiples of 2 s (older ones refuse every unprivileged trigger).
+TRIGGER_WINDOWS_US = (1_000_000, 2_000_000)
+_TRIGGER_REFUSED = {
+    errno.EINVAL: "refused (kernel < 5.2, or a window the kernel does not allow without "
+    "CAP_SYS_RESOURCE)",
+    errno.EPERM: "not permitted (needs CAP_SYS_RESOURCE, or kernel >= 6.5 for 2 s windows)",
+    errno.EACCES: "not permitted (needs CAP_SYS_RESOURCE, or kernel >= 6.5 for 2 s windows)",
+    errno.EROFS: "read-only mount of the pressure file",
+    errno.EOPNOTSUPP: "not supported (PSI disabled)",
+}
+
+
+def _register_trigger(path: str, percent: float) -> tuple[int | None, str, float]:
+    """Open ``path`` and write a ``some`` trigger of ``percent`` % of a window: the fd (None
+    when refused), what was registered or why not, and the window in seconds."""
+    if not 0 < percent <= 100:
+        return None, f"not used (threshold {percent:g} %)", 0.0
     try:
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        return f"unavailable: {exc.strerror or exc}"
-    try:
-        os.write(fd, b"some 150000 2000000\0")  # 150 ms of stall in a 2 s window
-        return "available"
-    except OSError as exc:
-        reason = {errno.EPERM: "not permitted", errno.EINVAL: "not supported"}.get(exc.errno or 0)
-        return f"unavailable: {reason or exc.strerror or exc}"
-    finally:
+        return None, f"unavailable: {_TRIGGER_REFUSED.get(exc.errno or 0, exc.strerror)}", 0.0
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != 0:  # procfs files say size 0
+        os.close(fd)  # never write into a plain file (a fixture tree under SIC_HOST_PROC)
+        return None, "unavailable: not a procfs pressure file", 0.0
+    refused: OSError | None = None
+    for window in TRIGGER_WINDOWS_US:
+        stall = max(1, round(window * percent / 100))  # as PsiTriggers.stalls
+        try:
+            os.write(fd, f"some {stall} {window}\0".encode())
+        except OSError as exc:
+            refused = exc
+            if exc.errno == errno.EINVAL:
+                continue  # this window is not allowed: try the next
+            break
+        return fd, f"some {stall} {window} (us)", window / 1e6
+    os.close(fd)
+    assert refused is not None
+    reason = _TRIGGER_REFUSED.get(refused.errno or 0, refused.strerror)
+    return None, f"unavailable: {reason}", 0.0
+
+
+class PsiTriggers:
+    """Kernel PSI poll triggers (``"some <stall us> <window us>"`` written to a pressure file,
+    then ``poll(POLLPRI)``): the kernel wakes :meth:`wait` as soon as a signal's stall over
+    the window crosses its threshold, so a memory or I/O stall is acted on at once instead of
+    at the next sentinel slot. Where the kernel or the privileges refuse, :attr:`status` says
+    why and the sentinel's polling alone detects the stall."""
+
+    def __init__(self, files: Mapping[str, str], thresholds: Mapping[str, float]) -> None:
+        self.status: dict[str, str] = {}
+        self.windows: dict[str, float] = {}  # signal -> its trigger window, seconds
+        self.stalls: dict[str, float] = {}  # signal -> the stall (µs) per window it fires at
+        self._fds: dict[int, str] = {}
+        self._closed = False
+        self._poll = select.poll()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poll.register(self._wake_r, select.POLLIN)
+        for name, path in files.items():
+            fd, self.status[name], window = _register_trigger(path, thresholds[name])
+            if fd is not None:
+                self._fds[fd] = name
+                self.windows[name] = window
+                self.stalls[name] = max(1, round(window * 1e6 * thresholds[name] / 100))
+                self._poll.register(fd, select.POLLPRI)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._fds)
+
+    def wait(self, timeout: float) -> frozenset[str]:
+        """Block up to ``timeout`` seconds (or until :meth:`interrupt`); the signals whose
+        trigger fired."""
+        fired: set[str] = set()
+        for fd, events in self._poll.poll(max(0, math.ceil(timeout * 1000))):
+            if fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+                continue
+            name = self._fds.get(fd)
+            if name is None:
+                continue
+            if events & (select.POLLERR | select.POLLNVAL | select.POLLHUP):
+                self._drop(fd, name, events)
+            elif events & select.POLLPRI:
+                fired.add(name)
+        return frozenset(fired)
+
+    def _drop(self, fd: int, name: str, events: int) -> None:
+        self._poll.unregister(fd)
         os.close(fd)
+        del self._fds[fd]
+        self.status[name] = "lost: polling only"
+        event(
+            "WARNING",
+            "adaptive_psi_trigger_lost",
+            "the kernel dropped a PSI poll trigger: the sentinel polls that signal only",
+            signal=name,
+            poll_events=events,
+        )
+
+    def interrupt(self) -> None:
+        """End a :meth:`wait` now (safe from a signal handler or another thread)."""
+        if not self._closed:
+            with contextlib.suppress(OSError):  # a full pipe: a wake-up is pending already
+                os.write(self._wake_w, b"\0")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for fd in (*self._fds, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
 
 
 class Sentinel:
@@ -97,7 +201,7 @@ class Sentinel:
         self._diskstats = ProcFile(paths.proc_path("diskstats"))
         self._psi: dict[str, ProcFile] = {}
         self.psi_missing: list[str] = []
-        self.psi_paths: list[str] = []
+        self.psi_files: dict[str, str] = {}  # signal -> its pressure file
         for kind in ("memory", "io"):
             path = paths.proc_path("pressure", kind)
             handle = ProcFile(path)
@@ -108,9 +212,13 @@ class Sentinel:
                 self.psi_missing.append(path)
             else:
                 self._psi[f"{kind}_psi"] = handle
-                self.psi_paths.append(path)
+                self.psi_files[f"{kind}_psi"] = path
         self._window = window
         self._history: deque[tuple[float, dict[str, tuple[float, ...]]]] = deque()
+        # (time, stall total µs) of each PSI signal, back to the newest at least `psi_keep` old:
+        # what a PSI poll trigger's claim is checked against (:meth:`psi_stall`)
+        self.psi_keep = 0.0
+        self._psi_log: dict[str, deque[tuple[float, int]]] = {n: deque() for n in self._psi}
 
     def _cpu(self) -> tuple[float, float]:
         line = self._stat.read().split("\n", 1)[0].split()
@@ -127,8 +235,8 @@ class Sentinel:
     def read(self) -> dict[str, float]:
         now = self._mono()
         current: dict[str, tuple[float, ...]] = {"cpu": self._cpu()}
-        for name, handle in self._psi.items():
-            current[name] = (float(_psi_some_total(handle.read())),)
+        for name in self._psi:
+            current[name] = (float(self._psi_total(name, now)),)
         disks = self._disks()
         for device, io_ms in disks.items():
             current[f"disk:{device}"] = (float(io_ms),)
@@ -160,6 +268,26 @@ class Sentinel:
             out["disk_busy"] = min(100.0, 100.0 * max(busiest) / elapsed)
         return out
 
+    def _psi_total(self, name: str, now: float) -> int:
+        total = _psi_some_total(self._psi[name].read())
+        log = self._psi_log[name]
+        log.append((now, total))
+        while len(log) > 2 and now - log[1][0] >= self.psi_keep:
+            log.popleft()
+        return total
+
+    def psi_stall(self, name: str, window: float) -> tuple[float, float]:
+        """Read ``name``'s stall total now: (µs stalled, seconds) since the newest earlier
+        reading at least ``window`` old (else the oldest; (0, 0) with none)."""
+        log = self._psi_log[name]
+        now = self._mono()
+        earlier = [entry for entry in log if now - entry[0] >= window]
+        then = earlier[-1] if earlier else (log[0] if log else None)
+        total = self._psi_total(name, now)
+        if then is None or now <= then[0]:
+            return 0.0, 0.0
+        return float(total - then[1]), now - then[0]
+
     def close(self) -> None:
         for handle in (self._stat, self._diskstats, *self._psi.values()):
             handle.close()
@@ -172,6 +300,7 @@ class _State:
     baseline: float | None = None
     history: float = 0.0  # seconds of readings in the baseline
     fired_at: float | None = None  # last reading that fired (None: no burst)
+    until: float = 0.0  # the burst lasts at least until then (the hold after the last firing)
     started: float = 0.0
     peak: float = 0.0
 
@@ -213,26 +342,10 @@ class Bursts:
                 and value >= state.baseline + self.settings.jump
             )
             if value >= state.threshold or jump:
-                if state.fired_at is None:
-                    state.started, state.peak = now, value
-                    if self.metrics is not None:
-                        self.metrics.bursts.labels(name).inc()
-                    event(
-                        "INFO",
-                        "burst_started",
-                        "spike: sampling at the burst interval",
-                        signal=name,
-                        value_percent=round(value, 1),
-                        threshold_percent=state.threshold,
-                        baseline_percent=None
-                        if state.baseline is None
-                        else round(state.baseline, 1),
-                        reason="threshold" if value >= state.threshold else "jump",
-                        collectors=list(state.collectors),
-                        interval_seconds=self.settings.interval,
-                    )
-                state.fired_at = now
-                state.peak = max(state.peak, value)
+                reason = "threshold" if value >= state.threshold else "jump"
+                self._fire(name, state, now, value, reason, self.settings.hold)
+            elif state.fired_at is not None:
+                state.peak = max(state.peak, value)  # a burst a trigger started: its peak
             alpha = min(1.0, dt / BASELINE_SECONDS) if state.baseline is not None else 1.0
             previous = state.baseline if state.baseline is not None else value
             state.baseline = previous + alpha * (value - previous)
@@ -241,7 +354,7 @@ class Bursts:
         for name, state in self.states.items():
             if state.fired_at is None:
                 continue
-            if state.fired_at < now and now - state.fired_at >= self.settings.hold:
+            if state.fired_at < now and now >= state.until:
                 event(
                     "INFO",
                     "burst_ended",
@@ -256,11 +369,56 @@ class Bursts:
                 active.update(state.collectors)
         return frozenset(active)
 
+    def _fire(
+        self, name: str, state: _State, now: float, value: float | None, reason: str, hold: float
+    ) -> None:
+        if state.fired_at is None:
+            state.started, state.peak = now, value or 0.0
+            if self.metrics is not None:
+                self.metrics.bursts.labels(name).inc()
+            event(
+                "INFO",
+                "burst_started",
+                "spike: sampling at the burst interval",
+                signal=name,
+                value_percent=None if value is None else round(value, 1),
+                threshold_percent=state.threshold,
+                baseline_percent=None if state.baseline is None else round(state.baseline, 1),
+                reason=reason,
+                collectors=list(state.collectors),
+                interval_seconds=self.settings.interval,
+            )
+        state.fired_at = now
+        state.until = max(state.until, now + hold)
+        if value is not None:
+            state.peak = max(state.peak, value)
 
-def announce(sentinel: Sentinel, settings: AdaptiveSettings, collectors: Iterable[str]) -> None:
-    """Say once at start what the sentinels watch and what is missing."""
-    triggers = "unavailable: no PSI"
+    def triggered(self, signals: Mapping[str, float]) -> frozenset[str]:
+        """PSI poll triggers fired (signal -> the trigger's window, s): those signals fire now
+        (``reason="psi_trigger"``; the kernel said the stall over the window reached the
+        threshold). The burst holds at least a window: the kernel reports a stall that goes
+        on at most once per window. The collectors in a burst now."""
+        now = self.monotonic()
+        for name, window in signals.items():
+            state = self.states.get(name)
+            if state is not None:
+                self._fire(name, state, now, None, "psi_trigger", max(self.settings.hold, window))
+        return frozenset(
+            c for st in self.states.values() if st.fired_at is not None for c in st.collectors
+        )
+
+
+def announce(
+    sentinel: Sentinel,
+    settings: AdaptiveSettings,
+    collectors: Iterable[str],
+    triggers: PsiTriggers | None,
+) -> None:
+    """Say once at start what the sentinels watch, what is missing, and which PSI signals
+    have a kernel poll trigger (``psi_poll_triggers``: signal -> the trigger or why not)."""
+    status: dict[str, str] | str
     if sentinel.psi_missing:
+        status = "unavailable: no PSI"
         event(
             "WARNING",
             "adaptive_psi_unavailable",
@@ -268,8 +426,10 @@ def announce(sentinel: Sentinel, settings: AdaptiveSettings, collectors: Iterabl
             "disk busy only",
             missing=sentinel.psi_missing,
         )
+    elif not settings.psi_triggers:
+        status = "off (SIC_ADAPTIVE_PSI_TRIGGERS=off): polling only"
     else:
-        triggers = psi_trigger_support(sentinel.psi_paths[0])
+        status = triggers.status if triggers is not None else {}
     event(
         "INFO",
         "adaptive_started",
@@ -277,5 +437,5 @@ def announce(sentinel: Sentinel, settings: AdaptiveSettings, collectors: Iterabl
         interval_seconds=settings.interval,
         hold_seconds=settings.hold,
         collectors=list(collectors),
-        psi_poll_triggers=triggers,
+        psi_poll_triggers=status,
     )

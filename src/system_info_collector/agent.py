@@ -7,9 +7,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
-from system_info_collector.adaptive import Bursts, Sentinel, announce
+from system_info_collector.adaptive import Bursts, PsiTriggers, Sentinel, announce
 from system_info_collector.budget import Budget
 from system_info_collector.buffer import build_buffer
 from system_info_collector.collect import Failures, base_intervals_ms, collect, prime
@@ -117,6 +117,21 @@ def merge_latest(
     return LatestRecords(latest).update(records)
 
 
+class StopEvent(threading.Event):
+    """The agent's stop flag; ``set`` also runs :attr:`on_set` (it ends a wait on the PSI poll
+    triggers: a signal handler's ``set`` must wake a ``poll`` that the interpreter would
+    otherwise resume until its timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_set: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        super().set()
+        if self.on_set is not None:
+            self.on_set()
+
+
 class Agent:
     def __init__(
         self,
@@ -132,7 +147,7 @@ class Agent:
         self.providers = list(providers)
         self.metrics = metrics
         self.host = host
-        self.stop_event = threading.Event()
+        self.stop_event = StopEvent()
         self.workers = [make_worker(sink, settings, metrics) for sink in sinks]
         metrics.prepare([w.name for w in self.workers], [p.name for p in self.providers])
         # write-ahead (spooled) sinks first: a sample is on disk before any other sink shows it
@@ -147,6 +162,7 @@ class Agent:
         }
         self._sentinel: Sentinel | None = None
         self._bursts: Bursts | None = None
+        self._triggers: PsiTriggers | None = None  # kernel PSI poll triggers, where allowed
         self._in_burst: frozenset[str] = frozenset()
         if self.adaptive:
             self._sentinel = Sentinel(
@@ -155,6 +171,16 @@ class Agent:
                 monotonic=monotonic,
             )
             self._bursts = Bursts(settings.adaptive, frozenset(self._every), monotonic, metrics)
+            if settings.adaptive.psi_triggers:
+                thresholds = {
+                    name: state.threshold
+                    for name, state in self._bursts.states.items()
+                    if name in self._sentinel.psi_files
+                }
+                files = {name: self._sentinel.psi_files[name] for name in thresholds}
+                self._triggers = PsiTriggers(files, thresholds)
+                self._sentinel.psi_keep = max(self._triggers.windows.values(), default=0.0)
+                self.stop_event.on_set = self._triggers.interrupt
         self._budget = Budget(
             settings.overhead_budget,
             settings.overhead_window,
@@ -193,12 +219,12 @@ class Agent:
         """Tick until :attr:`stop_event` is set (SIGTERM/SIGINT), then flush and close."""
         ticker = Ticker(
             self.slot_interval,
-            wait=self.stop_event.wait,
+            wait=self._wait,
             on_overrun=self._overrun,
             on_clock_step=self._clock_stepped,
         )
         if self._sentinel is not None:
-            announce(self._sentinel, self.settings.adaptive, sorted(self._every))
+            announce(self._sentinel, self.settings.adaptive, sorted(self._every), self._triggers)
         event(
             "INFO",
             "collector_started",
@@ -219,6 +245,79 @@ class Agent:
                 self.last_tick_monotonic = time.monotonic()
                 continue
             self.tick(tick)
+
+    def _wait(self, seconds: float) -> bool:
+        """The ticker's sleep: True when stopping. With PSI poll triggers the sleep ends early
+        when one fires: the affected collectors are sampled at once (:meth:`_triggered`), then
+        the sleep goes on to the slot."""
+        triggers = self._triggers
+        if triggers is None or not triggers.active:
+            return self.stop_event.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            fired = triggers.wait(remaining)
+            if fired and not self.stop_event.is_set():
+                self._triggered(fired)
+        return True
+
+    def _triggered(self, fired: Iterable[str]) -> None:
+        """A PSI poll trigger fired: its collectors join the burst now and, unless they were in
+        one already (or are stretched by the budget), are sampled at this moment -- an
+        off-slot sample whose ``interval_ms`` is the time since their previous one."""
+        assert self._bursts is not None and self._triggers is not None
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        confirmed = {name: self._triggers.windows[name] for name in fired if self._confirm(name)}
+        before = self._in_burst
+        burst = self._bursts.triggered(confirmed)
+        if burst != before:
+            self._in_burst = burst
+            self._show_intervals(burst ^ before)
+        stretch = self._budget.stretch
+        due = [
+            p
+            for p in self.providers
+            if p.name in burst and p.name not in before and stretch[p.name] == 1
+        ]
+        if due:
+            self._sample(due, self._off_slot_ts(), started, cpu_started, {})
+
+    def _confirm(self, name: str) -> bool:
+        """Whether the stall total agrees with a trigger that fired: at least its stall over
+        its window (less what the part of the window before the oldest reading could hold).
+        Triggers have been seen firing on a VM while the total grew by a few ms."""
+        assert self._sentinel is not None and self._triggers is not None
+        window, needed = self._triggers.windows[name], self._triggers.stalls[name]
+        try:
+            stalled, elapsed = self._sentinel.psi_stall(name, window)
+        except (ProviderError, ValueError, OSError):
+            ok, stalled, elapsed = True, 0.0, 0.0  # no total to check against: the kernel says so
+        else:
+            ok = stalled >= needed - max(0.0, window - elapsed) * 1e6
+        self.metrics.psi_triggers.labels(name, "confirmed" if ok else "not_confirmed").inc()
+        if not ok:
+            event(
+                "DEBUG",
+                "psi_trigger_not_confirmed",
+                "a PSI poll trigger fired but the stall total does not show the stall",
+                signal=name,
+                stalled_ms=round(stalled / 1000, 1),
+                over_seconds=round(elapsed, 3),
+                trigger_ms=round(needed / 1000, 1),
+                window_seconds=window,
+            )
+        return ok
+
+    def _off_slot_ts(self) -> datetime:
+        """Now to the millisecond, never a slot's time (which a slot's samples have: a
+        primary key of host, entity and ts must stay unique)."""
+        now_ms = time.time() * 1000
+        ms = round(now_ms)
+        if ms % round(self.slot_interval * 1000) == 0:
+            ms += 1 if now_ms >= ms else -1  # after a slot that ran, before one to come
+        return datetime.fromtimestamp(ms / 1000, UTC)
 
     def _burst(self) -> frozenset[str]:
         """Read the sentinels; the collectors in a burst now (their metric follows)."""
@@ -263,27 +362,39 @@ class Agent:
             self._budget.charge(sentinel)
             return []  # a sentinel-only slot
         self.metrics.tick_lateness.observe(tick.lateness)
+        accepted = self._sample(due, tick.ts, started, cpu_started, sentinel)
+        self.metrics.ticks.inc()
+        return accepted
+
+    def _sample(
+        self,
+        due: Sequence[Provider],
+        ts: datetime,
+        started: float,
+        cpu_started: float,
+        costs: dict[str, float],
+    ) -> list[Record]:
+        """Collect ``due`` stamped ``ts``, hand the records to the sinks, charge the budget."""
         result = collect(
             due,
-            tick.ts,
+            ts,
             self.host,
             self.settings.tags,
             self._failures,
             self.metrics,
-            intervals_ms=self._intervals_since_last(due, tick.ts),
+            intervals_ms=self._intervals_since_last(due, ts),
         )
         for p in due:
             if p.name not in result.failed:
-                self._last_ts[p.name] = tick.ts
-        costs = {**result.cpu_seconds, **sentinel}
+                self._last_ts[p.name] = ts
+        costs = {**result.cpu_seconds, **costs}
         accepted = result.accepted
-        self.metrics.delivery.produced(tick.ts, len(accepted))
+        self.metrics.delivery.produced(ts, len(accepted))
         for worker in self._submit_order:
             worker.submit(accepted)
         self.last_records = accepted
         if accepted and self.expose_latest:
             self.latest = self._latest.update(accepted)
-        self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.metrics.last_tick.set(time.time())
         self._charge(costs, accepted, time.thread_time() - cpu_started)
@@ -330,6 +441,9 @@ class Agent:
             provider.close()
         if self._sentinel is not None:
             self._sentinel.close()
+        if self._triggers is not None:
+            self.stop_event.on_set = None
+            self._triggers.close()
         return all(results)
 
     def _overrun(self, skipped: int, late: float) -> None:

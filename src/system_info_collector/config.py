@@ -139,6 +139,9 @@ class AdaptiveSettings:
     io_psi: float = 20.0
     disk_busy_percent: float = 90.0
     jump: float = 30.0  # percentage points above the recent baseline
+    psi_triggers: bool = (
+        True  # SIC_ADAPTIVE_PSI_TRIGGERS=auto: kernel PSI poll triggers where allowed
+    )
 
 
 # (variable, attribute, default) of the adaptive settings: read by load_settings, and the
@@ -415,6 +418,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         compression=choice("SIC_OTLP_COMPRESSION", "gzip", ("gzip", "none")),
     )
     adaptive_on = choice("SIC_ADAPTIVE", "off", ("off", "on")) == "on"
+    psi_triggers = choice("SIC_ADAPTIVE_PSI_TRIGGERS", "auto", ("auto", "off")) == "auto"
     adaptive_values = {
         attribute: (e.duration if attribute in ("interval", "hold") else e.percent)(name, default)
         for name, attribute, default in ADAPTIVE_OPTIONS
@@ -569,7 +573,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         remote_write=remote_write,
         otlp=otlp,
         buffers=buffers,
-        adaptive=AdaptiveSettings(enabled=adaptive_on, **adaptive_values),
+        adaptive=AdaptiveSettings(
+            enabled=adaptive_on,
+            psi_triggers=psi_triggers,
+            **adaptive_values,
+        ),
         overhead_budget=overhead_budget,
         overhead_window=overhead_window,
     )

@@ -170,6 +170,13 @@ class Metrics:
             ["signal"],
             registry=r,
         )
+        self.psi_triggers = Counter(
+            "sic_adaptive_psi_triggers",
+            "PSI poll trigger events the kernel delivered, by whether the stall total confirmed "
+            "them (only confirmed ones start a burst)",
+            ["signal", "outcome"],
+            registry=r,
+        )
         self.csv_rotations = Counter("sic_csv_rotations", "CSV files rotated", registry=r)
         self.csv_truncations = Counter(
             "sic_csv_truncations",

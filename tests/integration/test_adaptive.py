@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -91,12 +93,14 @@ def back_on_base(c: Collector) -> dict[str, Any] | None:
 def start(**env: str) -> Collector:
     c = Collector(
         clean_env(
-            SIC_SINKS="stdout",
-            SIC_INTERVAL=f"{BASE:g}s",
-            SIC_ADAPTIVE="on",
-            SIC_ADAPTIVE_INTERVAL="250ms",
-            SIC_ADAPTIVE_JUMP="100",
-            **env,
+            **{
+                "SIC_SINKS": "stdout",
+                "SIC_INTERVAL": f"{BASE:g}s",
+                "SIC_ADAPTIVE": "on",
+                "SIC_ADAPTIVE_INTERVAL": "250ms",
+                "SIC_ADAPTIVE_JUMP": "100",
+                **env,
+            }
         )
     )
     poll(lambda: c.events("adaptive_started"), what="adaptive_started")
@@ -115,6 +119,7 @@ def test_a_cpu_burn_on_every_core_gets_sub_second_samples_then_back_to_base() ->
         SIC_COLLECTORS="cpu,memory",
         SIC_ADAPTIVE_HOLD="1s",
         SIC_ADAPTIVE_CPU_PERCENT=f"{threshold:.0f}",
+        SIC_ADAPTIVE_MEMORY_PSI="100",  # memory stalls of others on a shared machine: not here
     )
     try:
         with burning() as began:
@@ -260,3 +265,166 @@ def test_on_a_big_host_the_budget_stretches_the_costliest_collectors(tmp_path: P
     assert {n: intervals[n] for n in final} == final  # /metrics shows the effective interval
     assert all(v == 0.25 for n, v in intervals.items() if n not in final), intervals
     print(f"fixed {unbudgeted:.1f} %, budgeted {budgeted:.1f} %, intervals {intervals}")
+
+
+# --- memory pressure: a real stall, and the kernel's PSI poll trigger waking the agent ----
+
+THRASH = """
+import os, sys
+with open(sys.argv[1], "w") as procs:
+    procs.write(str(os.getpid()))  # into the small memory cgroup
+fd = os.open(sys.argv[2], os.O_RDONLY)
+while True:  # every page read must first reclaim one: the reader stalls on memory
+    if not os.read(fd, 1 << 20):
+        os.lseek(fd, 0, os.SEEK_SET)
+"""
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem type of ``path`` (the longest mount point over it, /proc/self/mountinfo)."""
+    best, kind = "", ""
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            left, right = line.split(" - ", 1)
+            point = left.split()[4]
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(
+                best
+            ):
+                best, kind = point, right.split()[0]
+    return kind
+
+
+def memory_cgroup(name: str, limit: int) -> Path | None:
+    """A new memory cgroup (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``) of ``limit``
+    bytes; None when this host has neither a writable v2 memory controller nor v1 memory."""
+    v2 = Path("/sys/fs/cgroup")
+    controllers = v2 / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text().split():
+        if "memory" not in (v2 / "cgroup.subtree_control").read_text().split():
+            (v2 / "cgroup.subtree_control").write_text("+memory")
+        group = v2 / name
+        group.mkdir()
+        (group / "memory.max").write_text(str(limit))
+        return group
+    v1 = Path("/sys/fs/cgroup/memory")
+    if (v1 / "memory.limit_in_bytes").exists():
+        group = v1 / name
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        return group
+    return None
+
+
+@contextmanager
+def memory_pressure(tmp_path: Path) -> Iterator[float]:
+    """A process re-reading a 256 MB sparse file inside an 8 MB memory cgroup: every page it
+    reads is charged to the cgroup, which must reclaim first -- a real memory stall (PSI
+    ``some``), machine-wide tiny. Yields the wall time it started."""
+    if os.geteuid() != 0:
+        pytest.skip("memory pressure needs root (a memory cgroup)")
+    # holes of a sparse file on a disk filesystem fill the page cache; tmpfs holes do not
+    base = next(
+        (p for p in (tmp_path, Path("/var/tmp")) if fs_type(p) not in ("tmpfs", "ramfs", "")),
+        None,
+    )
+    if base is None:
+        pytest.skip("no disk filesystem for the page cache (tmp_path and /var/tmp are tmpfs)")
+    sparse = Path(tempfile.mkdtemp(dir=base)) / "sparse"
+    with open(sparse, "wb") as handle:
+        handle.truncate(256 << 20)
+    group = memory_cgroup(f"sic-test-{os.getpid()}", 8 << 20)
+    if group is None:
+        pytest.skip("no memory cgroup controller (v2 memory.max or v1 memory) on this host")
+    child = subprocess.Popen([sys.executable, "-c", THRASH, str(group / "cgroup.procs"), sparse])
+    try:
+        yield time.time()
+    finally:
+        child.kill()
+        child.wait(10)
+        poll(lambda: not (group / "cgroup.procs").read_text().strip(), what="cgroup empty")
+        group.rmdir()
+        shutil.rmtree(sparse.parent)
+
+
+def may_register_psi_triggers() -> bool:
+    """CAP_SYS_RESOURCE (any window), or kernel >= 6.5 (unprivileged 2 s windows)."""
+    with open("/proc/self/status") as handle:
+        caps = int(next(x for x in handle if x.startswith("CapEff:")).split()[1], 16)
+    kernel = tuple(int(v) for v in re.findall(r"\d+", os.uname().release)[:2])
+    return bool(caps & (1 << 24)) or kernel >= (6, 5)
+
+
+def psi_triggers_fired(port: int) -> dict[str, float]:
+    """``sic_adaptive_psi_triggers_total`` confirmed, by signal."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    found = re.findall(r"^sic_adaptive_psi_triggers_total\{(.*)\} (\S+)$", text, re.M)
+    return {
+        label: float(value)
+        for labels, value in found
+        if 'outcome="confirmed"' in labels
+        for label in re.findall(r'signal="(\w+)"', labels)
+    }
+
+
+def test_a_memory_stall_wakes_the_agent_through_the_psi_trigger_and_bursts(
+    tmp_path: Path,
+) -> None:
+    """Slots of 5 s (base 10 s): polling alone would see the stall at the next slot, seconds
+    later; the kernel's trigger wakes the agent within the stall and memory and pressure are
+    sampled at once -- a sample off the 5 s grid -- then at the burst interval."""
+    if not os.path.exists("/proc/pressure/memory"):
+        pytest.skip("no PSI on this kernel (needs >= 4.20 and psi=1)")
+    burst = 5.0
+    port = _free_port()
+    c = start(
+        SIC_COLLECTORS="memory,pressure",
+        SIC_INTERVAL="10s",
+        SIC_ADAPTIVE_INTERVAL=f"{burst:g}s",
+        SIC_ADAPTIVE_HOLD="1s",
+        SIC_ADAPTIVE_MEMORY_PSI="5",
+        SIC_ADAPTIVE_IO_PSI="100",  # the I/O of others on a shared machine: not this test
+        SIC_HTTP_LISTEN=f"127.0.0.1:{port}",
+    )
+    try:
+        triggers = c.events("adaptive_started")[0]["psi_poll_triggers"]
+        if not may_register_psi_triggers():
+            assert triggers["memory_psi"].startswith("unavailable: not permitted"), triggers
+            pytest.skip(f"PSI poll triggers not permitted here: {triggers}")
+        assert re.fullmatch(r"some \d+ \d+000000 \(us\)", triggers["memory_psi"]), triggers
+        # start the stall just after a slot (the next sentinel reading is ~4.5 s away) and when
+        # no burst runs (a shared machine has memory stalls of its own: they are real too)
+        poll(
+            lambda: 0.1 <= time.time() % burst <= 0.6 and scrape(port)["memory"] == 2 * burst,
+            timeout=30,
+            interval=0.05,
+            what="a fresh slot with no burst running",
+        )
+        with memory_pressure(tmp_path) as began:
+
+            def off_grid() -> list[dict[str, Any]] | None:
+                found = [r for r in c.records() if ts(r) >= began and ts(r) % burst]
+                both = {r["measurement"] for r in found} == {"memory", "pressure"}
+                return found if both else None
+
+            woken = poll(
+                off_grid,
+                timeout=burst,
+                what="memory and pressure sampled when the trigger fired (off the slot grid)",
+            )
+            assert len({r["ts"] for r in woken}) == 1, woken  # one sample, at that moment
+            assert ts(woken[0]) < began + burst - 0.1  # before polling could have seen it
+            # /metrics: the trigger counted, memory in a burst (sampled every slot)
+            poll(lambda: psi_triggers_fired(port).get("memory_psi"), what="the trigger counted")
+            poll(lambda: scrape(port)["memory"] == burst, what="memory's burst interval")
+            started = poll(lambda: c.events("burst_started"), what="burst_started")
+            assert started[0]["signal"] == "memory_psi"
+            assert started[0]["reason"] == "psi_trigger"
+            assert started[0]["collectors"] == ["memory", "pressure"]
+            stall = [
+                r for r in woken if r["measurement"] == "pressure" and r["resource"] == "memory"
+            ]
+            assert stall, woken
+    finally:
+        assert c.stop() == 0

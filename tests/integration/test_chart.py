@@ -196,6 +196,7 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     assert settings.adaptive.enabled and settings.adaptive.interval == 0.25
     adaptive = settings.adaptive
     assert (adaptive.hold, adaptive.io_psi, adaptive.jump) == (20, 25, 40)
+    assert adaptive.psi_triggers is False
     assert (settings.overhead_budget, settings.overhead_window) == (3.0, 120.0)
     assert settings.collector_intervals == {
         "memory": 1.0,

@@ -4,14 +4,18 @@ the agent's slots, and the configuration contract (README table, Helm values).""
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
+import signal
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from system_info_collector.adaptive import Bursts, Sentinel
+from system_info_collector.adaptive import Bursts, PsiTriggers, Sentinel
 from system_info_collector.agent import Agent
 from system_info_collector.budget import Budget
 from system_info_collector.config import ADAPTIVE_OPTIONS, AdaptiveSettings, load_settings
@@ -118,6 +122,86 @@ def test_a_jump_over_the_baseline_fires_only_after_the_warm_up() -> None:
     assert cpu.update({"cpu": 20.0}) == frozenset()  # hold 0: over at once
 
 
+def test_psi_triggers_are_never_written_into_a_plain_file(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    write_proc(proc, busy=0, idle=100, mem_us=5, io_us=0, io_ms=0)
+    path = proc / "pressure" / "memory"
+    before = path.read_bytes()
+    triggers = PsiTriggers({"memory_psi": str(path)}, {"memory_psi": 10.0})
+    try:
+        assert triggers.status == {"memory_psi": "unavailable: not a procfs pressure file"}
+        assert not triggers.active and path.read_bytes() == before
+        threading.Timer(0.2, triggers.interrupt).start()
+        began = time.monotonic()
+        assert triggers.wait(10.0) == frozenset()  # an interrupt ends the wait
+        assert time.monotonic() - began < 5
+    finally:
+        triggers.close()
+    triggers.interrupt()  # closed: a no-op, no write into a reused descriptor
+
+
+def test_a_trigger_starts_a_burst_that_holds_at_least_its_window(events) -> None:
+    clock = Clock()
+    settings = AdaptiveSettings(enabled=True, hold=0.5)
+    bursts = Bursts(settings, frozenset({"memory", "pressure", "cpu"}), clock)
+    assert bursts.triggered({"memory_psi": 2.0}) == {"memory", "pressure"}
+    for _ in range(7):  # the polled share stays low: the kernel's window holds the burst
+        clock.now += 0.25
+        assert bursts.update({"memory_psi": 1.0, "cpu": 5.0}) == {"memory", "pressure"}
+    clock.now += 0.25
+    assert bursts.update({"memory_psi": 1.0, "cpu": 5.0}) == frozenset()
+    started = [e for e in events if e.get("event") == "burst_started"]
+    assert [(e["signal"], e["reason"], e["value_percent"]) for e in started] == [
+        ("memory_psi", "psi_trigger", None)
+    ]
+    ended = next(e for e in events if e.get("event") == "burst_ended")
+    assert ended["duration_seconds"] == 2.0 and ended["peak_percent"] == 1.0
+
+
+def test_the_stall_a_trigger_claims_is_checked_against_the_total(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    clock = Clock()
+    write_proc(proc, busy=0, idle=100, mem_us=0, io_us=0, io_ms=0)
+    sentinel = Sentinel(HostPaths(proc=str(proc)), devices_exclude=NEVER, monotonic=clock)
+    sentinel.psi_keep = 2.0
+    totals = [0, 50_000, 100_000, 400_000, 900_000, 1_000_000]
+    for mem_us in totals:  # readings every 0.5 s
+        write_proc(proc, busy=0, idle=100, mem_us=mem_us, io_us=0, io_ms=0)
+        sentinel.read()
+        clock.now += 0.5
+    write_proc(proc, busy=0, idle=100, mem_us=1_200_000, io_us=0, io_ms=0)
+    # now = 3.0 s after the first: the newest reading at least 2 s old is the one at 1.0 s
+    assert sentinel.psi_stall("memory_psi", 2.0) == (1_100_000.0, 2.0)
+    sentinel.close()
+
+
+def test_a_stop_signal_ends_the_wait_on_psi_triggers_at_once(tmp_path: Path) -> None:
+    """Slots of 5 s: SIGUSR1's handler sets the stop flag while the main thread sleeps in
+    poll() on the real /proc's triggers; the agent stops within a moment, not at the slot."""
+    settings = load_settings(
+        {
+            "SIC_COLLECTORS": "memory",
+            "SIC_INTERVAL": "10s",
+            "SIC_ADAPTIVE": "on",
+            "SIC_ADAPTIVE_INTERVAL": "5s",
+            "SIC_SINKS": "stdout",
+        }
+    )
+    agent = Agent(
+        settings, build_providers(settings), [StdoutSink(io.StringIO())], Metrics(), host="h"
+    )
+    previous = signal.signal(signal.SIGUSR1, lambda *_: agent.stop_event.set())
+    try:
+        agent.start()
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        began = time.monotonic()
+        agent.run()
+        assert time.monotonic() - began < 2.0
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        agent.close()
+
+
 def test_the_agent_samples_only_burst_collectors_between_base_slots(tmp_path: Path) -> None:
     proc = tmp_path / "proc"
     shutil.copytree(PROC_FIXTURES / "basic", proc, ignore=shutil.ignore_patterns("expected*"))
@@ -201,11 +285,13 @@ def test_configuration_errors_are_reported_together() -> None:
                 "SIC_ADAPTIVE": "maybe",
                 "SIC_ADAPTIVE_CPU_PERCENT": "150",
                 "SIC_ADAPTIVE_HOLD": "soon",
+                "SIC_ADAPTIVE_PSI_TRIGGERS": "always",
             }
         )
     text = str(err.value)
     assert "SIC_ADAPTIVE='maybe'" in text and "SIC_ADAPTIVE_CPU_PERCENT" in text
     assert "SIC_ADAPTIVE_HOLD" in text
+    assert "SIC_ADAPTIVE_PSI_TRIGGERS='always': expected one of auto, off" in text
     for env, message in (
         ({"SIC_ADAPTIVE_INTERVAL": "50ms"}, "at least 100ms"),
         ({"SIC_ADAPTIVE_INTERVAL": "2s"}, "must not exceed SIC_INTERVAL"),
@@ -235,6 +321,17 @@ def test_readme_and_chart_document_every_adaptive_variable() -> None:
         assert props[key]["description"] == variable
         assert chart[key] in ("", default), variable
         assert f'(list "{variable}" $v.adaptive.{key})' in helpers, variable
+    # the one choice among them: kernel PSI poll triggers where allowed, or polling only
+    assert readme_row(table, "`SIC_ADAPTIVE_PSI_TRIGGERS`")[1] == "`auto`"
+    assert props["psiTriggers"] == {
+        "type": "string",
+        "enum": ["", "auto", "off"],
+        "description": "SIC_ADAPTIVE_PSI_TRIGGERS",
+    }
+    assert chart["psiTriggers"] in ("", "auto")
+    assert '(list "SIC_ADAPTIVE_PSI_TRIGGERS" $v.adaptive.psiTriggers)' in helpers
+    assert defaults.psi_triggers is True
+    assert load_settings({"SIC_ADAPTIVE_PSI_TRIGGERS": "off"}).adaptive.psi_triggers is False
 
 
 class CpuClock:

@@ -163,6 +163,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "sic.envVar" (list "SIC_ADAPTIVE_IO_PSI" $v.adaptive.ioPsi) }}
 {{- include "sic.envVar" (list "SIC_ADAPTIVE_DISK_BUSY_PERCENT" $v.adaptive.diskBusyPercent) }}
 {{- include "sic.envVar" (list "SIC_ADAPTIVE_JUMP" $v.adaptive.jump) }}
+{{- include "sic.envVar" (list "SIC_ADAPTIVE_PSI_TRIGGERS" $v.adaptive.psiTriggers) }}
 {{- include "sic.envVar" (list "SIC_OVERHEAD_BUDGET" $v.overhead.budget) }}
 {{- include "sic.envVar" (list "SIC_OVERHEAD_WINDOW" $v.overhead.window) }}
 {{- include "sic.envVar" (list "SIC_COLLECTORS" (join "," $v.collectors.enabled)) }}
