@@ -86,9 +86,10 @@ def main() -> None:
             f"{1e6 * best[0] / records:.2f} µs/record, median {1e6 * median[0] / records:.2f} "
             "µs/record (CPU time of tick + CSV write, no profiler)"
         )
-        profiler = cProfile.Profile()
-        run(args.ticks, profiler)
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+        if args.top:  # --top 0: no profile (for counting instructions with perf stat)
+            profiler = cProfile.Profile()
+            run(args.ticks, profiler)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
         agent.close()
         sink.close()
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
+from operator import itemgetter
 
 from system_info_collector.collector import Provider
 from system_info_collector.config import Settings
@@ -17,6 +19,8 @@ from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.validate import Rejection, validate
+
+_TAGS, _FIELDS = itemgetter(0), itemgetter(1)  # of a Sample
 
 
 class Failures:
@@ -108,10 +112,15 @@ def collect(
             metrics.collector_partial_errors.labels(name).inc(failed_parts)
         failures.succeeded(name)
         interval_ms = intervals_ms.get(name, 0) if intervals_ms else 0
-        records.extend(
-            Record(name, ts, host, {**tags, **s.tags} if tags else s.tags, s.fields, interval_ms)
-            for s in samples
-        )
+        if tags:
+            records.extend(
+                Record(name, ts, host, {**tags, **s.tags}, s.fields, interval_ms) for s in samples
+            )
+        else:  # the samples' own tags: one C-level map, no generator frame per record
+            samples = samples if isinstance(samples, list) else list(samples)
+            stamp = repeat(name), repeat(ts), repeat(host)
+            sample_tags, fields = map(_TAGS, samples), map(_FIELDS, samples)
+            records.extend(map(Record, *stamp, sample_tags, fields, repeat(interval_ms)))
         result.cpu_seconds[name] = time.thread_time() - began
     result.accepted, result.rejected = validate(records)
     for rejection in result.rejected:

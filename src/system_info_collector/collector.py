@@ -98,7 +98,7 @@ class Measurement:
             record.host,
             *(tags.get(c, "") for c in self.label_columns),
             *(record.fields.get(f.name) for f in self.fields),
-            json.dumps(extra, separators=(",", ":"), sort_keys=True),
+            json.dumps(extra, separators=(",", ":"), sort_keys=True) if extra else "{}",
             record.interval_ms or None,
         ]
 

@@ -123,8 +123,11 @@ class _Rules:
         declared = collector.measurement.fields
         self._collector = collector
         self._values = _getter(tuple(f.name for f in declared))
-        self._whole_numbers = _getter(tuple(f.name for f in declared if f.sql_type == "bigint"))
-        self._percents = _getter(tuple(f.name for f in declared if f.kind == "percent"))
+        wholes = tuple(f.name for f in declared if f.sql_type == "bigint")
+        self._whole_numbers = _getter(wholes) if wholes else None
+        percents = tuple(f.name for f in declared if f.kind == "percent")
+        # None: every field is a percentage (the values themselves), () none is
+        self._percents = None if len(percents) == len(declared) else _getter(percents)
         self._not_above = tuple(
             (itemgetter(part), itemgetter(whole), part, f"not_above_{whole}")
             for part, whole in collector.rules.not_above
@@ -138,7 +141,7 @@ class _Rules:
             kinds = set(map(type, flat))
             if not kinds <= _NUMBER:
                 return False
-            if float in kinds:
+            if float in kinds and self._whole_numbers is not None:
                 wholes = chain.from_iterable(map(self._whole_numbers, fields_list))
                 if not set(map(type, wholes)) <= _INT:
                     return False
@@ -146,7 +149,11 @@ class _Rules:
                 return True
             if not math.isfinite(sum(flat)) or min(flat) < 0:
                 return False
-            percents = list(chain.from_iterable(map(self._percents, fields_list)))
+            percents = (
+                flat
+                if self._percents is None
+                else list(chain.from_iterable(map(self._percents, fields_list)))
+            )
             if percents and max(percents) > _PERCENT_LIMIT:
                 return False
             for part, whole, _, _ in self._not_above:

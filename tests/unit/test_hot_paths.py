@@ -4,12 +4,13 @@ gave (kept here as the reference): CPU shares, disk I/O rates, the /metrics snap
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 import random
 import re
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -37,7 +38,8 @@ from system_info_collector.providers.diskio import (
     DiskIOProvider,
 )
 from system_info_collector.scheduler import Tick
-from system_info_collector.schema import MEASUREMENTS
+from system_info_collector.schema import MEASUREMENTS, Measurement
+from system_info_collector.sinks.postgres.encoding import UnnestEncoder, column_types
 from system_info_collector.validate import PERCENT_SLACK, Rejection, check, validate
 from tests.helpers import PROC_FIXTURES
 from tests.unit.test_scenarios import SCENARIOS, expected_records, run_scenario
@@ -468,3 +470,83 @@ def test_a_kept_open_file_is_read_whole_every_time(tmp_path: Path) -> None:
             fresh = f.read()
         assert first.split("\n", 1)[0].split()[0] == fresh.split("\n", 1)[0].split()[0]
         assert abs(len(second) - len(fresh)) < 2048 and second.count("\n") == fresh.count("\n")
+
+
+def reference_unnest(m: Measurement, records: list[Record]) -> str:
+    """UnnestEncoder.source as it was: Measurement.row (tags JSON always by json.dumps), then
+    one encoding call per value."""
+
+    def row(record: Record) -> list[object]:
+        tags = record.tags
+        extra = {k: v for k, v in tags.items() if k not in m.label_columns}
+        return [
+            record.ts,
+            record.host,
+            *(tags.get(c, "") for c in m.label_columns),
+            *(record.fields.get(f.name) for f in m.fields),
+            json.dumps(extra, separators=(",", ":"), sort_keys=True),
+            record.interval_ms or None,
+        ]
+
+    def number(v: object) -> str:
+        if v is None:
+            return "NULL"
+        if isinstance(v, bool):
+            return str(int(v))
+        if isinstance(v, float):
+            return repr(float(v))
+        return str(v)
+
+    def text(v: object) -> str:
+        t = v if type(v) is str else str(v)
+        return '"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def ts(v: object) -> str:
+        return v.isoformat() if isinstance(v, datetime) else text(v)
+
+    rows = [row(r) for r in records]
+    arrays = []
+    for i, (_, sql_type) in enumerate(column_types(m)):
+        encode = ts if sql_type == "timestamptz" else number if sql_type in NUMERIC else text
+        body = "{" + ",".join(encode(r[i]) for r in rows) + "}"
+        arrays.append("'" + body.replace("'", "''") + f"'::{sql_type}[]")
+    alias = "u(" + ", ".join(f'"{c}"' for c in m.columns) + ")"
+    return f"unnest({', '.join(arrays)}) AS {alias}"
+
+
+NUMERIC = {"double precision", "bigint", "integer", "real", "numeric", "smallint"}
+ODD_TEXTS = ["", 'a"b', "back\\slash", "it's", "\n", "{x,y}", "NULL", "é", "a b", '"', "\\"]
+
+
+def test_the_unnest_encoding_is_the_text_of_one_call_per_value(tmp_path: Path) -> None:
+    """The live PostgreSQL batch text: the column-at-once paths give exactly what encoding each
+    value of Measurement.row did, for whole ticks of real records and of hostile ones."""
+    rng = random.Random("unnest")
+    by_measurement: dict[str, list[Record]] = {}
+    for base in scenario_records(tmp_path):
+        by_measurement.setdefault(base.measurement, []).append(base)
+    encoders = {name: UnnestEncoder(m) for name, m in MEASUREMENTS.items()}
+    other_ts = datetime(2026, 1, 1, 12, 0, 0, 123456)  # naive
+    for _ in range(400):
+        name = rng.choice(list(by_measurement))
+        m = MEASUREMENTS[name]
+        records = []
+        for _ in range(rng.choice([1, 2, 40])):
+            base = rng.choice(by_measurement[name])
+            hostile = rng.random() < 0.3
+            record = mutated(rng, base, [0, 1, 2]) if hostile else base
+            tags = dict(record.tags)
+            if hostile and rng.random() < 0.5:
+                tags[rng.choice([*m.label_columns, "team", "rack"])] = rng.choice(ODD_TEXTS)
+            same_instant = record.ts.astimezone(timezone(timedelta(hours=1)))
+            ts = rng.choice([record.ts, other_ts, same_instant]) if hostile else record.ts
+            host = rng.choice(["h", *ODD_TEXTS]) if hostile else record.host
+            interval = rng.choice([0, 1000, 250]) if hostile else record.interval_ms
+            records.append(Record(name, ts, host, tags, record.fields, interval))
+        try:
+            want = reference_unnest(m, records)
+        except Exception as exc:  # e.g. no str() for a value: the same error, then
+            with pytest.raises(type(exc)):
+                encoders[name].source(records)
+            continue
+        assert encoders[name].source(records) == want

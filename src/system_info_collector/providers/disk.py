@@ -249,6 +249,9 @@ class DiskProvider:
         self._mountinfo = paths.proc_path("1", "mountinfo")
         self._file = ProcFile(self._mountinfo)
         self._table: tuple[str, list[Mount]] = ("", [])
+        # per selected mount, worked out when the table changes: where to statvfs it, whether in
+        # a thread of its own (network/FUSE), its tags (kept: every tick's records share them)
+        self._plan: list[tuple[Mount, str, bool, dict[str, str]]] = []
         self._mountpoints_exclude = mountpoints_exclude
         self._fstypes_exclude = fstypes_exclude
         self._timeout = timeout
@@ -264,17 +267,26 @@ class DiskProvider:
             mounts = parse_mountinfo(text, self._mountinfo)
             selected = select_mounts(mounts, self._mountpoints_exclude, self._fstypes_exclude)
             self._table = (text, selected)
+            self._plan = [
+                (
+                    m,
+                    self._paths.root_path(m.mountpoint),
+                    bool(REMOTE_FSTYPES.match(m.fstype)),
+                    {"mountpoint": m.mountpoint, "device": m.source, "fstype": m.fstype},
+                )
+                for m in selected
+            ]
         return self._table[1]
 
     def prime(self) -> None:
         pass
 
     def collect(self) -> list[Sample]:
-        mounts = self.mounts()
+        self.mounts()
+        plan = self._plan
         futures: dict[str, Future[os.statvfs_result] | _Answered] = {}
-        for mount in mounts:
-            path = self._paths.root_path(mount.mountpoint)
-            if not REMOTE_FSTYPES.match(mount.fstype):
+        for mount, path, remote, _ in plan:
+            if not remote:
                 futures[mount.mountpoint] = _Answered(path, self._statvfs)
                 continue
             pending = self._pending.get(mount.mountpoint)
@@ -287,7 +299,7 @@ class DiskProvider:
         samples = []
         states = []
         self.failed_parts = 0
-        for mount in mounts:
+        for mount, _, _, tags in plan:
             future = futures.get(mount.mountpoint)
             if future is None or not future.done():
                 if isinstance(future, Future):
@@ -305,7 +317,6 @@ class DiskProvider:
             self._recover(mount)
             if st.f_blocks == 0:
                 continue  # pseudo filesystem without blocks
-            tags = {"mountpoint": mount.mountpoint, "device": mount.source, "fstype": mount.fstype}
             samples.append(Sample(tags, usage_fields(st)))
             states.append(MountState(mount, error=False))
         self.reading = states

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import NamedTuple
 
 from system_info_collector.collector import (
@@ -25,7 +26,7 @@ from system_info_collector.collector import (
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import Sample
-from system_info_collector.providers._counters import Previous, deltas
+from system_info_collector.providers._counters import Previous
 from system_info_collector.providers._read import ProcFile, read_text
 
 SECTOR_BYTES = 512  # diskstats counts 512-byte sectors whatever the device's sector size
@@ -108,24 +109,24 @@ DiskCounters = dict[str, dict[str, int]]  # device -> DISKSTATS_COLUMNS -> value
 
 
 def parse_diskstats(text: str, path: str = "diskstats") -> dict[str, DiskStats]:
-    return {d: _stats(c) for d, c in read_diskstats(text, path).items()}
+    return {d: DiskStats(*_STATS(n)) for d, n in _read_counters(text, path).items()}
 
 
-def _stats(c: dict[str, int]) -> DiskStats:
-    return DiskStats(
-        c["reads"],
-        c["read_sectors"],
-        c["read_ms"],
-        c["writes"],
-        c["write_sectors"],
-        c["write_ms"],
-        c["io_ms"],
-    )
+# reads, read_sectors, read_ms, writes, write_sectors, write_ms, io_ms: DiskStats' fields
+_STATS = itemgetter(0, 2, 3, 4, 6, 7, 9)
 
 
 def read_diskstats(text: str, path: str = "diskstats") -> DiskCounters:
     """Every counter of every device line."""
-    devices: DiskCounters = {}
+    return {
+        d: dict(zip(DISKSTATS_COLUMNS, n, strict=False))
+        for d, n in _read_counters(text, path).items()
+    }
+
+
+def _read_counters(text: str, path: str) -> dict[str, list[int]]:
+    """Every device line's counters in :data:`DISKSTATS_COLUMNS` order (at least 11)."""
+    devices: dict[str, list[int]] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -133,10 +134,9 @@ def read_diskstats(text: str, path: str = "diskstats") -> DiskCounters:
         if len(parts) < 14:
             raise ProviderError(f"{path}: line {lineno}: expected at least 14 fields: {line!r}")
         try:
-            n = [int(v) for v in parts[3 : 3 + len(DISKSTATS_COLUMNS)]]
+            devices[parts[2]] = list(map(int, parts[3 : 3 + len(DISKSTATS_COLUMNS)]))
         except ValueError:
             raise ProviderError(f"{path}: line {lineno}: non-numeric counter: {line!r}") from None
-        devices[parts[2]] = dict(zip(DISKSTATS_COLUMNS, n, strict=False))
     return devices
 
 
@@ -153,14 +153,24 @@ class DiskIOProvider:
         self._path = paths.proc_path("diskstats")
         self._file = ProcFile(self._path)
         self._exclude = devices_exclude
-        self._prev: Previous[DiskStats] = Previous(clock)
+        self._kept: dict[str, dict[str, str] | None] = {}  # device -> its tags, None: excluded
+        self._prev: Previous[tuple[int, ...]] = Previous(clock)
         self.reading: DiskCounters = {}  # the last one, excluded devices left out (replaced whole)
 
-    def _read(self) -> dict[str, DiskStats]:
-        counters = read_diskstats(self._file.read(), self._path)
-        kept = {d: c for d, c in counters.items() if not self._exclude.search(d)}
-        self.reading = kept
-        return {d: _stats(c) for d, c in kept.items()}
+    def _tags(self, device: str) -> dict[str, str] | None:
+        """``{"device": device}`` (kept across readings: records share it), None if excluded."""
+        if device not in self._kept:
+            if len(self._kept) > 4096:  # devices come and go (loop, dm): forget the old ones
+                self._kept.clear()
+            excluded = self._exclude.search(device)
+            self._kept[device] = None if excluded else {"device": device}
+        return self._kept[device]
+
+    def _read(self) -> dict[str, tuple[int, ...]]:
+        counters = _read_counters(self._file.read(), self._path)
+        kept = {d: n for d, n in counters.items() if self._tags(d) is not None}
+        self.reading = {d: dict(zip(DISKSTATS_COLUMNS, n, strict=False)) for d, n in kept.items()}
+        return {d: _STATS(n) for d, n in kept.items()}
 
     def prime(self) -> None:
         self._prev.start(self._read())
@@ -169,27 +179,42 @@ class DiskIOProvider:
         elapsed, pairs = self._prev.advance(self._read())
         samples = []
         for device, prev, cur in pairs:
-            delta = deltas(prev, cur)
-            if delta is None:
+            reads, read_sectors, read_ms, writes, write_sectors, write_ms, io_ms = cur
+            d_reads, d_read_sectors = reads - prev[0], read_sectors - prev[1]
+            d_writes, d_write_sectors, d_io_ms = (
+                writes - prev[3],
+                write_sectors - prev[4],
+                io_ms - prev[6],
+            )
+            if (
+                d_reads < 0
+                or d_read_sectors < 0
+                or read_ms < prev[2]
+                or d_writes < 0
+                or d_write_sectors < 0
+                or write_ms < prev[5]
+                or d_io_ms < 0
+            ):
                 continue  # counter wrap or device re-created: start again from this reading
-            d = DiskStats(*delta)
+            tags = self._tags(device)
+            assert tags is not None
             samples.append(
                 Sample(
-                    {"device": device},
+                    tags,
                     {
-                        "reads_total": cur.reads,
-                        "writes_total": cur.writes,
-                        "read_bytes_total": cur.read_sectors * SECTOR_BYTES,
-                        "written_bytes_total": cur.write_sectors * SECTOR_BYTES,
-                        "read_time_seconds_total": cur.read_ms / 1000.0,
-                        "write_time_seconds_total": cur.write_ms / 1000.0,
-                        "io_time_seconds_total": cur.io_ms / 1000.0,
-                        "read_bytes_per_second": d.read_sectors * SECTOR_BYTES / elapsed,
-                        "write_bytes_per_second": d.write_sectors * SECTOR_BYTES / elapsed,
-                        "reads_per_second": d.reads / elapsed,
-                        "writes_per_second": d.writes / elapsed,
+                        "reads_total": reads,
+                        "writes_total": writes,
+                        "read_bytes_total": read_sectors * SECTOR_BYTES,
+                        "written_bytes_total": write_sectors * SECTOR_BYTES,
+                        "read_time_seconds_total": read_ms / 1000.0,
+                        "write_time_seconds_total": write_ms / 1000.0,
+                        "io_time_seconds_total": io_ms / 1000.0,
+                        "read_bytes_per_second": d_read_sectors * SECTOR_BYTES / elapsed,
+                        "write_bytes_per_second": d_write_sectors * SECTOR_BYTES / elapsed,
+                        "reads_per_second": d_reads / elapsed,
+                        "writes_per_second": d_writes / elapsed,
                         # io_ticks can run a little ahead of our clock: cap at 100 %.
-                        "utilization_percent": min(100.0, d.io_ms / (elapsed * 10.0)),
+                        "utilization_percent": min(100.0, d_io_ms / (elapsed * 10.0)),
                     },
                 )
             )

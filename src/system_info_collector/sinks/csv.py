@@ -131,12 +131,18 @@ class RowEncoder:
             texts.clear()
         labels, label_set, values, names = self._labels, self._label_set, self._values, self._names
         lines = []
+        last_ts: object = None
+        last_host: object = None
+        stamp = ""
         for r in records:
-            head = heads.get((r.ts, r.host))
-            if head is None:
-                head = heads[(r.ts, r.host)] = (
-                    csv_text(format_value(r.ts)) + "," + csv_text(format_value(r.host)) + ","
-                )
+            if r.ts is not last_ts or r.host is not last_host:  # a tick's records share them
+                last_ts, last_host = r.ts, r.host
+                stamp = heads.get((r.ts, r.host), "")
+                if not stamp:
+                    stamp = heads[(r.ts, r.host)] = (
+                        csv_text(format_value(r.ts)) + "," + csv_text(format_value(r.host)) + ","
+                    )
+            head = stamp
             tags = r.tags
             for c in labels:
                 v = tags.get(c, "")
