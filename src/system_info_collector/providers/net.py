@@ -68,6 +68,13 @@ _TRANSMIT = (
 )
 _COUNTERS = (*(f"receive_{c}" for c in _RECEIVE), *(f"transmit_{c}" for c in _TRANSMIT))
 _RATES = ("bytes", "packets", "errors", "dropped")  # per direction, per second
+_TOTAL_NAMES = tuple(f"{c}_total" for c in _COUNTERS)
+# (field, index of its counter), in the fields' order: per rate, receive then transmit
+_RATE_COLUMNS = tuple(
+    (f"{direction}_{r}_per_second", _COUNTERS.index(f"{direction}_{r}"))
+    for r in _RATES
+    for direction in ("receive", "transmit")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,13 +250,9 @@ class NetProvider:
             d = deltas(prev, cur)
             if d is None:
                 continue  # new interface, counter wrap or reset: start again from this reading
-            fields: dict[str, FieldValue] = {
-                f"{name}_total": value for name, value in zip(_COUNTERS, cur, strict=True)
-            }
-            by_name = dict(zip(_COUNTERS, d, strict=True))
-            for r in _RATES:
-                for direction in ("receive", "transmit"):
-                    fields[f"{direction}_{r}_per_second"] = by_name[f"{direction}_{r}"] / elapsed
+            fields: dict[str, FieldValue] = dict(zip(_TOTAL_NAMES, cur, strict=True))
+            for name, index in _RATE_COLUMNS:
+                fields[name] = d[index] / elapsed
             fields.update(self._link(interface, now))
             samples.append(Sample({"interface": interface}, fields))
         for gone in set(self._links) - set(current):

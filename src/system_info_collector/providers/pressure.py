@@ -85,6 +85,18 @@ def unsupported(exc: ProviderError) -> bool:
     )
 
 
+# per kind: the names of its window averages, its total and its rate, in the fields' order
+_FIELD_NAMES = tuple(
+    (
+        kind,
+        tuple(f"{kind}_{w}_percent" for w in _WINDOWS),
+        f"{kind}_stall_seconds_total",
+        f"{kind}_stall_seconds_per_second",
+    )
+    for kind in _KINDS
+)
+
+
 class PressureProvider:
     name = "pressure"
 
@@ -130,16 +142,15 @@ class PressureProvider:
         samples = []
         for resource, prev, reading in pairs:
             fields: dict[str, FieldValue] = {}
-            for kind in _KINDS:
+            for kind, windows, total, per_second in _FIELD_NAMES:
                 cur = reading.get(kind, (0.0, 0.0, 0.0, 0))
                 before = prev.get(kind, (0.0, 0.0, 0.0, 0))
                 d = deltas((before[3],), (cur[3],))
                 if d is None:
                     break  # total went backwards: start again from this reading
-                for w, value in zip(_WINDOWS, cur[:3], strict=True):
-                    fields[f"{kind}_{w}_percent"] = value
-                fields[f"{kind}_stall_seconds_total"] = cur[3] / 1e6
-                fields[f"{kind}_stall_seconds_per_second"] = d[0] / 1e6 / elapsed
+                fields.update(zip(windows, cur[:3], strict=True))
+                fields[total] = cur[3] / 1e6
+                fields[per_second] = d[0] / 1e6 / elapsed
             else:
                 samples.append(Sample({"resource": resource}, fields))
         return samples

@@ -3,9 +3,11 @@ statement, the ``unnest`` array literals of a live batch and the ``COPY`` of a r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from operator import itemgetter
+from functools import cache
+from operator import attrgetter, itemgetter
 
 from system_info_collector.model import Record
 from system_info_collector.schema import MEASUREMENTS, Measurement
@@ -50,11 +52,18 @@ def column_types(m: Measurement) -> list[tuple[str, str]]:
 # * for ``replay``, a staging table created in the transaction (``ON COMMIT DROP``) that a
 #   ``COPY … (FORMAT csv)`` of the file's bytes fills: the CSV is never parsed in Python.
 def insert_select_sql(schema: str, m: Measurement, source: str) -> str:
+    head, tail = _insert_select_parts(schema, m)
+    return head + source + tail
+
+
+@cache
+def _insert_select_parts(schema: str, m: Measurement) -> tuple[str, str]:
+    """The statement's text around its source, once per table (it is the same every write)."""
     cols = ", ".join(quote_ident(c) for c in m.columns)
     key = ", ".join(quote_ident(c) for c in m.primary_key)
     table = f"{quote_ident(schema)}.{quote_ident(m.name)}"
     conflict = f"ON CONFLICT ({key}) DO NOTHING"
-    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {source} {conflict}"
+    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ", f" {conflict}"
 
 
 def _array_text(value: object) -> str:
@@ -82,26 +91,57 @@ def _array_ts(value: object) -> str:
 
 
 class UnnestEncoder:
-    """Records of one measurement as ``unnest('{…}'::type[], …) AS u(columns)``."""
+    """Records of one measurement as ``unnest('{…}'::type[], …) AS u(columns)``: per column of
+    :meth:`Measurement.row` (the values it gives, taken for all records at once), one array."""
 
     def __init__(self, m: Measurement) -> None:
         self.m = m
         encoders: dict[str, Callable[[object], str]] = {"timestamptz": _array_ts}
-        self._columns = [
-            (index, encoders.get(t, _array_number if t in _NUMERIC else _array_text), t)
-            for index, (_, t) in enumerate(column_types(m))
+        self._encoders = [
+            (encoders.get(t, _array_number if t in _NUMERIC else _array_text), f"::{t}[]")
+            for _, t in column_types(m)
         ]
         self._alias = "u(" + ", ".join(quote_ident(c) for c in m.columns) + ")"
+        self._labels = m.label_columns
+        self._label_set = frozenset(m.label_columns)
+        self._fields = [(itemgetter(f.name), f.name) for f in m.fields]
+
+    def _columns(self, records: Sequence[Record]) -> list[list[object]]:
+        """What ``[m.row(r) for r in records]`` holds, column by column."""
+        tags_list = list(map(_TAGS, records))
+        fields_list = list(map(_FIELDS, records))
+        columns: list[list[object]] = [list(map(_TS, records)), list(map(_HOST, records))]
+        columns += [[t.get(c, "") for t in tags_list] for c in self._labels]
+        for get, name in self._fields:
+            try:
+                columns.append(list(map(get, fields_list)))
+            except KeyError:  # a missing field: NULL, as Measurement.row's .get
+                columns.append([f.get(name) for f in fields_list])
+        labels = self._label_set
+        columns.append(
+            [
+                "{}"
+                if t.keys() <= labels
+                else json.dumps(
+                    {k: v for k, v in t.items() if k not in labels},
+                    separators=(",", ":"),
+                    sort_keys=True,
+                )
+                for t in tags_list
+            ]
+        )
+        columns.append([r.interval_ms or None for r in records])
+        return columns
 
     def source(self, records: Sequence[Record]) -> str:
-        row = self.m.row
-        rows = [row(r) for r in records]
-        arrays = []
-        for index, encode, sql_type in self._columns:
-            values = list(map(itemgetter(index), rows))
-            body = "{" + _array_elements(values, encode) + "}"
-            arrays.append(f"{quote_literal(body)}::{sql_type}[]")
+        arrays = [
+            quote_literal("{" + _array_elements(values, encode) + "}") + cast
+            for values, (encode, cast) in zip(self._columns(records), self._encoders, strict=True)
+        ]
         return f"unnest({', '.join(arrays)}) AS {self._alias}"
+
+
+_TS, _HOST, _TAGS, _FIELDS = (attrgetter(a) for a in ("ts", "host", "tags", "fields"))
 
 
 def _array_elements(values: list[object], encode: Callable[[object], str]) -> str:
