@@ -18,6 +18,7 @@ import pstats
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +30,20 @@ from synthetic_host import SyntheticHost  # bench/synthetic_host.py
 from system_info_collector.agent import Agent
 from system_info_collector.config import load_settings
 from system_info_collector.metrics import Metrics
+from system_info_collector.model import Record
 from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
+from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks.csv import CsvSink
+from system_info_collector.sinks.postgres.encoding import UnnestEncoder, insert_script
+
+
+def _cpu_of(work: Callable[[], object], times: int = 50) -> float:
+    """CPU seconds of one call of ``work`` (the mean of ``times`` calls)."""
+    started = time.thread_time()
+    for _ in range(times):
+        work()
+    return (time.thread_time() - started) / times
 
 
 def main() -> None:
@@ -56,6 +68,8 @@ def main() -> None:
         sink = CsvSink(replace(settings.csv, directory=f"{tmp}/csv"), metrics=Metrics())
         sink.open()
 
+        accepted_last: list[Record] = []
+
         def run(n: int, profiler: cProfile.Profile | None) -> tuple[float, int]:
             spent, records = 0.0, 0
             for i in range(n):
@@ -66,6 +80,7 @@ def main() -> None:
                 if profiler:
                     profiler.enable()
                 accepted = agent.tick(tick)
+                accepted_last[:] = accepted
                 sink.write(accepted)  # what the CSV sink's thread does with the tick
                 if profiler:
                     profiler.disable()
@@ -86,7 +101,19 @@ def main() -> None:
             f"{1e6 * best[0] / records:.2f} µs/record, median {1e6 * median[0] / records:.2f} "
             "µs/record (CPU time of tick + CSV write, no profiler)"
         )
-        if args.top:  # --top 0: no profile (for counting instructions with perf stat)
+        # the PostgreSQL sink's text for a tick's records (what its thread builds per write)
+        groups: dict[str, list[Record]] = {}
+        for r in accepted_last:
+            groups.setdefault(r.measurement, []).append(r)
+        encoders = {name: UnnestEncoder(m) for name, m in MEASUREMENTS.items()}
+        best_text = min(
+            _cpu_of(lambda: insert_script("s", groups, encoders, 5.0)) for _ in range(5)
+        )
+        print(
+            f"PostgreSQL unnest text of one tick: best of 5 x 50: {1e3 * best_text:.2f} ms/tick = "
+            f"{1e6 * best_text / len(accepted_last):.2f} µs/record"
+        )
+        if args.top:  # --top 0: no profile (for counting instructions with valgrind)
             profiler = cProfile.Profile()
             run(args.ticks, profiler)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)

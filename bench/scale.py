@@ -42,6 +42,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from run import cpu_seconds, free_port, status_kb  # bench/run.py
 
@@ -347,17 +348,30 @@ def _load_ci_env() -> None:
                 os.environ.setdefault(key, val.strip('"'))
 
 
-def run_collectd(seconds: float, warmup: float, dsn: str | None) -> dict[str, object]:
-    server = None
-    if dsn is None:
-        _load_ci_env()
-        sys.path.insert(0, str(REPO))
-        from tests.integration.conftest import start_server
+def start_postgres(dsn: str | None) -> tuple[Any, str]:
+    """``(server, dsn)``: ``dsn`` itself (server None) or a throwaway server started by
+    tests/integration/conftest.py's ``start_server`` (stop it with :func:`stop_postgres`)."""
+    if dsn is not None:
+        return None, dsn
+    _load_ci_env()
+    sys.path.insert(0, str(REPO))
+    from tests.integration.conftest import start_server
 
-        server, reasons = start_server()
-        if server is None:
-            raise SystemExit(f"no PostgreSQL server: {'; '.join(reasons)}")
-        dsn = server.dsn()
+    server, reasons = start_server()
+    if server is None:
+        raise SystemExit(f"no PostgreSQL server: {'; '.join(reasons)}")
+    return server, server.dsn()
+
+
+def stop_postgres(server: Any) -> None:
+    if server is not None:
+        from tests.integration.conftest import stop_server
+
+        stop_server(server)
+
+
+def run_collectd(seconds: float, warmup: float, dsn: str | None) -> dict[str, object]:
+    server, dsn = start_postgres(dsn)
     base = tempfile.mkdtemp(prefix="sic-collectd-")
     procs: list[Proc] = []
     try:
@@ -402,10 +416,7 @@ def run_collectd(seconds: float, warmup: float, dsn: str | None) -> dict[str, ob
     finally:
         stop(procs)
         shutil.rmtree(base, ignore_errors=True)
-        if server is not None:
-            from tests.integration.conftest import stop_server
-
-            stop_server(server)
+        stop_postgres(server)
 
 
 def print_collectd(r: dict) -> None:  # type: ignore[type-arg]
