@@ -55,8 +55,11 @@ def host_hostname(paths: HostPaths) -> str:
     return name or socket.gethostname()
 
 
-def make_worker(sink: Sink, settings: Settings, metrics: Metrics) -> SinkWorker:
-    """The sink's worker over the buffer its settings name (``SIC_<SINK>_BUFFER``)."""
+def make_worker(
+    sink: Sink, settings: Settings, metrics: Metrics, providers: Sequence[Provider] = ()
+) -> SinkWorker:
+    """The sink's worker over the buffer its settings name (``SIC_<SINK>_BUFFER``); a sink
+    that maps each tick (``at_tick``) gets the providers' readings."""
     config = settings.buffer(sink.name)
     return SinkWorker(
         sink,
@@ -65,6 +68,7 @@ def make_worker(sink: Sink, settings: Settings, metrics: Metrics) -> SinkWorker:
         metrics=metrics,
         batch_max_rows=config.batch_max_rows,
         flush_interval=config.flush_interval,
+        providers=providers,
     )
 
 
@@ -148,7 +152,7 @@ class Agent:
         self.metrics = metrics
         self.host = host
         self.stop_event = StopEvent()
-        self.workers = [make_worker(sink, settings, metrics) for sink in sinks]
+        self.workers = [make_worker(s, settings, metrics, self.providers) for s in sinks]
         metrics.prepare([w.name for w in self.workers], [p.name for p in self.providers])
         # write-ahead (spooled) sinks first: a sample is on disk before any other sink shows it
         self._submit_order = sorted(self.workers, key=lambda w: not w.durable)

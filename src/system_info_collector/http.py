@@ -20,7 +20,6 @@ from prometheus_client.exposition import choose_encoder
 from system_info_collector.agent import Agent
 from system_info_collector.config import parse_listen
 from system_info_collector.exposition import HostMetricsCollector, Mode
-from system_info_collector.exposition.sic import record_metric_name as host_metric_name
 from system_info_collector.httpserver import (
     MAX_CONNECTIONS,
     REQUEST_TIMEOUT,
@@ -32,8 +31,7 @@ from system_info_collector.httpserver import (
 from system_info_collector.logging import event
 from system_info_collector.probes import Probes, get_health
 
-# host_metric_name: the record names the push sinks use (sinks/series.py).
-__all__ = ["HttpServer", "get_health", "host_metric_name"]
+__all__ = ["HttpServer", "get_health"]
 
 
 class HttpServer:

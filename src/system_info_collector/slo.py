@@ -8,7 +8,10 @@
   replay acknowledges some records twice). 1 when nothing was sampled in the window.
 
 Both are measured per record, from the data: ``produced`` is called by the agent with each
-tick's accepted records, ``acknowledged`` by a sink when its destination answered success.
+tick's accepted records, ``acknowledged`` by a sink when its destination answered success. A
+sink that buffers something else than the records (the push sinks buffer each tick's series,
+``sinks/series.py``) reports its own ``produced(ts, count, sink=…)`` in those units, and is
+judged against them.
 Counts are kept per minute of sample time for the window only, so memory stays constant.
 """
 
@@ -38,6 +41,7 @@ class DeliveryLedger:
         self._clock = clock
         self._lock = threading.Lock()
         self._produced: dict[int, int] = {}
+        self._produced_by: dict[str, dict[int, int]] = {}  # sinks counting their own units
         self._acked: dict[str, dict[int, int]] = {}
         self.latency = Histogram(
             "sic_sink_delivery_latency_seconds",
@@ -58,18 +62,23 @@ class DeliveryLedger:
         for minute in [m for m in counts if m < oldest]:
             del counts[minute]
 
-    def track(self, sink: str) -> None:
-        """Show ``sink`` in the gauge from the start (at 1 until it has data to judge)."""
+    def track(self, sink: str, own_units: bool = False) -> None:
+        """Show ``sink`` in the gauge from the start (at 1 until it has data to judge);
+        ``own_units``: the sink reports what it was given (``produced(..., sink=sink)``)."""
         with self._lock:
             self._acked.setdefault(sink, {})
+            if own_units:
+                self._produced_by.setdefault(sink, {})
 
-    def produced(self, ts: datetime, count: int) -> None:
+    def produced(self, ts: datetime, count: int, sink: str | None = None) -> None:
+        """``count`` records sampled at ``ts`` (for every sink, or in ``sink``'s own units)."""
         if not count:
             return
         with self._lock:
+            counts = self._produced if sink is None else self._produced_by.setdefault(sink, {})
             minute = self._minute(ts)
-            self._produced[minute] = self._produced.get(minute, 0) + count
-            self._expire(self._produced, self._clock())
+            counts[minute] = counts.get(minute, 0) + count
+            self._expire(counts, self._clock())
 
     def acknowledged(self, sink: str, records: Sequence[Record], now: float | None = None) -> None:
         now = self._clock() if now is None else now
@@ -90,12 +99,16 @@ class DeliveryLedger:
         now = self._clock()
         lo, hi = now - WINDOW, now - GRACE
         with self._lock:
-            judged = [m for m in self._produced if lo <= m * BUCKET and (m + 1) * BUCKET <= hi]
-            produced = sum(self._produced[m] for m in judged)
             return {
-                sink: 1.0 if not produced else min(1.0, sum(c.get(m, 0) for m in judged) / produced)
-                for sink, c in self._acked.items()
+                sink: _ratio(self._produced_by.get(sink, self._produced), acked, lo, hi)
+                for sink, acked in self._acked.items()
             }
+
+
+def _ratio(produced: dict[int, int], acked: dict[int, int], lo: float, hi: float) -> float:
+    judged = [m for m in produced if lo <= m * BUCKET and (m + 1) * BUCKET <= hi]
+    total = sum(produced[m] for m in judged)
+    return 1.0 if not total else min(1.0, sum(acked.get(m, 0) for m in judged) / total)
 
 
 class _Completeness:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from system_info_collector.buffer import Batch, Buffer
+from system_info_collector.collector import Provider
 from system_info_collector.config import RetrySettings
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.heap import release_free_memory
@@ -25,7 +26,7 @@ from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.redact import redact_dsn
 from system_info_collector.retry import Backoff
-from system_info_collector.sinks import Sink
+from system_info_collector.sinks import AtTick, Sink
 
 TRIM_AFTER_RECORDS = 1000  # hand the heap back after a drained backlog at least this large
 STALL_AFTER_SECONDS = 60.0  # records waiting, no write attempt finished for this long: stalled
@@ -42,8 +43,13 @@ class SinkWorker:
         batch_max_rows: int = 5000,
         flush_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        providers: Sequence[Provider] = (),
     ) -> None:
         self.sink = sink
+        # A sink that buffers something else than the records (the push sinks: the series of
+        # the tick) maps each tick here, in the sampling thread, with the readings just taken.
+        self._at_tick: AtTick | None = getattr(sink, "at_tick", None)
+        self._providers = providers
         self.buffer = buffer
         self.name = sink.name
         self._backoff = Backoff(retry)
@@ -70,12 +76,28 @@ class SinkWorker:
         self._thread.start()
 
     def submit(self, batch: Sequence[Record]) -> None:
+        if self._at_tick is not None and batch:
+            batch = self._tick_mapped(batch)
         if not batch:
             return
         self.buffer.add(batch)
         with self._cond:
             self._update_gauges()
             self._cond.notify()
+
+    def _tick_mapped(self, batch: Sequence[Record]) -> Sequence[Record]:
+        assert self._at_tick is not None
+        try:
+            return self._at_tick(batch, self._providers)
+        except Exception as exc:  # a mapping bug must neither stop sampling nor lose the tick
+            event(
+                "ERROR",
+                "sink_tick_mapping_failed",
+                "cannot map this tick for the sink; its records are buffered as they are",
+                sink=self.name,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return batch
 
     @property
     def durable(self) -> bool:

@@ -1,26 +1,30 @@
 """The remote_write sink against real receivers: Debian's Prometheus (remote-write receiver)
 and VictoriaMetrics, started by the tests. The collector runs as a real process with the CSV
-and remote_write sinks; every sample of the CSV files must be stored once, at its tick time,
-with its value, under the series name ``/metrics`` uses."""
+and remote_write sinks and ``/metrics``; what the receiver stores must be the series a scrape
+of ``/metrics`` shows (node_exporter's names), one sample per tick at its tick time, with the
+values the CSV files hold for the same ticks."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
-from collections import Counter
+import urllib.request
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from system_info_collector.config import RemoteWriteSettings
 from system_info_collector.errors import TransientSinkError
-from system_info_collector.http import host_metric_name
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
-from system_info_collector.schema import MEASUREMENTS
+from system_info_collector.providers.cpu import CPU_STATES
 from system_info_collector.sinks.remote_write import RemoteWriteSink
+from system_info_collector.sinks.series import SERIES
 from tests.helpers import clean_env, poll
 from tests.integration.conftest import Collector
 from tests.integration.receivers import (
@@ -28,6 +32,7 @@ from tests.integration.receivers import (
     PrometheusReceiver,
     Receiver,
     VictoriaReceiver,
+    free_port,
     prometheus_receiver,
     skip_without,
     victoria_receiver,
@@ -36,28 +41,85 @@ from tests.integration.receivers import (
 pytestmark = pytest.mark.integration
 __all__ = ["prometheus_receiver", "victoria_receiver"]  # fixtures
 
-Key = tuple[frozenset[tuple[str, str]], int]
+Labels = frozenset[tuple[str, str]]
+Key = tuple[Labels, int]
+
+# (CSV file, CSV column, node_exporter name, CSV label column -> node_exporter label):
+# the samples whose value the CSV holds too.
+FROM_CSV = (
+    ("memory", "available_bytes", "node_memory_MemAvailable_bytes", {}),
+    ("memory", "total_bytes", "node_memory_MemTotal_bytes", {}),
+    ("memory", "free_bytes", "node_memory_MemFree_bytes", {}),
+    ("memory", "swap_total_bytes", "node_memory_SwapTotal_bytes", {}),
+    *(
+        (
+            "disk",
+            ours,
+            theirs,
+            {"mountpoint": "mountpoint", "device": "device", "fstype": "fstype"},
+        )
+        for ours, theirs in (
+            ("available_bytes", "node_filesystem_avail_bytes"),
+            ("free_bytes", "node_filesystem_free_bytes"),
+            ("total_bytes", "node_filesystem_size_bytes"),
+            ("inodes_free", "node_filesystem_files_free"),
+        )
+    ),
+    *(
+        ("diskio", ours, theirs, {"device": "device"})
+        for ours, theirs in (
+            ("read_bytes_total", "node_disk_read_bytes_total"),
+            ("written_bytes_total", "node_disk_written_bytes_total"),
+            ("reads_total", "node_disk_reads_completed_total"),
+            ("io_time_seconds_total", "node_disk_io_time_seconds_total"),
+        )
+    ),
+    *(
+        ("net", ours, theirs, {"interface": "device"})
+        for ours, theirs in (
+            ("receive_bytes_total", "node_network_receive_bytes_total"),
+            ("transmit_packets_total", "node_network_transmit_packets_total"),
+        )
+    ),
+    ("system", "load1", "node_load1", {}),
+)
 
 
-def csv_samples(csv_dir: Path, host: str) -> dict[Key, float]:
-    """Every sample the CSV files hold, keyed by (labels with ``__name__``, timestamp ms)."""
-    expected: dict[Key, float] = {}
-    for name, measurement in MEASUREMENTS.items():
-        path = csv_dir / f"{name}.csv"
-        if not path.exists():
-            continue
-        with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                ms = round(datetime.fromisoformat(row["ts"]).timestamp() * 1000)
-                base = {"instance": host, "job": "system-info-collector"}
-                base.update({c: row[c] for c in measurement.label_columns if row[c]})
-                for field in measurement.fields:
-                    if row[field.name] == "":
-                        continue
-                    labels = {**base, "__name__": host_metric_name(name, field.name)}
-                    key = (frozenset(labels.items()), ms)
-                    assert key not in expected, f"the CSV holds {key} twice"
-                    expected[key] = float(row[field.name])
+def _rows(csv_dir: Path, name: str) -> list[dict[str, str]]:
+    path = csv_dir / f"{name}.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _ms(ts: str) -> int:
+    return round(datetime.fromisoformat(ts).timestamp() * 1000)
+
+
+def csv_samples(csv_dir: Path, host: str) -> dict[Key, float | None]:
+    """The pushed samples the CSV files vouch for, keyed by (labels with ``__name__``,
+    timestamp ms): the value of those :data:`FROM_CSV` maps, and a ``node_cpu_seconds_total``
+    sample per mode of every per-CPU row (value ``None``: the CSV holds shares; compared by
+    :func:`assert_cpu_shares`)."""
+    base = {"instance": host, "job": "system-info-collector"}
+    expected: dict[Key, float | None] = {}
+
+    def put(labels: dict[str, str], ms: int, value: float | None) -> None:
+        key = (frozenset({**base, **labels}.items()), ms)
+        assert key not in expected, f"the CSV holds {key} twice"
+        expected[key] = value
+
+    for measurement, column, name, label_map in FROM_CSV:
+        for row in _rows(csv_dir, measurement):
+            if row[column] != "":
+                labels = {theirs: row[ours] for ours, theirs in label_map.items() if row[ours]}
+                put({**labels, "__name__": name}, _ms(row["ts"]), float(row[column]))
+    for row in _rows(csv_dir, "cpu"):
+        if row["cpu"] != "cpu-total":
+            for mode in CPU_STATES:
+                labels = {"__name__": "node_cpu_seconds_total", "cpu": row["cpu"][3:], "mode": mode}
+                put(labels, _ms(row["ts"]), None)
     return expected
 
 
@@ -69,28 +131,68 @@ def stored(receiver: Receiver, host: str) -> list[tuple[Key, float]]:
     ]
 
 
-def assert_every_sample_once(receiver: Receiver, csv_dir: Path, host: str) -> int:
+def assert_every_sample_once(
+    receiver: Receiver, csv_dir: Path, host: str
+) -> list[tuple[Key, float]]:
+    """Every CSV-vouched sample stored once with the CSV's value, every stored sample at a
+    CSV tick, no sample twice; returns what is stored."""
     expected = csv_samples(csv_dir, host)
     assert len(expected) > 100
-    got = poll(
-        lambda: (s := stored(receiver, host)) and len(s) >= len(expected) and s,
+    got: list[tuple[Key, float]] = poll(
+        lambda: (s := stored(receiver, host)) and set(expected) <= {k for k, _ in s} and s,
         timeout=15,
         what=f"{len(expected)} samples in {receiver.kind}",
     )
     counts = Counter(key for key, _ in got)
     twice = [key for key, n in counts.items() if n > 1]
     assert not twice, f"{len(twice)} samples stored more than once, e.g. {twice[:3]}"
-    missing = set(expected) - set(counts)
-    extra = set(counts) - set(expected)
-    assert not missing, f"{len(missing)} CSV samples not stored, e.g. {sorted(missing)[:3]}"
-    assert not extra, f"{len(extra)} stored samples not in the CSV, e.g. {sorted(extra)[:3]}"
+    ticks = {_ms(row["ts"]) for row in _rows(csv_dir, "memory")}
+    off_tick = [key for key in counts if key[1] not in ticks]
+    assert not off_tick, f"samples not at a tick of the CSV: {off_tick[:3]}"
     wrong = [
         (key, value, expected[key])
         for key, value in got
-        if not math.isclose(value, expected[key], rel_tol=receiver.rel_tol)
+        if expected.get(key) is not None
+        and not math.isclose(value, expected[key] or 0.0, rel_tol=receiver.rel_tol)
     ]
     assert not wrong, f"values differ from the CSV: {wrong[:3]}"
-    return len(expected)
+    return got
+
+
+def assert_cpu_shares(got: list[tuple[Key, float]], csv_dir: Path) -> None:
+    """``node_cpu_seconds_total`` tick to tick gives the CSV's per-CPU shares of that tick."""
+    seconds: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    for (labels, ms), value in got:
+        label = dict(labels)
+        if label["__name__"] == "node_cpu_seconds_total":
+            seconds[(label["cpu"], label["mode"])][ms] = value
+    checked = 0
+    per_cpu: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in _rows(csv_dir, "cpu"):
+        if row["cpu"] != "cpu-total":
+            per_cpu[row["cpu"][3:]].append(row)
+    for cpu, rows in per_cpu.items():
+        for before, row in itertools.pairwise(rows):
+            start, ms = _ms(before["ts"]), _ms(row["ts"])
+            deltas = {m: seconds[(cpu, m)][ms] - seconds[(cpu, m)][start] for m in CPU_STATES}
+            total = sum(deltas.values())
+            for mode, delta in deltas.items():
+                share = float(row[f"{mode}_percent"])
+                assert math.isclose(100 * delta / total, share, abs_tol=1e-6), (cpu, ms, mode)
+            checked += 1
+    assert checked >= 5
+
+
+def scrape(port: int) -> set[tuple[str, Labels]]:
+    """The host series a scrape of ``/metrics`` shows (node_exporter's names)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items()))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("node_")
+    }
 
 
 @pytest.fixture
@@ -128,7 +230,7 @@ def ticks_in_csv(csv_dir: Path) -> int:
 
 
 @pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
-def test_every_sample_arrives_once_with_its_tick_time(
+def test_the_series_of_metrics_arrive_once_at_their_tick_time(
     kind: str,
     request: pytest.FixtureRequest,
     run_collector: Callable[..., Collector],
@@ -138,11 +240,32 @@ def test_every_sample_arrives_once_with_its_tick_time(
     receiver: PrometheusReceiver | VictoriaReceiver = request.getfixturevalue(fixture)
     receiver.start()
     host = f"rw-{kind}-{tmp_path.name}"[:60]
-    collector = run_collector(receiver.write_url, host)
+    port = free_port()
+    collector = run_collector(receiver.write_url, host, SIC_HTTP_LISTEN=f"127.0.0.1:{port}")
+    poll(lambda: ticks_in_csv(tmp_path / "csv") >= 6, timeout=20, what="6 ticks")
+    scraped = scrape(port)
     poll(lambda: ticks_in_csv(tmp_path / "csv") >= 12, timeout=20, what="12 ticks")
     assert collector.stop() == 0, "".join(collector.stderr[-20:])
     assert not collector.events("sink_batch_rejected")
-    assert_every_sample_once(receiver, tmp_path / "csv", host)
+    got = assert_every_sample_once(receiver, tmp_path / "csv", host)
+    assert_cpu_shares(got, tmp_path / "csv")
+    pushed = {
+        (
+            dict(labels)["__name__"],
+            frozenset((k, v) for k, v in labels if k not in ("__name__", "instance", "job")),
+        )
+        for (labels, _), _ in got
+    }
+    assert {name for name, _ in pushed} == {name for name, _ in scraped}
+    assert scraped <= pushed, f"scraped but not pushed: {sorted(scraped - pushed)[:3]}"
+    for name in (
+        "node_cpu_seconds_total",
+        "node_memory_MemAvailable_bytes",
+        "node_filesystem_avail_bytes",
+        "node_disk_read_bytes_total",
+        "node_network_receive_bytes_total",
+    ):
+        assert name in {n for n, _ in pushed}, name
 
 
 def test_receiver_down_at_start_then_up_loses_nothing(
@@ -177,7 +300,8 @@ def test_a_replayed_batch_stores_the_new_ticks_prometheus_would_refuse_whole(
     host = "rw-replay"
 
     def tick(n: int) -> Record:
-        return Record("memory", t0 + timedelta(seconds=n), host, {}, {"used_bytes": 1000 + n})
+        fields = {"node_memory_Active_bytes": 1000.0 + n}
+        return Record(SERIES, t0 + timedelta(seconds=n), host, {}, fields)
 
     def opened() -> bool:
         try:
@@ -192,7 +316,7 @@ def test_a_replayed_batch_stores_the_new_ticks_prometheus_would_refuse_whole(
         sink.write([tick(n) for n in range(1, 6)])  # ticks 1, 2 again, then 3, 4, 5
     finally:
         sink.close()
-    got = prometheus_receiver.series(f'sic_memory_used_bytes{{instance="{host}"}}')
+    got = prometheus_receiver.series(f'node_memory_Active_bytes{{instance="{host}"}}')
     assert [v for _, v in got[0]["values"]] == [1000.0 + n for n in range(6)]
     refused = metrics.registry.get_sample_value(
         "sic_sink_samples_refused_total", {"sink": "remote_write"}

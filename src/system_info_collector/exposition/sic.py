@@ -25,8 +25,8 @@ _RENAME = {
 
 def record_metric_name(measurement: str, field: str) -> str:
     """A record field's Prometheus name, unit kept: ``("disk", "available_bytes")`` ->
-    ``"sic_filesystem_avail_bytes"``, ``("cpu", "usage_percent")`` -> ``"sic_cpu_usage_percent"``
-    (what the push sinks send for every field of a record)."""
+    ``"sic_filesystem_avail_bytes"``, ``("cpu", "usage_percent")`` ->
+    ``"sic_cpu_usage_percent"``."""
     prefix = _PREFIX.get(measurement, f"sic_{measurement}")
     return f"{prefix}_{_RENAME.get((measurement, field), field)}"
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from system_info_collector.collector import Provider
 from system_info_collector.config import Settings
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
@@ -38,6 +39,12 @@ class Sink(Protocol):
         ...
 
 
+# Optional on a sink: ``at_tick(records, providers) -> records to buffer``, called by its
+# worker in the sampling thread with each tick's records and the providers whose readings that
+# tick just took. The push sinks buffer the tick's series (``sinks/series.py``), not records.
+AtTick = Callable[[Sequence[Record], Sequence[Provider]], Sequence[Record]]
+
+
 def _stdout(settings: Settings, metrics: Metrics) -> Sink:
     from system_info_collector.sinks.stdout import StdoutSink
 
@@ -59,7 +66,9 @@ def _postgres(settings: Settings, metrics: Metrics) -> Sink:
 def _remote_write(settings: Settings, metrics: Metrics) -> Sink:
     from system_info_collector.sinks.remote_write import RemoteWriteSink
 
-    return RemoteWriteSink(settings.remote_write, metrics=metrics)
+    return RemoteWriteSink(
+        settings.remote_write, metrics=metrics, mode=settings.http.host_metrics, tags=settings.tags
+    )
 
 
 def _otlp(settings: Settings, metrics: Metrics) -> Sink:

@@ -1,11 +1,13 @@
 """Prometheus remote-write 1.0 sink: snappy-compressed protobuf ``WriteRequest`` over HTTP.
 
-Every field of every record becomes one sample at the record's tick time (milliseconds), named
-and labelled by :func:`~system_info_collector.sinks.series.prometheus_series` -- the series
-``/metrics`` shows. A batch is sent as requests of at most :data:`MAX_SAMPLES_PER_REQUEST`
-samples, ticks never split, each series' samples in time order, labels sorted, with the
-headers the spec requires (``Content-Encoding: snappy``, ``Content-Type:
-application/x-protobuf``, ``X-Prometheus-Remote-Write-Version: 0.1.0``, ``User-Agent``).
+What it sends is what a scrape of ``/metrics`` shows (node_exporter's names by default,
+``SIC_PROMETHEUS_HOST_METRICS``), each sample at its tick time (milliseconds): :meth:`at_tick`
+builds the tick's series in the sampling thread (:func:`~.series.series_records`) and the
+worker buffers those (memory or the write-ahead spool), so a replay after a crash sends the
+same series. A batch is sent as requests of at most :data:`MAX_SAMPLES_PER_REQUEST` samples,
+ticks never split, each series' samples in time order, labels sorted, with the headers the
+spec requires (``Content-Encoding: snappy``, ``Content-Type: application/x-protobuf``,
+``X-Prometheus-Remote-Write-Version: 0.1.0``, ``User-Agent``).
 
 Answers (:mod:`~system_info_collector.sinks.push_http`): 2xx acknowledged; 429 and 5xx, a
 refused connection or a timeout raise :class:`TransientSinkError` (the worker retries with
@@ -22,13 +24,14 @@ credential is found before any data is at stake, and the worker keeps the data a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import cramjam
 
-from system_info_collector.config import RemoteWriteSettings
+from system_info_collector.collector import Provider
+from system_info_collector.config import HostMetricsMode, RemoteWriteSettings
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -36,7 +39,12 @@ from system_info_collector.model import Record
 from system_info_collector.sinks import CheckResult
 from system_info_collector.sinks.prompb import write_request_class
 from system_info_collector.sinks.push_http import Auth, PushClient, RejectedError
-from system_info_collector.sinks.series import Series, prometheus_series
+from system_info_collector.sinks.series import (
+    Series,
+    as_series_records,
+    prometheus_series,
+    series_records,
+)
 
 MAX_SAMPLES_PER_REQUEST = 5000
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
@@ -85,17 +93,21 @@ class RemoteWriteSink:
         settings: RemoteWriteSettings,
         *,
         metrics: Metrics,
+        mode: HostMetricsMode = "node",
+        tags: Mapping[str, str] | None = None,
         series: Callable[[Record], Iterable[Series]] = prometheus_series,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._metrics = metrics
+        self._mode: HostMetricsMode = mode
+        self._tags = dict(tags or {})
         self._series = series
         self._clock = clock
         self._request_class: Any = None
         self._client: PushClient | None = None
         metrics.samples_refused.labels(self.name)
-        metrics.delivery.track(self.name)
+        metrics.delivery.track(self.name, own_units=True)
 
     def _make_client(self) -> PushClient:
         s = self.settings
@@ -127,7 +139,15 @@ class RemoteWriteSink:
         if self._client is not None:
             self._client.close()
 
+    def at_tick(self, records: Sequence[Record], providers: Sequence[Provider]) -> list[Record]:
+        """The tick's series, built in the sampling thread with the readings just taken."""
+        series = series_records(records, providers, self._mode, self._tags)
+        if series:
+            self._metrics.delivery.produced(series[0].ts, len(series), sink=self.name)
+        return series
+
     def write(self, batch: Sequence[Record]) -> None:
+        batch = as_series_records(batch, self._mode, self._tags)
         for chunk in chunk_ticks(by_tick(batch), MAX_SAMPLES_PER_REQUEST):
             self._send(chunk)
 

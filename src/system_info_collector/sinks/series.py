@@ -1,27 +1,39 @@
-"""Records as Prometheus series: the one mapping the push sinks share with ``/metrics``.
+"""The series a scrape of ``/metrics`` shows, built at tick time: what ``remote_write`` pushes.
 
-:func:`prometheus_series` is the only place that turns a record into Prometheus names and
-labels for the ``remote_write`` sink. The names come from the exposition's naming
-(:func:`system_info_collector.exposition.sic.record_metric_name`, re-exported as
-``http.host_metric_name``): ``sic_<measurement>_<field>`` with the unit kept. The
-node_exporter names ``/metrics`` serves by default are built from the providers' raw readings
-(CPU ticks, every meminfo line), which records -- and so the write-ahead spool -- do not carry;
-a pushed sample is always one field of one record, replayable after a crash.
+``/metrics`` builds node_exporter's families (``node_cpu_seconds_total`` from the CPU ticks,
+``node_memory_*_bytes`` from every meminfo line, …) from the newest records *and* the
+providers' raw readings (:class:`~system_info_collector.exposition.families.View`). Records
+alone do not carry those readings, so the push sink cannot map records to these names later,
+in its worker thread or after a crash. Instead, :func:`series_records` runs the very mappings
+``/metrics`` runs (:func:`~system_info_collector.exposition.mapping_for`, in the mode of
+``SIC_PROMETHEUS_HOST_METRICS``: ``node`` or ``sic``) **in the sampling thread, at tick time**,
+over that tick's records and the readings the tick just took, and turns the resulting samples
+into records of the pseudo-measurement :data:`SERIES`: one record per label set, its tags the
+labels, its fields ``{metric name: value}``, its time the tick time. Those records are what
+the sink's buffer holds -- memory or the write-ahead spool -- so a series replayed after
+``kill -9`` is byte for byte the series the tick produced.
 
-Labels: the measurement's label columns (``cpu``, ``mountpoint``, ``device``, ``fstype``) and
-the static ``SIC_TAGS``, plus ``instance`` (the record's host) and ``job``
-(``system-info-collector``) -- what a scrape would add. A tag of the same name wins. Labels
-with an empty value are left out (the remote-write spec forbids them).
+:func:`prometheus_series` turns such a record back into :class:`Series`, adding what a scrape
+would add: ``instance`` (the record's host) and ``job`` (``system-info-collector``); a tag of
+the same name wins. Labels with an empty value are left out (the remote-write spec forbids
+them). A record that is not a :data:`SERIES` record (an ordinary record: the fallback when the
+tick-time mapping failed) is mapped on the way out with no readings: the families that need
+only records (filesystem, network, load …) are still sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
+from system_info_collector.collector import Provider
+from system_info_collector.config import HostMetricsMode
+from system_info_collector.exposition import mapping_for
+from system_info_collector.exposition.families import Families, View
 from system_info_collector.model import Record
 
 JOB = "system-info-collector"
+SERIES = "@series"  # the measurement of a record that holds series (never a schema name)
 
 
 class Series(NamedTuple):
@@ -30,14 +42,63 @@ class Series(NamedTuple):
     value: float
 
 
-def prometheus_series(record: Record) -> Iterator[Series]:
-    """One :class:`Series` per field of ``record`` (sample time: ``record.ts``)."""
-    from system_info_collector.http import host_metric_name
+def push_mode(mode: HostMetricsMode) -> HostMetricsMode:
+    """The naming the push sends: ``/metrics``' mode; ``off`` (no host metrics on ``/metrics``)
+    still pushes node_exporter's names."""
+    return "sic" if mode == "sic" else "node"
 
+
+def tick_views(records: Sequence[Record], providers: Iterable[Provider]) -> list[View]:
+    """One :class:`View` per measurement of ``records``, with its provider's reading."""
+    readings = {p.name: getattr(p, "reading", None) for p in providers}
+    grouped: dict[str, list[Record]] = {}
+    for record in records:
+        grouped.setdefault(record.measurement, []).append(record)
+    return [View(name, recs, readings.get(name)) for name, recs in grouped.items()]
+
+
+def series_records(
+    records: Sequence[Record],
+    providers: Iterable[Provider],
+    mode: HostMetricsMode,
+    tags: Mapping[str, str],
+) -> list[Record]:
+    """The families ``/metrics`` would serve for this tick, as :data:`SERIES` records."""
+    if not records:
+        return []
+    out = Families(tags)
+    for view in tick_views(records, providers):
+        mapping_for(push_mode(mode), view.measurement)(view, out)
+    grouped: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
+    for metric in out.metrics():
+        for sample in metric.samples:
+            key = tuple(sorted(sample.labels.items()))
+            grouped.setdefault(key, {})[sample.name] = sample.value
+    ts, host = records[0].ts, records[0].host
+    return [Record(SERIES, ts, host, dict(key), fields) for key, fields in grouped.items()]
+
+
+def as_series_records(
+    batch: Sequence[Record], mode: HostMetricsMode, tags: Mapping[str, str]
+) -> list[Record]:
+    """``batch`` with every ordinary record replaced by its series (mapped with no readings)."""
+    if all(r.measurement == SERIES for r in batch):
+        return list(batch)
+    out = [r for r in batch if r.measurement == SERIES]
+    ticks: dict[tuple[object, str], list[Record]] = {}
+    for r in batch:
+        if r.measurement != SERIES:
+            ticks.setdefault((r.ts, r.host), []).append(r)
+    for tick in ticks.values():
+        out.extend(series_records(tick, (), mode, tags))
+    return out
+
+
+def prometheus_series(record: Record) -> Iterator[Series]:
+    """One :class:`Series` per field of a :data:`SERIES` record (sample time: ``record.ts``)."""
     base = {"instance": record.host, "job": JOB}
     base.update((k, v) for k, v in record.tags.items() if k[:2] != "__")
     shared = [(k, v) for k, v in base.items() if v != ""]
-    for field, value in record.fields.items():
-        name = host_metric_name(record.measurement, field)
+    for name, value in record.fields.items():
         labels = tuple(sorted([("__name__", name), *shared]))
         yield Series(name, labels, float(value))
