@@ -5,13 +5,15 @@
 
 For each sink (remote_write to a real VictoriaMetrics and to a real Prometheus, both started
 here in a temporary directory; otlp to a small OTLP/HTTP receiver in a subprocess that
-decodes every request with opentelemetry-proto) and each policy, the benchmark produces one
-tick of records every ``--interval`` (the shape of a small host: 9 CPU records, memory, 5
-filesystems, 4 block devices -- 19 records, 196 samples) and calls the sink's ``write`` per
-tick, or with the ticks of the last N seconds. Measured over the run: the sender's CPU
-(``time.thread_time`` of the writing thread, as % of one core), the delivery latency of every
-record (acknowledgement time - tick time: p50, p99), requests per second and bytes on the wire,
-and the receiver's CPU (utime+stime of its process from /proc, % of one core).
+decodes every request with opentelemetry-proto) and each policy, the benchmark reads this
+host every ``--interval`` with the real collectors (cpu, memory, disk, diskio, net, system,
+vmstat), maps the tick as the sink's worker does in the sampling thread (``at_tick``: the
+series of ``/metrics``, or the hostmetrics points) and calls the sink's ``write`` per tick,
+or with the ticks of the last N seconds. Measured over the run: the sender's CPU
+(``time.thread_time`` of the tick mapping and of the writing, as % of one core; the mapping
+alone in its own column), the delivery latency of every buffered record (acknowledgement
+time - tick time: p50, p99), samples per tick, requests per second and bytes on the wire, and
+the receiver's CPU (utime+stime of its process from /proc, % of one core).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from system_info_collector.config import OtlpSettings, RemoteWriteSettings
+from system_info_collector.collect import Failures, collect, prime
+from system_info_collector.config import OtlpSettings, RemoteWriteSettings, Settings
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
+from system_info_collector.providers import build_providers
 from system_info_collector.sinks.otlp import OtlpSink
 from system_info_collector.sinks.remote_write import RemoteWriteSink
 
@@ -118,95 +122,24 @@ def start_receiver(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], s
     return proc, base + "/v1/metrics"
 
 
-def tick_records(ts: datetime, n: int) -> list[Record]:
-    out = [
-        Record(
-            "memory",
-            ts,
-            "bench-host",
-            {},
-            {
-                "total_bytes": 16 << 30,
-                "available_bytes": (8 << 30) + n,
-                "used_bytes": (8 << 30) - n,
-                "free_bytes": 4 << 30,
-                "buffers_bytes": 1 << 28,
-                "cached_bytes": 3 << 30,
-                "shared_bytes": 1 << 26,
-                "used_percent": 50.0 + n % 7,
-                "swap_total_bytes": 0,
-                "swap_used_bytes": 0,
-                "swap_free_bytes": 0,
-                "swap_used_percent": 0.0,
-            },
-        )
-    ]
-    for cpu in ["cpu-total", *(f"cpu{i}" for i in range(8))]:
-        shares = {
-            f"{s}_percent": (n * 7 + len(s)) % 100 / 3
-            for s in (
-                "user",
-                "nice",
-                "system",
-                "idle",
-                "iowait",
-                "irq",
-                "softirq",
-                "steal",
-                "guest",
-                "guest_nice",
-                "usage",
-            )
-        }
-        out.append(Record("cpu", ts, "bench-host", {"cpu": cpu}, shares))
-    for i in range(5):
-        out.append(
-            Record(
-                "disk",
-                ts,
-                "bench-host",
-                {"mountpoint": f"/m{i}", "device": f"/dev/sd{i}", "fstype": "ext4"},
-                {
-                    "total_bytes": 1 << 40,
-                    "used_bytes": (1 << 39) + n,
-                    "free_bytes": (1 << 39) - n,
-                    "available_bytes": (1 << 39) - n - 9,
-                    "used_percent": 50.0,
-                    "inodes_total": 1 << 20,
-                    "inodes_used": n,
-                    "inodes_free": (1 << 20) - n,
-                    "inodes_used_percent": 0.1,
-                },
-            )
-        )
-    for i in range(4):
-        out.append(
-            Record(
-                "diskio",
-                ts,
-                "bench-host",
-                {"device": f"nvme{i}n1"},
-                {
-                    "reads_total": n * 3,
-                    "writes_total": n * 5,
-                    "read_bytes_total": n * 4096,
-                    "written_bytes_total": n * 8192,
-                    "read_time_seconds_total": n * 0.01,
-                    "write_time_seconds_total": n / 50,
-                    "io_time_seconds_total": n / 30,
-                    "read_bytes_per_second": 4096.0,
-                    "write_bytes_per_second": 8192.0,
-                    "reads_per_second": 3.0,
-                    "writes_per_second": 5.0,
-                    "utilization_percent": 1.5,
-                },
-            )
-        )
-    return out
+COLLECTORS = ("cpu", "memory", "disk", "diskio", "net", "system", "vmstat")
+
+
+class Host:
+    """The real collectors of this host, read once per tick."""
+
+    def __init__(self) -> None:
+        self.providers = build_providers(Settings(collectors=COLLECTORS))
+        self._failures = Failures()
+        prime(self.providers, self._failures)
+
+    def tick(self, ts: datetime) -> list[Record]:
+        return collect(self.providers, ts, "bench-host", {}, self._failures).accepted
 
 
 def run(
     make_sink: Callable[[Metrics], Any],
+    host: Host,
     receiver: subprocess.Popen[bytes],
     seconds: float,
     interval: float,
@@ -229,7 +162,8 @@ def run(
     pending: list[Record] = []
     receiver_cpu0 = cpu_seconds(receiver.pid)
     start = (time.time() // interval + 1) * interval
-    thread_cpu = 0.0
+    thread_cpu = mapping_cpu = 0.0
+    samples = ticks = 0
     next_flush = start + flush_every
     n = 0
     while True:
@@ -237,7 +171,13 @@ def run(
         if ts >= start + seconds:
             break
         time.sleep(max(0.0, ts - time.time()))
-        pending += tick_records(datetime.fromtimestamp(ts, UTC), n)
+        records = host.tick(datetime.fromtimestamp(ts, UTC))
+        c0 = time.thread_time()
+        mapped = sink.at_tick(records, host.providers)
+        mapping_cpu += time.thread_time() - c0
+        samples += sum(len(r.fields) for r in mapped)
+        ticks += 1
+        pending += mapped
         n += 1
         if flush_every <= interval or time.time() >= next_flush - 1e-6:
             c0 = time.thread_time()
@@ -256,7 +196,9 @@ def run(
     sink.close()
     latencies.sort()
     return {
-        "sender_cpu_pct": 100 * thread_cpu / seconds,
+        "sender_cpu_pct": 100 * (thread_cpu + mapping_cpu) / seconds,
+        "mapping_cpu_pct": 100 * mapping_cpu / seconds,
+        "samples_per_tick": samples / max(1, ticks),
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
         "requests_per_s": sent["requests"] / seconds,
@@ -272,12 +214,15 @@ def main() -> None:
     parser.add_argument("--flush", default="tick,1,5", help="policies: tick or N seconds")
     args = parser.parse_args()
     policies = [(p, args.interval if p == "tick" else float(p)) for p in args.flush.split(",")]
-    print(f"{args.seconds:g} s per run, {args.interval:g} s ticks, 19 records / 196 fields a tick")
     print(
-        "| sink → receiver | flush | sender CPU % | latency p50 / p99 ms | requests/s "
-        "| KiB/s sent | receiver CPU % |"
+        f"{args.seconds:g} s per run, {args.interval:g} s ticks, collectors {','.join(COLLECTORS)}"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| sink → receiver | flush | samples/tick | sender CPU % (mapping) "
+        "| latency p50 / p99 ms | requests/s | KiB/s sent | receiver CPU % |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    host = Host()
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("victoria-metrics", "prometheus", "otlp"):
             workdir = Path(tmp) / kind
@@ -299,10 +244,11 @@ def main() -> None:
                             return RemoteWriteSink(RemoteWriteSettings(url=url), metrics=m)
 
                         name = f"remote_write → {kind}"
-                    r = run(make, receiver, args.seconds, args.interval, every)
+                    r = run(make, host, receiver, args.seconds, args.interval, every)
                     flush = "per tick" if label == "tick" else f"every {label} s"
                     print(
-                        f"| {name} | {flush} | {r['sender_cpu_pct']:.2f} | "
+                        f"| {name} | {flush} | {r['samples_per_tick']:.0f} | "
+                        f"{r['sender_cpu_pct']:.2f} ({r['mapping_cpu_pct']:.2f}) | "
                         f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} | {r['requests_per_s']:.2f} | "
                         f"{r['kib_per_s']:.1f} | {r['receiver_cpu_pct']:.2f} |",
                         flush=True,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -65,3 +68,34 @@ def fields_of(record: Mapping[str, object]) -> dict[str, object]:
 
     spec = MEASUREMENTS[str(record["measurement"])]
     return {f.name: record[f.name] for f in spec.fields if record.get(f.name) is not None}
+
+
+CSV_CPU_STATES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def assert_counters_give_the_csv_shares(
+    seconds: Mapping[tuple[str, str], Mapping[int, float]],
+    rows: Sequence[Mapping[str, str]],
+    when: Callable[[str], int],
+    cpu: Callable[[str], str] = lambda name: name,
+) -> None:
+    """Pushed cumulative CPU seconds (``seconds[(cpu, csv state)][time]``) tick to tick give
+    the per-CPU shares the CSV rows of cpu.csv hold for the later tick (``when``: a row's
+    ``ts`` as the pushed time unit; ``cpu``: a row's cpu as the pushed label value)."""
+    per_cpu: dict[str, list[Mapping[str, str]]] = defaultdict(list)
+    for row in rows:
+        if row["cpu"] != "cpu-total":
+            per_cpu[cpu(row["cpu"])].append(row)
+    checked = 0
+    for name, cpu_rows in per_cpu.items():
+        for before, row in itertools.pairwise(cpu_rows):
+            start, end = when(before["ts"]), when(row["ts"])
+            deltas = {
+                s: seconds[(name, s)][end] - seconds[(name, s)][start] for s in CSV_CPU_STATES
+            }
+            total = sum(deltas.values())
+            for state, delta in deltas.items():
+                share = float(row[f"{state}_percent"])
+                assert math.isclose(100 * delta / total, share, abs_tol=1e-6), (name, end, state)
+            checked += 1
+    assert checked >= 5, f"only {checked} pairs of ticks to compare"

@@ -9,7 +9,7 @@ import csv
 import gzip
 import math
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +20,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from tests.helpers import clean_env, poll
+from tests.helpers import assert_counters_give_the_csv_shares, clean_env, poll
 from tests.integration.conftest import Collector
 
 pytestmark = pytest.mark.integration
@@ -108,6 +108,7 @@ class OtlpReceiver:
                     "start": dp.start_time_unix_nano,
                     "temporality": getattr(data, "aggregation_temporality", None),
                     "monotonic": getattr(data, "is_monotonic", None),
+                    "value_type": dp.WhichOneof("value"),
                 }
                 out.append(((m.name, attrs, dp.time_unix_nano), value, details))
         return out
@@ -135,60 +136,125 @@ def _ns(ts: str) -> int:
     return (int(dt.timestamp()) * 1_000_000 + dt.microsecond) * 1000
 
 
-def expected_points(csv_dir: Path) -> dict[tuple[Any, ...], tuple[float, str]]:
-    """What the hostmetrics receiver would report for the CSV rows: key -> (value, kind)."""
-    out: dict[tuple[Any, ...], tuple[float, str]] = {}
+# hostmetrics' metadata.yaml: unit, kind (counter = monotonic cumulative sum), value type
+SPEC: dict[str, tuple[str, str, str]] = {
+    "system.cpu.time": ("s", "counter", "as_double"),
+    "system.cpu.utilization": ("1", "gauge", "as_double"),
+    "system.cpu.load_average.1m": ("{thread}", "gauge", "as_double"),
+    "system.memory.usage": ("By", "sum", "as_int"),
+    "system.memory.utilization": ("1", "gauge", "as_double"),
+    "system.filesystem.usage": ("By", "sum", "as_int"),
+    "system.filesystem.inodes.usage": ("{inodes}", "sum", "as_int"),
+    "system.disk.io": ("By", "counter", "as_int"),
+    "system.disk.operations": ("{operations}", "counter", "as_int"),
+    "system.disk.io_time": ("s", "counter", "as_double"),
+    "system.network.io": ("By", "counter", "as_int"),
+    "system.network.packets": ("{packets}", "counter", "as_int"),
+    "system.network.errors": ("{errors}", "counter", "as_int"),
+    "system.network.dropped": ("{packets}", "counter", "as_int"),
+}
+CPU_STATES = {
+    "user": "user",
+    "nice": "nice",
+    "system": "system",
+    "idle": "idle",
+    "iowait": "wait",
+    "irq": "interrupt",
+    "softirq": "softirq",
+    "steal": "steal",
+}
 
-    def put(name: str, attrs: dict[str, str], ts: str, value: float, kind: str) -> None:
+
+def mount_modes() -> dict[str, str]:
+    """``ro``/``rw`` of every mount point, from the kernel's mount table."""
+    modes = {}
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        mountpoint = parts[1].replace("\\040", " ")
+        modes[mountpoint] = "ro" if "ro" in parts[3].split(",") else "rw"
+    return modes
+
+
+def expected_points(csv_dir: Path) -> dict[tuple[Any, ...], float | None]:
+    """What the hostmetrics receiver reports for the CSV rows: key (name, attributes, time ns)
+    -> value (``None`` where the CSV does not hold it: the slab states, and
+    ``system.cpu.time``, whose shares :func:`assert_cpu_time_gives_the_shares` checks)."""
+    out: dict[tuple[Any, ...], float | None] = {}
+
+    def put(name: str, attrs: dict[str, str], ts: str, value: float | None) -> None:
         key = (name, frozenset(attrs.items()), _ns(ts))
         assert key not in out
-        out[key] = (value, kind)
+        out[key] = value
 
-    states = {
-        "user": "user",
-        "system": "system",
-        "idle": "idle",
-        "iowait": "wait",
-        "irq": "interrupt",
-        "softirq": "softirq",
-        "steal": "steal",
-        "nice": "nice",
-    }
     for row in _rows(csv_dir, "cpu"):
         if row["cpu"] != "cpu-total":
-            for ours, state in states.items():
-                put(
-                    "system.cpu.utilization",
-                    {"cpu": row["cpu"], "state": state},
-                    row["ts"],
-                    float(row[f"{ours}_percent"]) / 100,
-                    "gauge",
-                )
+            for ours, state in CPU_STATES.items():
+                attrs = {"cpu": row["cpu"], "state": state}
+                put("system.cpu.utilization", attrs, row["ts"], float(row[f"{ours}_percent"]) / 100)
+                put("system.cpu.time", attrs, row["ts"], None)
     for row in _rows(csv_dir, "memory"):
-        for ours, state in (
-            ("used", "used"),
-            ("free", "free"),
-            ("buffers", "buffered"),
-            ("cached", "cached"),
-        ):
-            put(
-                "system.memory.usage", {"state": state}, row["ts"], int(row[f"{ours}_bytes"]), "sum"
-            )
+        total, free, buffers, cached = (
+            int(row[c]) for c in ("total_bytes", "free_bytes", "buffers_bytes", "cached_bytes")
+        )
+        states = {
+            "used": total - free - buffers - cached,
+            "free": free,
+            "buffered": buffers,
+            "cached": cached,
+        }
+        for state, value in states.items():
+            put("system.memory.usage", {"state": state}, row["ts"], value)
+            put("system.memory.utilization", {"state": state}, row["ts"], value / total)
+        for state in ("slab_reclaimable", "slab_unreclaimable"):  # meminfo lines, not in the CSV
+            put("system.memory.usage", {"state": state}, row["ts"], None)
+            put("system.memory.utilization", {"state": state}, row["ts"], None)
+    modes = mount_modes()
     for row in _rows(csv_dir, "disk"):
-        base = {"device": row["device"], "mountpoint": row["mountpoint"], "type": row["fstype"]}
+        base = {
+            "device": row["device"],
+            "mode": modes[row["mountpoint"]],
+            "mountpoint": row["mountpoint"],
+            "type": row["fstype"],
+        }
         used, free, avail = (int(row[c]) for c in ("used_bytes", "free_bytes", "available_bytes"))
         for state, value in (("used", used), ("free", avail), ("reserved", free - avail)):
-            put("system.filesystem.usage", {**base, "state": state}, row["ts"], value, "sum")
+            put("system.filesystem.usage", {**base, "state": state}, row["ts"], value)
+        for state in ("used", "free"):
+            value = int(row[f"inodes_{state}"])
+            put("system.filesystem.inodes.usage", {**base, "state": state}, row["ts"], value)
     for row in _rows(csv_dir, "diskio"):
-        for direction, column in (("read", "read_bytes_total"), ("write", "written_bytes_total")):
-            put(
-                "system.disk.io",
-                {"device": row["device"], "direction": direction},
-                row["ts"],
-                int(row[column]),
-                "counter",
-            )
+        device = {"device": row["device"]}
+        for name, read, write in (
+            ("system.disk.io", "read_bytes_total", "written_bytes_total"),
+            ("system.disk.operations", "reads_total", "writes_total"),
+        ):
+            put(name, {**device, "direction": "read"}, row["ts"], int(row[read]))
+            put(name, {**device, "direction": "write"}, row["ts"], int(row[write]))
+        put("system.disk.io_time", device, row["ts"], float(row["io_time_seconds_total"]))
+    for row in _rows(csv_dir, "net"):
+        for name, field in (
+            ("system.network.io", "bytes"),
+            ("system.network.packets", "packets"),
+            ("system.network.errors", "errors"),
+            ("system.network.dropped", "dropped"),
+        ):
+            for direction in ("receive", "transmit"):
+                attrs = {"device": row["interface"], "direction": direction}
+                put(name, attrs, row["ts"], int(row[f"{direction}_{field}_total"]))
+    for row in _rows(csv_dir, "system"):
+        put("system.cpu.load_average.1m", {}, row["ts"], float(row["load1"]))
     return out
+
+
+def assert_cpu_time_gives_the_shares(got: list[tuple[Any, float, Any]], csv_dir: Path) -> None:
+    """``system.cpu.time`` tick to tick gives the CSV's per-CPU shares of that tick."""
+    ours = {state: column for column, state in CPU_STATES.items()}
+    seconds: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    for (name, attrs, ns), value, _ in got:
+        if name == "system.cpu.time":
+            a = dict(attrs)
+            seconds[(a["cpu"], ours[a["state"]])][ns] = value
+    assert_counters_give_the_csv_shares(seconds, _rows(csv_dir, "cpu"), _ns)
 
 
 def btime_ns() -> int:
@@ -236,23 +302,43 @@ def test_every_point_arrives_once_named_as_hostmetrics(
     assert sent["Content-Type"] == "application/x-protobuf"
 
     expected = expected_points(csv_dir)
-    got = [p for p in receiver.points() if p[0][0] in {k[0] for k in expected}]
-    counts = Counter(key for key, _, _ in got)
+    points = receiver.points()
+    counts = Counter(key for key, _, _ in points)
     assert not [k for k, n in counts.items() if n > 1], "points delivered twice"
-    assert set(counts) == set(expected), (
-        f"missing {sorted(set(expected) - set(counts))[:3]}, "
-        f"extra {sorted(set(counts) - set(expected))[:3]}"
-    )
+    got = [p for p in points if p[0][0] in {k[0] for k in expected}]
+    missing = set(expected) - {key for key, _, _ in got}
+    extra = {key for key, _, _ in got} - set(expected)
+    assert not missing and not extra, f"missing {sorted(missing)[:3]}, extra {sorted(extra)[:3]}"
+    ticks = {_ns(row["ts"]) for row in _rows(csv_dir, "memory")}
+    assert {key[2] for key in counts} <= ticks, "a point not at a tick of the CSV"
     boot = btime_ns()
-    for key, value, details in got:
-        want, kind = expected[key]
-        assert math.isclose(value, want, rel_tol=1e-12), (key, value, want)
+    for key, value, details in points:
         assert details["resource"] == {"host.name": "otlp-host", "env": "test"}
         assert details["scope"] == "system-info-collector"
-        if kind == "gauge":
-            assert details["kind"] == "gauge" and details["unit"] == "1"
-        else:
-            assert details["kind"] == "sum" and details["unit"] == "By"
-            assert details["temporality"] == CUMULATIVE
-            assert details["monotonic"] is (kind == "counter")
-            assert details["start"] == boot
+        spec = SPEC.get(key[0])
+        if spec is not None:
+            unit, kind, value_type = spec
+            assert (details["unit"], details["value_type"]) == (unit, value_type), key
+            assert details["kind"] == ("gauge" if kind == "gauge" else "sum"), key
+        if details["kind"] == "sum":
+            assert details["temporality"] == CUMULATIVE and details["start"] == boot, key
+            if spec is not None:
+                assert details["monotonic"] is (spec[1] == "counter"), key
+        want = expected.get(key)
+        if want is not None:
+            assert math.isclose(value, want, rel_tol=1e-12), (key, value, want)
+    assert_cpu_time_gives_the_shares(got, csv_dir)
+    names = {key[0] for key in counts}
+    for name in ("system.disk.merged", "system.disk.weighted_io_time", "system.paging.faults"):
+        assert name in names, name
+    states = {dict(k[1])["state"] for k in counts if k[0] == "system.memory.usage"}
+    assert states == {
+        "used",
+        "free",
+        "buffered",
+        "cached",
+        "slab_reclaimable",
+        "slab_unreclaimable",
+    }
+    keys = {frozenset(dict(k[1])) for k in counts if k[0] == "system.filesystem.usage"}
+    assert keys == {frozenset({"device", "mode", "mountpoint", "type", "state"})}

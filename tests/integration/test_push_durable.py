@@ -73,14 +73,14 @@ class Destination:
 
     def got(self, host: str) -> list[Any]:
         if self.kind == "otlp":
-            names = {"system.memory.usage", "system.cpu.utilization"}
+            names = {"system.cpu.time", "system.cpu.utilization"}
             return [key for key, _, _ in self.receiver.points() if key[0] in names]
         names = {"node_memory_MemAvailable_bytes", "node_cpu_seconds_total"}
         return [key for key, _ in stored(self.receiver, host) if dict(key[0])["__name__"] in names]
 
     def expected(self, csv_dir: Path, host: str) -> set[Any]:
         if self.kind == "otlp":
-            names = {"system.memory.usage", "system.cpu.utilization"}
+            names = {"system.cpu.time", "system.cpu.utilization"}
             return {k for k in expected_points(csv_dir) if k[0] in names}
         names = {"node_memory_MemAvailable_bytes", "node_cpu_seconds_total"}
         return {k for k in csv_samples(csv_dir, host) if dict(k[0])["__name__"] in names}

@@ -7,7 +7,6 @@ values the CSV files hold for the same ticks."""
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 import urllib.request
 from collections import Counter, defaultdict
@@ -25,7 +24,7 @@ from system_info_collector.model import Record
 from system_info_collector.providers.cpu import CPU_STATES
 from system_info_collector.sinks.remote_write import RemoteWriteSink
 from system_info_collector.sinks.series import SERIES
-from tests.helpers import clean_env, poll
+from tests.helpers import assert_counters_give_the_csv_shares, clean_env, poll
 from tests.integration.conftest import Collector
 from tests.integration.receivers import (
     VICTORIA,
@@ -166,21 +165,7 @@ def assert_cpu_shares(got: list[tuple[Key, float]], csv_dir: Path) -> None:
         label = dict(labels)
         if label["__name__"] == "node_cpu_seconds_total":
             seconds[(label["cpu"], label["mode"])][ms] = value
-    checked = 0
-    per_cpu: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in _rows(csv_dir, "cpu"):
-        if row["cpu"] != "cpu-total":
-            per_cpu[row["cpu"][3:]].append(row)
-    for cpu, rows in per_cpu.items():
-        for before, row in itertools.pairwise(rows):
-            start, ms = _ms(before["ts"]), _ms(row["ts"])
-            deltas = {m: seconds[(cpu, m)][ms] - seconds[(cpu, m)][start] for m in CPU_STATES}
-            total = sum(deltas.values())
-            for mode, delta in deltas.items():
-                share = float(row[f"{mode}_percent"])
-                assert math.isclose(100 * delta / total, share, abs_tol=1e-6), (cpu, ms, mode)
-            checked += 1
-    assert checked >= 5
+    assert_counters_give_the_csv_shares(seconds, _rows(csv_dir, "cpu"), _ms, lambda c: c[3:])
 
 
 def scrape(port: int) -> set[tuple[str, Labels]]:

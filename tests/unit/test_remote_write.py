@@ -23,7 +23,7 @@ from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
 from system_info_collector.sinks.prompb import write_request_class
 from system_info_collector.sinks.remote_write import RemoteWriteSink, by_tick, chunk_ticks
-from system_info_collector.sinks.series import SERIES, as_series_records
+from system_info_collector.sinks.series import SERIES, with_leftovers_mapped
 from tests.helpers import poll
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
@@ -175,6 +175,6 @@ def test_an_ordinary_record_left_in_the_buffer_is_still_sent() -> None:
         {"mountpoint": "/", "device": "/dev/vda1", "fstype": "ext4"},
         {"available_bytes": 10, "total_bytes": 40, "free_bytes": 12},
     )
-    request, count = s.encode([as_series_records([disk], "node", {})])
+    request, count = s.encode([with_leftovers_mapped([disk], SERIES, s._leftover_tick)])
     names = {la.value for ts in request.timeseries for la in ts.labels if la.name == "__name__"}
     assert "node_filesystem_avail_bytes" in names and count >= 3

@@ -64,3 +64,22 @@ def test_a_replay_cannot_push_completeness_over_one() -> None:
     ledger.acknowledged("remote_write", [rec(T0)] * 2, now=clock.now)  # sent again
     clock.now += 120
     assert ledger.completeness() == {"remote_write": 1.0}
+
+
+def test_a_sink_counting_its_own_units_is_judged_against_them() -> None:
+    """The push sinks buffer series, not records: a tick is 1 record for the agent's count and
+    3 for the sink's; each sink is judged in its own units."""
+    registry, clock = CollectorRegistry(), Clock()
+    ledger = DeliveryLedger(registry, clock=clock)
+    ledger.track("csv")
+    ledger.track("remote_write", own_units=True)
+    ticks = [T0 + timedelta(seconds=10 * i) for i in range(6)]
+    for ts in ticks:
+        ledger.produced(ts, 1)
+        ledger.produced(ts, 3, sink="remote_write")
+    ledger.acknowledged("csv", [rec(ts) for ts in ticks], now=clock.now)
+    ledger.acknowledged(
+        "remote_write", [rec(ts) for ts in ticks for _ in range(3)][:9], now=clock.now
+    )
+    clock.now = (T0 + timedelta(minutes=3)).timestamp()
+    assert ledger.completeness() == {"csv": 1.0, "remote_write": 0.5}

@@ -171,3 +171,43 @@ def test_failure_logs_report_what_the_buffer_really_holds(events: list[dict[str,
     sink.fail_with = None
     poll(lambda: len(sink.rows) == 40, what="written")
     assert worker.close(1.0)
+
+
+class MappingSink(ScriptedSink):
+    """A sink that buffers its own form of each tick (as the push sinks do)."""
+
+    def __init__(self, broken: bool = False) -> None:
+        super().__init__()
+        self.broken = broken
+        self.seen: list[Sequence[Any]] = []
+
+    def at_tick(self, records: Sequence[Record], providers: Sequence[Any]) -> list[Record]:
+        self.seen.append(providers)
+        if self.broken:
+            raise KeyError("a bug in the mapping")
+        return [Record("@mine", r.ts, r.host, {}, {"n": int(r.fields["n"]) * 10}) for r in records]
+
+
+def test_a_sink_with_at_tick_buffers_what_it_maps_with_the_providers() -> None:
+    sink, metrics = MappingSink(), Metrics()
+    buffer = MemoryBuffer(sink.name, max_bytes=1 << 20, max_records=100, metrics=metrics)
+    providers = [object()]
+    worker = SinkWorker(sink, buffer, retry=FAST, metrics=metrics, providers=providers)
+    worker.start()
+    worker.submit(batch(1, 2))
+    poll(lambda: sink.rows == [10, 20], what="the mapped records written")
+    assert sink.seen == [providers]
+    assert worker.close(2.0)
+
+
+def test_a_failing_tick_mapping_buffers_the_records_as_they_are(
+    events: list[dict[str, Any]],
+) -> None:
+    sink, metrics = MappingSink(broken=True), Metrics()
+    worker = memory_worker(sink, metrics, 100)
+    worker.start()
+    worker.submit(batch(3))  # must not raise into the sampling thread
+    poll(lambda: sink.rows == [3], what="the records written as they are")
+    assert worker.close(2.0)
+    [failed] = [e for e in events if e.get("event") == "sink_tick_mapping_failed"]
+    assert failed["level"] == "ERROR" and "KeyError" in failed["error"]

@@ -74,7 +74,9 @@ def _remote_write(settings: Settings, metrics: Metrics) -> Sink:
 def _otlp(settings: Settings, metrics: Metrics) -> Sink:
     from system_info_collector.sinks.otlp import OtlpSink
 
-    return OtlpSink(settings.otlp, host_paths=settings.host_paths, metrics=metrics)
+    return OtlpSink(
+        settings.otlp, host_paths=settings.host_paths, metrics=metrics, tags=settings.tags
+    )
 
 
 REGISTRY: dict[str, Callable[[Settings, Metrics], Sink]] = {

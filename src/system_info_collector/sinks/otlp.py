@@ -5,9 +5,12 @@ Messages are the official ``opentelemetry-proto`` ones; the transport is ``http.
 add about twice the memory for nothing we use (docs/push.md, ``bench/import_rss.py``).
 
 Names and attributes follow the Collector's ``hostmetrics`` receiver
-(:mod:`~system_info_collector.sinks.otlp_names`). Resource: ``host.name`` (the record's host)
-and the static ``SIC_TAGS``. Sums are cumulative, their start time the host's boot time
-(``btime`` of ``<proc>/stat``), as hostmetrics does; every point's time is the tick time.
+(:mod:`~system_info_collector.sinks.otlp_names`), mapped at tick time (:meth:`OtlpSink.at_tick`)
+from the tick's records and the providers' readings; the buffer (the write-ahead spool by
+default) holds those points, so a replay after a crash sends what the tick produced.
+Resource: ``host.name`` (the record's host) and the static ``SIC_TAGS``. Sums are cumulative,
+their start time the host's boot time (``btime`` of ``<proc>/stat``), as hostmetrics does;
+every point's time is the tick time.
 
 Answers, as the OTLP/HTTP specification says: 2xx acknowledged (a ``partial_success`` with
 rejected points is logged and counted in ``sic_sink_samples_refused_total``); 429, 502, 503,
@@ -19,22 +22,23 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from system_info_collector import __version__
+from system_info_collector.collector import Provider
 from system_info_collector.config import OtlpSettings
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
-from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks import CheckResult
-from system_info_collector.sinks.otlp_names import Point, otlp_points
+from system_info_collector.sinks.otlp_names import METRICS, OTLP, RESOURCE, otlp_records
 from system_info_collector.sinks.push_http import Auth, PushClient
 from system_info_collector.sinks.remote_write import by_tick, chunk_ticks
+from system_info_collector.sinks.series import with_leftovers_mapped
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_POINTS_PER_REQUEST = 10_000
@@ -68,19 +72,19 @@ class OtlpSink:
         *,
         host_paths: HostPaths,
         metrics: Metrics,
-        points: Callable[[Record], Iterable[Point]] = otlp_points,
+        tags: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._paths = host_paths
         self._metrics = metrics
-        self._points = points
+        self._tags = dict(tags or {})
         self._clock = clock
         self._pb: Any = None
         self._client: PushClient | None = None
         self._start_nano = 0
         metrics.samples_refused.labels(self.name)
-        metrics.delivery.track(self.name)
+        metrics.delivery.track(self.name, own_units=True)
 
     # -- Sink --------------------------------------------------------------------------
     def open(self) -> None:
@@ -107,7 +111,15 @@ class OtlpSink:
         if self._client is not None:
             self._client.close()
 
+    def at_tick(self, records: Sequence[Record], providers: Sequence[Provider]) -> list[Record]:
+        """The tick's hostmetrics points, built in the sampling thread with its readings."""
+        points = otlp_records(records, providers, self._tags)
+        if points:
+            self._metrics.delivery.produced(points[0].ts, len(points), sink=self.name)
+        return points
+
     def write(self, batch: Sequence[Record]) -> None:
+        batch = with_leftovers_mapped(batch, OTLP, lambda t: otlp_records(t, (), self._tags))
         for chunk in chunk_ticks(by_tick(batch), MAX_POINTS_PER_REQUEST):
             records = [r for tick in chunk for r in tick]
             request, count = self.encode(records)
@@ -127,7 +139,7 @@ class OtlpSink:
 
     # -- encoding ----------------------------------------------------------------------
     def encode(self, records: Sequence[Record]) -> tuple[Any, int]:
-        """The ``ExportMetricsServiceRequest`` of ``records`` and its number of points."""
+        """The ``ExportMetricsServiceRequest`` of :data:`OTLP` records and its number of points."""
         service_pb2, metrics_pb2 = self._pb
         request = service_pb2.ExportMetricsServiceRequest()
         resources: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
@@ -137,32 +149,36 @@ class OtlpSink:
             metrics = resources.get(resource)
             if metrics is None:
                 rm = request.resource_metrics.add()
-                for key, value in resource:
-                    rm.resource.attributes.add(key=key).value.string_value = value
+                for key, text in resource:
+                    rm.resource.attributes.add(key=key).value.string_value = text
                 scope = rm.scope_metrics.add()
                 scope.scope.name, scope.scope.version = SCOPE, __version__
                 metrics = resources[resource] = {"scope": scope, "by_name": {}}
             time_nano = unix_nano(record.ts)
-            for point in self._points(record):
-                metric = metrics["by_name"].get(point.name)
+            attributes = [(k, v) for k, v in record.tags.items() if not k.startswith(RESOURCE)]
+            for name, value in record.fields.items():
+                spec = METRICS.get(name)
+                if spec is None:
+                    continue  # a name this release does not know (a spool of a newer one)
+                metric = metrics["by_name"].get(name)
                 if metric is None:
-                    metric = metrics["scope"].metrics.add(name=point.name, unit=point.unit)
-                    if point.kind != "gauge":
+                    metric = metrics["scope"].metrics.add(name=name, unit=spec.unit)
+                    if spec.kind != "gauge":
                         metric.sum.aggregation_temporality = (
                             metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
                         )
-                        metric.sum.is_monotonic = point.kind == "counter"
-                    metrics["by_name"][point.name] = metric
-                data = metric.gauge if point.kind == "gauge" else metric.sum
+                        metric.sum.is_monotonic = spec.kind == "counter"
+                    metrics["by_name"][name] = metric
+                data = metric.gauge if spec.kind == "gauge" else metric.sum
                 dp = data.data_points.add(time_unix_nano=time_nano)
-                if point.kind != "gauge":
+                if spec.kind != "gauge":
                     dp.start_time_unix_nano = self._start_nano
-                if isinstance(point.value, int):
-                    dp.as_int = point.value
+                if spec.integer:
+                    dp.as_int = int(value)
                 else:
-                    dp.as_double = point.value
-                for key, value in point.attributes:
-                    dp.attributes.add(key=key).value.string_value = value
+                    dp.as_double = float(value)
+                for key, text in attributes:
+                    dp.attributes.add(key=key).value.string_value = text
                 count += 1
         return request, count
 
@@ -201,8 +217,6 @@ class OtlpSink:
 
 
 def _resource(record: Record) -> tuple[tuple[str, str], ...]:
-    """``host.name`` and the static tags (the record's tags that are not its labels)."""
-    measurement = MEASUREMENTS.get(record.measurement)
-    labels: Mapping[str, Any] = dict.fromkeys(measurement.label_columns if measurement else ())
-    static = sorted((k, v) for k, v in record.tags.items() if k not in labels and k[:2] != "__")
+    """``host.name`` and the static tags (the record's tags marked as resource attributes)."""
+    static = sorted((k[len(RESOURCE) :], v) for k, v in record.tags.items() if k[:1] == RESOURCE)
     return (("host.name", record.host), *static)

@@ -40,10 +40,11 @@ from system_info_collector.sinks import CheckResult
 from system_info_collector.sinks.prompb import write_request_class
 from system_info_collector.sinks.push_http import Auth, PushClient, RejectedError
 from system_info_collector.sinks.series import (
+    SERIES,
     Series,
-    as_series_records,
     prometheus_series,
     series_records,
+    with_leftovers_mapped,
 )
 
 MAX_SAMPLES_PER_REQUEST = 5000
@@ -147,9 +148,12 @@ class RemoteWriteSink:
         return series
 
     def write(self, batch: Sequence[Record]) -> None:
-        batch = as_series_records(batch, self._mode, self._tags)
+        batch = with_leftovers_mapped(batch, SERIES, self._leftover_tick)
         for chunk in chunk_ticks(by_tick(batch), MAX_SAMPLES_PER_REQUEST):
             self._send(chunk)
+
+    def _leftover_tick(self, records: Sequence[Record]) -> list[Record]:
+        return series_records(records, (), self._mode, self._tags)
 
     def check(self) -> list[CheckResult]:
         name = "sink remote_write"

@@ -23,7 +23,7 @@ only records (filesystem, network, load …) are still sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from system_info_collector.collector import Provider
@@ -78,19 +78,20 @@ def series_records(
     return [Record(SERIES, ts, host, dict(key), fields) for key, fields in grouped.items()]
 
 
-def as_series_records(
-    batch: Sequence[Record], mode: HostMetricsMode, tags: Mapping[str, str]
+def with_leftovers_mapped(
+    batch: Sequence[Record], kind: str, map_tick: Callable[[Sequence[Record]], list[Record]]
 ) -> list[Record]:
-    """``batch`` with every ordinary record replaced by its series (mapped with no readings)."""
-    if all(r.measurement == SERIES for r in batch):
+    """``batch`` with every ordinary record (not of the pseudo-measurement ``kind``) replaced
+    by what ``map_tick`` makes of its tick: the fallback when the tick-time mapping failed."""
+    if all(r.measurement == kind for r in batch):
         return list(batch)
-    out = [r for r in batch if r.measurement == SERIES]
+    out = [r for r in batch if r.measurement == kind]
     ticks: dict[tuple[object, str], list[Record]] = {}
     for r in batch:
-        if r.measurement != SERIES:
+        if r.measurement != kind:
             ticks.setdefault((r.ts, r.host), []).append(r)
     for tick in ticks.values():
-        out.extend(series_records(tick, (), mode, tags))
+        out.extend(map_tick(tick))
     return out
 
 
