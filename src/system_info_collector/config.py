@@ -24,7 +24,6 @@ from system_info_collector.redact import redact_dsn
 from system_info_collector.schema import RESERVED_TAGS
 from system_info_collector.units import parse_duration, parse_size
 
-PREFIX = "SIC_"
 KNOWN_COLLECTORS = tuple(COLLECTORS)
 DEFAULT_COLLECTORS = tuple(name for name, c in COLLECTORS.items() if not c.optional)
 KNOWN_SINKS = ("stdout", "csv", "postgres", "remote_write", "otlp")

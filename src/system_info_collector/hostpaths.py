@@ -25,10 +25,3 @@ class HostPaths:
         if self.root in ("", "/"):
             return host_path
         return os.path.join(self.root, host_path.lstrip("/"))
-
-    def strip_root(self, path: str) -> str:
-        """The inverse of :meth:`root_path`, for labels: ``/host/root/data`` -> ``/data``."""
-        root = self.root.rstrip("/")
-        if root and (path == root or path.startswith(root + "/")):
-            return path[len(root) :] or "/"
-        return path

@@ -35,6 +35,7 @@ from typing import IO, Any, TextIO
 import psycopg
 
 from system_info_collector.config import PostgresSettings, RetrySettings
+from system_info_collector.durable import line_blocks
 from system_info_collector.model import Record
 from system_info_collector.progress import Progress
 from system_info_collector.redact import redact_secret
@@ -189,22 +190,19 @@ def _open(path: str) -> tuple[IO[bytes], Gunzip | None]:
 
 def _chunks(handle: IO[bytes], problem: Callable[[str], None], path: str) -> Iterator[bytes]:
     """Whole lines in chunks of about CHUNK_BYTES; a torn tail is reported, not returned."""
-    rest = b""
-    while True:
+
+    def read(size: int) -> bytes:
         try:
-            block = handle.read(CHUNK_BYTES)
+            return handle.read(size)
         except OSError as exc:
             problem(f"{path}: cannot read further ({exc}); loaded the rows before it")
-            block = b""
-        if not block:
-            break
-        data = rest + block
-        cut = data.rfind(b"\n") + 1
-        rest = data[cut:]
-        if cut:
-            yield data[:cut]
-    if rest.strip():
-        problem(f"{path}: ignored an incomplete last line ({len(rest)} bytes, torn write)")
+            return b""
+
+    for chunk in line_blocks(read, CHUNK_BYTES):
+        if chunk.endswith(b"\n"):
+            yield chunk
+        elif chunk.strip():
+            problem(f"{path}: ignored an incomplete last line ({len(chunk)} bytes, torn write)")
 
 
 class Replayer:

@@ -41,6 +41,8 @@ from typing import Any
 
 from system_info_collector.durable import (
     fsync_dir,
+    pread_all,
+    pwrite_all,
     set_aside_ranges,
     set_aside_tail,
     torn_path,
@@ -442,13 +444,10 @@ class Spool:
                 active = self._segments[-1]
             assert self._fd is not None
             try:  # at our own offset: a file truncated under us gets a hole, not shifted entries
-                written = os.pwrite(self._fd, data, active.size)
+                pwrite_all(self._fd, data, active.size)
             except OSError:
                 self._repair_tail(active)
                 raise
-            if written != len(data):
-                self._repair_tail(active)
-                raise OSError(f"short write to the spool ({written} of {len(data)} bytes)")
             start = active.size
             active.size += len(data)
             active.rows += len(batch)
@@ -488,7 +487,7 @@ class Spool:
             self._cache_rows -= self._cache.pop(key).rows
 
     def _repair_tail(self, active: _Segment) -> None:
-        """After a failed/short write, cut the segment back to its last intact entry."""
+        """After a failed write, cut the segment back to its last intact entry."""
         assert self._fd is not None
         try:
             os.ftruncate(self._fd, active.size)
@@ -720,7 +719,7 @@ class Spool:
         """(Locked.) Move the removed active segment's pending entries to a new segment."""
         assert self._fd is not None
         active = self._segments[-1]
-        data = _pread_fd(self._fd, active.acked_offset, active.size - active.acked_offset)
+        data = pread_all(self._fd, active.size - active.acked_offset, active.acked_offset)
         found, _ = scan(data)
         recreated = not os.path.isdir(self.directory)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -735,7 +734,7 @@ class Spool:
         self._segments.remove(active)
         payload = b"".join(data[off:end] for off, end, _ in found)
         assert self._fd is not None
-        os.pwrite(self._fd, payload, 0)
+        pwrite_all(self._fd, payload, 0)
         fresh.size, fresh.entries = len(payload), len(found)
         fresh.rows = sum(n for *_, n in found)
         lost_rows += active.pending_rows - fresh.rows
@@ -806,7 +805,7 @@ class Spool:
         head = ACK_SLOT.pack(ACK_MAGIC, generation, seq, offset, 0)[:-4]
         slot = head + struct.pack("<I", zlib.crc32(head))
         try:
-            os.pwrite(self._ack_fd, slot, (generation % 2) * ACK_SLOT.size)
+            pwrite_all(self._ack_fd, slot, (generation % 2) * ACK_SLOT.size)
         except OSError as exc:  # the rows are written; at worst they are replayed again
             event(
                 "WARNING",
@@ -867,18 +866,9 @@ def _pread_path(path: str, offset: int, size: int) -> bytes:
     """Up to ``size`` bytes of ``path`` from ``offset`` (fewer if the file is shorter)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return _pread_fd(fd, offset, size)
+        return pread_all(fd, size, offset)
     finally:
         os.close(fd)
-
-
-def _pread_fd(fd: int, offset: int, size: int) -> bytes:
-    chunks: list[bytes] = []
-    while size > 0 and (chunk := os.pread(fd, size, offset)):
-        chunks.append(chunk)
-        offset += len(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
 
 
 def _unlink(path: str) -> None:

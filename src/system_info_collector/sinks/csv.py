@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from system_info_collector.config import CsvSettings
-from system_info_collector.durable import fsync_dir
+from system_info_collector.durable import fsync_dir, pwrite_all
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -473,10 +473,7 @@ class CsvSink:
             if active.dirty:
                 os.ftruncate(fd, start)
                 active.dirty = False
-            view, pos = memoryview(data), start
-            while view:
-                written = os.pwrite(fd, view, pos)
-                view, pos = view[written:], pos + written
+            pos = pwrite_all(fd, data, start)
             if self._fsync == "tick":
                 os.fsync(fd)
         except OSError:

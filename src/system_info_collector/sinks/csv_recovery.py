@@ -19,14 +19,20 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from system_info_collector.durable import fsync_dir, set_aside_tail, torn_path
+from system_info_collector.durable import (
+    find_newline,
+    fsync_dir,
+    pread_all,
+    pread_lines,
+    rfind_newline,
+    set_aside_tail,
+    torn_path,
+    write_all,
+)
 from system_info_collector.logging import event
-
-WINDOW = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,32 +78,6 @@ def _row_ts(line: bytes, ncols: int) -> datetime | None:
     return parse_ts(fields[0])
 
 
-def _rfind_newline(fd: int, end: int, floor: int) -> int:
-    """Offset of the last newline in ``[floor, end)``, or -1."""
-    pos = end
-    while pos > floor:
-        start = max(floor, pos - WINDOW)
-        i = os.pread(fd, pos - start, start).rfind(b"\n")
-        if i >= 0:
-            return start + i
-        pos = start
-    return -1
-
-
-def _find_newline(fd: int, start: int, end: int) -> int:
-    """Offset of the first newline in ``[start, end)``, or -1."""
-    pos = start
-    while pos < end:
-        chunk = os.pread(fd, min(WINDOW, end - pos), pos)
-        if not chunk:
-            return -1
-        i = chunk.find(b"\n")
-        if i >= 0:
-            return pos + i
-        pos += len(chunk)
-    return -1
-
-
 def _cut(fd: int, path: str, keep: int, size: int, now: float, what: str) -> int:
     target = set_aside_tail(fd, path, keep, size, now)
     event(
@@ -110,21 +90,6 @@ def _cut(fd: int, path: str, keep: int, size: int, now: float, what: str) -> int
         set_aside=target,
     )
     return size - keep
-
-
-def _lines(fd: int, size: int) -> Iterator[bytes]:
-    """Every line of the file (the last one possibly without its newline)."""
-    pending, pos = b"", 0
-    while pos < size:
-        chunk = os.pread(fd, min(WINDOW, size - pos), pos)
-        if not chunk:
-            break
-        pos += len(chunk)
-        *complete, pending = (pending + chunk).split(b"\n")
-        for line in complete:
-            yield line + b"\n"
-    if pending:
-        yield pending
 
 
 def _valid_row(line: bytes, header: bytes, ncols: int) -> bytes | None:
@@ -148,17 +113,17 @@ def salvage(fd: int, path: str, header: bytes, *, now: float) -> tuple[int, int]
     out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     aside = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(out, header)
-        for line in _lines(fd, size):
+        write_all(out, header)
+        for line in pread_lines(fd, size):
             body = _valid_row(line, header, ncols)
             if body is not None:
-                os.write(out, body)
+                write_all(out, body)
                 kept += 1
                 junk = line[: len(line) - len(body)]
             else:
                 junk = line
             if junk:
-                os.write(aside, junk)
+                write_all(aside, junk)
                 removed += len(junk)
         os.fsync(out)
         os.fsync(aside)
@@ -187,7 +152,7 @@ def salvage(fd: int, path: str, header: bytes, *, now: float) -> tuple[int, int]
 
 def _has_rows(fd: int, size: int, header: bytes) -> bool:
     ncols = len(parse_line(header) or ())
-    return any(_valid_row(line, header, ncols) is not None for line in _lines(fd, size))
+    return any(_valid_row(line, header, ncols) is not None for line in pread_lines(fd, size))
 
 
 def scan(fd: int, path: str, *, now: float, header: bytes | None = None) -> Scanned:
@@ -198,8 +163,8 @@ def scan(fd: int, path: str, *, now: float, header: bytes | None = None) -> Scan
     size = os.fstat(fd).st_size
     if size == 0:
         return Scanned(0, None, None, None)
-    nl = _find_newline(fd, 0, size)
-    header_fields = parse_line(os.pread(fd, nl + 1, 0)) if nl >= 0 else None
+    nl = find_newline(fd, 0, size)
+    header_fields = parse_line(pread_all(fd, nl + 1, 0)) if nl >= 0 else None
     if nl < 0 or not header_fields or header_fields[0] != "ts" or not all(header_fields):
         if header is not None and _has_rows(fd, size, header):
             _, removed = salvage(fd, path, header, now=now)
@@ -207,17 +172,17 @@ def scan(fd: int, path: str, *, now: float, header: bytes | None = None) -> Scan
         cut = _cut(fd, path, 0, size, now, "CSV file without a complete header (torn or foreign)")
         return Scanned(0, None, None, None, set_aside=cut)
     header_end = nl + 1
-    header = os.pread(fd, header_end, 0)
+    header = pread_all(fd, header_end, 0)
     ncols = len(header_fields)
 
     end = size
-    last_nl = _rfind_newline(fd, end, header_end)
+    last_nl = rfind_newline(fd, end, header_end)
     end = last_nl + 1 if last_nl >= 0 else header_end
     last: datetime | None = None
     while end > header_end:
-        prev = _rfind_newline(fd, end - 1, header_end)
+        prev = rfind_newline(fd, end - 1, header_end)
         start = prev + 1 if prev >= 0 else header_end
-        last = _row_ts(os.pread(fd, end - start, start), ncols)
+        last = _row_ts(pread_all(fd, end - start, start), ncols)
         if last is not None:
             break
         end = start
@@ -226,6 +191,6 @@ def scan(fd: int, path: str, *, now: float, header: bytes | None = None) -> Scan
         cut = _cut(fd, path, end, size, now, "torn or invalid last line in a CSV file")
     if end == header_end:
         return Scanned(end, header, None, None, set_aside=cut)
-    first_nl = _find_newline(fd, header_end, end)
-    first = _row_ts(os.pread(fd, first_nl + 1 - header_end, header_end), ncols)
+    first_nl = find_newline(fd, header_end, end)
+    first = _row_ts(pread_all(fd, first_nl + 1 - header_end, header_end), ncols)
     return Scanned(end, header, first or last, last, set_aside=cut)

@@ -25,8 +25,6 @@ from system_info_collector.model import Record
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks import CheckResult
 
-LAYOUTS = ("columns", "nested")
-
 
 def _ts(record: Record) -> str:
     return record.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")

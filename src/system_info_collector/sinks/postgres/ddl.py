@@ -19,14 +19,6 @@ VERSION_TABLE = "sic_schema_version"
 DDL_LOCK = 0x5_1C_DD_1  # pg_advisory_xact_lock key serialising concurrent DDL
 
 
-def table_ident(schema: str, m: Measurement) -> sql.Identifier:
-    return sql.Identifier(schema, m.name)
-
-
-def columns_sql(m: Measurement) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(c) for c in m.columns)
-
-
 def create_table_sql(
     schema: str, m: Measurement, *, partitioned: bool = False, name: str | None = None
 ) -> sql.Composed:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from system_info_collector.durable import set_aside_tail
+from system_info_collector.durable import rfind_newline, set_aside_tail, write_all
 from system_info_collector.logging import event
 from system_info_collector.model import Record
 
@@ -66,7 +66,7 @@ def dead_letter_line(record: Record, sink: str, error: str) -> bytes:
 
 
 def append_line(path: str, line: bytes, max_size: int | None = None) -> None:
-    """Append one complete line (fsync'ed). A torn last line left by a crash or a failed
+    """Append complete lines (one write, fsync'ed). A torn last line left by a crash or a failed
     write is first set aside to ``<path>.torn-<time>`` with an ERROR log, so the new line
     never glues onto it. With ``max_size``, a file that would grow past it is first rotated
     to ``<path>.1`` (replacing the previous one; ERROR log): at most twice ``max_size``."""
@@ -89,35 +89,21 @@ def append_line(path: str, line: bytes, max_size: int | None = None) -> None:
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
-            keep = _last_newline(fd, size) + 1
+            keep = rfind_newline(fd, size) + 1
             aside = set_aside_tail(fd, path, keep, size, time.time())
             event(
                 "ERROR",
                 "dead_letter_torn_tail",
-                "the dead-letter file ends in an incomplete line; moved it aside",
+                "the file ends in an incomplete line (a crash while writing it); moved it aside",
                 file=path,
                 kept_bytes=keep,
                 damaged_bytes=size - keep,
                 moved_to=aside,
             )
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _last_newline(fd: int, size: int, window: int = 64 * 1024) -> int:
-    """Offset of the last ``\\n`` before ``size``, or -1."""
-    end = size
-    while end > 0:
-        start = max(0, end - window)
-        found = os.pread(fd, end - start, start).rfind(b"\n")
-        if found >= 0:
-            return start + found
-        end = start
-    return -1
 
 
 def read_records(path: str) -> Iterator[tuple[int, Record | None]]:

@@ -301,10 +301,9 @@ class PostgresSink:
                     file=self.held_path,
                 )
                 return
-        with open(self.held_path, "ab") as handle:
-            handle.write(b"".join(dead_letter_line(r, self.name, problem) for r in records))
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_line(
+            self.held_path, b"".join(dead_letter_line(r, self.name, problem) for r in records)
+        )
         self._metrics.db_held.inc(len(records))
 
     def _release(self, names: list[str]) -> None:
