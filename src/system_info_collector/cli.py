@@ -340,8 +340,9 @@ def cmd_run(settings: Settings) -> int:
                 error=str(exc),
             )
             return EXIT_FAILED
+    locks.try_each()  # a first attempt before /readyz is served: it names a holder at once
     if server is not None:
-        server.start()  # before the locks: /readyz tells why we wait
+        server.start()  # before waiting for the locks: /readyz tells why we wait
     code = _take_locks(settings, locks, agent.stop_event.wait)
     if code is not None:
         if server is not None:

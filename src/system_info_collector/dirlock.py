@@ -8,6 +8,11 @@ kill -9, so a stale lock file is harmless). The file names its holder (pid, host
 time) for the error message of the second process, which exits with :data:`EXIT_LOCKED`, or
 waits up to ``SIC_LOCK_TIMEOUT`` (serving ``/readyz`` 503 meanwhile).
 
+The holder writes its note only once it holds the lock, so a second process can find the lock
+taken and the note not yet written (empty, or cut short): it reads the note again, retrying the
+lock too, for up to :data:`NOTE_WAIT` seconds before it names the holder "a process that left
+no note" (a collector of an older release, or one whose note could not be written).
+
 On NFS, Linux turns ``flock`` into an NFS byte-range lock (NLM for v3, part of the protocol for
 v4): it excludes writers on other clients when the server grants locks, but with the ``nolock``
 mount option it is local to each client, and a client cut off longer than its v4 lease can lose
@@ -27,8 +32,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from system_info_collector.durable import pread_all, pwrite_all
+
 LOCK_NAME = ".system-info-collector.lock"
 EXIT_LOCKED = 3  # another collector holds one of our directories
+NOTE_WAIT = 2.0  # seconds to wait for the holder's note after it took the lock
+NOTE_POLL = 0.01
+NO_NOTE = "a process that left no note"
 
 
 class DirectoryLocked(Exception):
@@ -48,6 +58,9 @@ class DirLock:
     file_mode: int = 0o600
     fd: int | None = None
     holder: str = ""  # who holds it, while another process does
+    note_wait: float = NOTE_WAIT
+    pause: Callable[[float], None] = time.sleep  # between two reads of an unwritten note
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def path(self) -> str:
@@ -60,13 +73,13 @@ class DirLock:
         os.makedirs(self.directory, mode=self.dir_mode, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise
-            self.holder = _describe_holder(fd)
+            holder = self._holder(fd)
+        except BaseException:
             os.close(fd)
+            raise
+        if holder is not None:
+            os.close(fd)
+            self.holder = holder
             return False
         try:
             info = {
@@ -74,13 +87,32 @@ class DirLock:
                 "host": socket.gethostname(),
                 "started": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            data = (json.dumps(info) + "\n").encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, 0)  # a reader finds no note or ours, never a mix with the last one
+            pwrite_all(fd, (json.dumps(info) + "\n").encode(), 0)
         except OSError:
             pass  # the lock is what counts; the note is only for error messages
         self.fd, self.holder = fd, ""
         return True
+
+    def _holder(self, fd: int) -> str | None:
+        """None once ``fd`` holds the lock; else who holds it, from its note. A holder that
+        has the lock but has not written its note yet gets ``note_wait`` seconds to do so."""
+        deadline = None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return None
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+            holder = _describe_holder(fd)
+            if holder is not None:
+                return holder
+            now = self.clock()
+            deadline = now + self.note_wait if deadline is None else deadline
+            if now >= deadline:
+                return NO_NOTE
+            self.pause(NOTE_POLL)
 
     def release(self) -> None:
         if self.fd is not None:
@@ -97,12 +129,19 @@ class DirLock:
         }
 
 
-def _describe_holder(fd: int) -> str:
+def _describe_holder(fd: int) -> str | None:
+    """The holder named by its note (one JSON line), or None while there is no complete one."""
     try:
-        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        data = pread_all(fd, 4096, 0)
+    except OSError:
+        return NO_NOTE
+    if not data.endswith(b"\n"):
+        return None
+    try:
+        info = json.loads(data)
         return f"pid {info['pid']} on {info['host']} since {info['started']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that left no note"
+    except (ValueError, KeyError, TypeError):
+        return NO_NOTE
 
 
 @dataclass(slots=True)
@@ -140,6 +179,13 @@ class DirLocks:
             if stop(min(poll, max(0.0, deadline - clock()))):
                 self.release()
                 return False
+
+    def try_each(self) -> None:
+        """One attempt at every lock, without waiting (errors are left to :meth:`acquire`):
+        the holder of a taken one is known before ``/readyz`` is first served."""
+        for lock in self.locks:
+            with contextlib.suppress(OSError):
+                lock.try_acquire()
 
     def release(self) -> None:
         for lock in self.locks:
