@@ -428,6 +428,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     sinks = e.names("SIC_SINKS", default_sinks)
     memory_max_size = e.size("SIC_BUFFER_MEMORY_MAX_SIZE", "8MB")
     buffers: dict[str, BufferSettings] = {}
+    spool_sizes: dict[str, float | None] = {}  # SIC_<SINK>_SPOOL_MAX_SIZE, for limit_problems
     for s in KNOWN_SINKS:
         default_kind = "disk" if s in DISK_BUFFERED_SINKS else "memory"
         kind = choice(f"SIC_{s.upper()}_BUFFER", default_kind, ("memory", "disk"))
@@ -443,6 +444,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             or os.path.join(csv_dir, f".spool-{s}"),
             spool_max_size=e.size(f"SIC_{upper}_SPOOL_MAX_SIZE", "1GB"),
         )
+        spool_sizes[f"SIC_{upper}_SPOOL_MAX_SIZE"] = buffers[s].spool_max_size
 
     try:
         env.seal()
@@ -472,6 +474,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "SIC_DB_CONNECT_TIMEOUT": postgres.connect_timeout,
             "SIC_DB_STATEMENT_TIMEOUT": postgres.statement_timeout,
             "SIC_DB_SPOOL_MAX_SIZE": postgres.spool_max_size,
+            **spool_sizes,
         },
         source,
     )

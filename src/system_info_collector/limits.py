@@ -34,6 +34,8 @@ class Limit:
 
 
 HOUR = 3600.0
+PER_SINK_SPOOL_MAX_SIZE = "SIC_<SINK>_SPOOL_MAX_SIZE"
+_PER_SINK_SPOOL = re.compile(r"SIC_[A-Z][A-Z_]*_SPOOL_MAX_SIZE")
 LIMITS: Mapping[str, Limit] = {
     "SIC_INTERVAL": Limit(
         0.1,
@@ -107,6 +109,13 @@ LIMITS: Mapping[str, Limit] = {
         "below 64KB the spool holds no outage at all (0: nearly every record dropped)",
         "size",
     ),
+    # every sink with a disk buffer: SIC_CSV_SPOOL_MAX_SIZE, SIC_REMOTE_WRITE_SPOOL_MAX_SIZE, ...
+    PER_SINK_SPOOL_MAX_SIZE: Limit(
+        64_000,
+        None,
+        "below 64KB the spool holds a few ticks, no outage (0: nearly every record dropped)",
+        "size",
+    ),
 }
 
 
@@ -114,7 +123,7 @@ def limit_problems(values: Mapping[str, float | None], given: Mapping[str, str])
     """One problem per parsed value outside its :data:`LIMITS` (unparsed ones are ``None``)."""
     problems = []
     for key, value in values.items():
-        limit = LIMITS[key]
+        limit = limit_of(key)
         if value is None:
             continue
         if limit.low is not None and value < limit.low:
@@ -125,6 +134,13 @@ def limit_problems(values: Mapping[str, float | None], given: Mapping[str, str])
             continue
         problems.append(f"{key}={given.get(key)!r}: {bound}; {limit.why}")
     return problems
+
+
+def limit_of(key: str) -> Limit:
+    """The bounds of the variable ``key`` (a per-sink spool size shares one entry)."""
+    if key not in LIMITS and _PER_SINK_SPOOL.fullmatch(key):
+        return LIMITS[PER_SINK_SPOOL_MAX_SIZE]
+    return LIMITS[key]
 
 
 def limits_text(key: str) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from system_info_collector.config import load_settings
+from system_info_collector.config import KNOWN_SINKS, load_settings
 from system_info_collector.errors import ConfigError
-from system_info_collector.limits import LIMITS, limits_text
+from system_info_collector.limits import LIMITS, PER_SINK_SPOOL_MAX_SIZE, limits_text
 from tests.helpers import EXE, clean_env
 
 README = Path(__file__).parents[2] / "README.md"
@@ -21,6 +21,8 @@ DANGEROUS = {
     "SIC_RETRY_INITIAL": ("0", "must be at least 10ms; 0 retries a failing sink in a busy loop"),
     "SIC_DB_FLUSH_INTERVAL": ("0", "must be at least 10ms; 0 turns every record into its own"),
     "SIC_DB_SPOOL_MAX_SIZE": ("0", "must be at least 64KB; below 64KB the spool holds no outage"),
+    "SIC_REMOTE_WRITE_SPOOL_MAX_SIZE": ("0", "must be at least 64KB; below 64KB the spool holds"),
+    "SIC_CSV_SPOOL_MAX_SIZE": ("10KB", "must be at least 64KB; below 64KB the spool holds"),
     "SIC_CSV_ROTATE_SIZE": ("0", "must be at least 4KB; below 4KB a file is rotated"),
     "SIC_CSV_RETENTION": ("0", "must be at least 1h; below an hour rotated files are deleted"),
     "SIC_CSV_ROTATE_INTERVAL": ("0", "must be at least 1m"),
@@ -42,6 +44,18 @@ def test_each_dangerous_value_is_refused_with_its_reason(variable: str) -> None:
         load_settings({variable: value})
     (problem,) = info.value.problems
     assert problem.startswith(f"{variable}={value!r}: ") and reason in problem
+
+
+@pytest.mark.parametrize("sink", sorted(set(KNOWN_SINKS) - {"postgres"}))
+def test_every_sinks_spool_size_has_the_minimum(sink: str) -> None:
+    variable = f"SIC_{sink.upper()}_SPOOL_MAX_SIZE"  # (PostgreSQL's is SIC_DB_SPOOL_MAX_SIZE)
+    with pytest.raises(ConfigError) as info:
+        load_settings({variable: "63KB", f"SIC_{sink.upper()}_BUFFER": "disk"})
+    assert info.value.problems == [
+        f"{variable}='63KB': must be at least 64KB; {LIMITS[PER_SINK_SPOOL_MAX_SIZE].why}"
+    ]
+    at_minimum = load_settings({variable: "64KB", f"SIC_{sink.upper()}_BUFFER": "disk"})
+    assert at_minimum.buffer(sink).spool_max_size == 64_000
 
 
 @pytest.mark.parametrize(
