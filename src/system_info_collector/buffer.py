@@ -427,7 +427,7 @@ def build_buffer(name: str, settings: BufferSettings, metrics: Metrics) -> Buffe
     )
     if settings.kind == "memory":
         return memory
-    spool = Spool(settings.spool_dir, max_size=settings.spool_max_size, metrics=metrics)
+    spool = Spool(settings.spool_dir, max_size=settings.spool_max_size, metrics=metrics, sink=name)
     return FallbackBuffer(SpoolBuffer(name, spool), memory)
 
 

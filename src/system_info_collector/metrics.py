@@ -103,14 +103,17 @@ class Metrics:
         )
         self.spool_bytes = Gauge(
             "sic_spool_bytes",
-            "Bytes not yet written in the write-ahead spools (PostgreSQL's by default; every "
-            "sink with SIC_<SINK>_BUFFER=disk adds its own)",
+            "Bytes not yet written in a sink's write-ahead spool (PostgreSQL's by default; "
+            "every sink with SIC_<SINK>_BUFFER=disk has its own)",
+            ["sink"],
             registry=r,
         )
         self.spool_batches = Gauge(
-            "sic_spool_batches", "Batches not yet written in the write-ahead spools", registry=r
+            "sic_spool_batches",
+            "Batches not yet written in a sink's write-ahead spool",
+            ["sink"],
+            registry=r,
         )
-        self._spools: dict[str, tuple[int, int]] = {}
         self.spool_dropped = Counter(
             "sic_spool_dropped_records",
             "Spooled records dropped (oldest first) because the spool reached its size limit",
@@ -197,12 +200,10 @@ class Metrics:
             registry=r,
         )
 
-    def spool_state(self, directory: str, pending_bytes: int, pending_batches: int) -> None:
-        """One spool's backlog; ``sic_spool_*`` show the sum over every spool."""
-        self._spools[directory] = (pending_bytes, pending_batches)
-        spools = list(self._spools.values())
-        self.spool_bytes.set(sum(b for b, _ in spools))
-        self.spool_batches.set(sum(n for _, n in spools))
+    def spool_state(self, sink: str, pending_bytes: int, pending_batches: int) -> None:
+        """The backlog of ``sink``'s spool (``sic_spool_bytes{sink}``, ``sic_spool_batches``)."""
+        self.spool_bytes.labels(sink).set(pending_bytes)
+        self.spool_batches.labels(sink).set(pending_batches)
 
     def prepare(self, sinks: Iterable[str], collectors: Iterable[str]) -> None:
         """Create the labelled series of these sinks and collectors at zero.

@@ -211,8 +211,10 @@ class Spool:
         max_size: int,
         metrics: Metrics,
         segment_size: int | None = None,
+        sink: str = "postgres",  # whose spool it is: the sink label of sic_spool_bytes/_batches
     ) -> None:
         self.directory = directory
+        self.sink = sink
         self.max_size = max_size
         self.segment_size = segment_size or max(4096, min(16 << 20, max_size // 8))
         self._metrics = metrics
@@ -833,7 +835,7 @@ class Spool:
         return sum(s.pending_bytes for s in self._segments)
 
     def _update_metrics(self) -> None:
-        self._metrics.spool_state(self.directory, self.pending_bytes, self.pending_batches)
+        self._metrics.spool_state(self.sink, self.pending_bytes, self.pending_batches)
 
     def close(self) -> None:
         try:

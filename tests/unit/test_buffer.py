@@ -195,3 +195,36 @@ def test_records_held_in_memory_while_the_disk_failed_go_to_the_spool_at_shutdow
     again.open()
     batch = again.batch(100)
     assert batch is not None and list(batch.records) == tick(0)
+
+
+def test_each_spool_has_its_own_sic_spool_series_labelled_by_sink(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    metrics = Metrics()
+    buffers = {
+        name: build_buffer(
+            name, BufferSettings(kind="disk", spool_dir=str(tmp_path / name)), metrics
+        )
+        for name in ("postgres", "remote_write")
+    }
+    for buffer in buffers.values():
+        buffer.open()
+    for i in range(3):
+        buffers["remote_write"].add(tick(i))
+    buffers["postgres"].add(tick(9))
+
+    def value(metric: str, sink: str) -> float | None:
+        return metrics.registry.get_sample_value(metric, {"sink": sink})
+
+    assert value("sic_spool_batches", "remote_write") == 3
+    assert value("sic_spool_batches", "postgres") == 1
+    assert 0 < value("sic_spool_bytes", "postgres") < value("sic_spool_bytes", "remote_write")
+    text = generate_latest(metrics.registry).decode()
+    assert "sic_spool_bytes{" in text and "\nsic_spool_bytes " not in text  # no unlabelled sum
+    batch = buffers["remote_write"].batch(100)
+    assert batch is not None
+    buffers["remote_write"].accept(batch)  # written: its spool empties, the other one waits
+    assert value("sic_spool_batches", "remote_write") == 0
+    assert value("sic_spool_batches", "postgres") == 1
+    for buffer in buffers.values():
+        buffer.close()

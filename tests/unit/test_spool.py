@@ -78,7 +78,7 @@ def test_batches_come_back_oldest_first_and_commit_trims(tmp_path: Path) -> None
         spool.commit(entries)
     assert got == list(range(100))
     assert len(list(tmp_path.glob("*.seg"))) == 1  # only the active segment is left
-    assert metrics.registry.get_sample_value("sic_spool_bytes") == 0
+    assert metrics.registry.get_sample_value("sic_spool_bytes", {"sink": "postgres"}) == 0
 
 
 def test_restart_replays_only_what_was_not_committed(tmp_path: Path) -> None:

@@ -173,8 +173,8 @@ tests/integration/test_chart.py renders them and runs `promtool check rules` and
       labels:
         severity: warning
       annotations:
-        summary: The PostgreSQL spool keeps growing.
-        description: 'The write-ahead spool on {{ "{{" }} $labels.instance {{ "}}" }} has grown for 30 minutes to {{ "{{" }} humanize1024 $value {{ "}}" }}B: PostgreSQL is not taking the records; at SIC_DB_SPOOL_MAX_SIZE the oldest are dropped.'
+        summary: A write-ahead spool keeps growing.
+        description: 'The {{ "{{" }} $labels.sink {{ "}}" }} spool on {{ "{{" }} $labels.instance {{ "}}" }} has grown for 30 minutes to {{ "{{" }} humanize1024 $value {{ "}}" }}B: the destination is not taking the records; at its spool size limit (SIC_DB_SPOOL_MAX_SIZE, SIC_<SINK>_SPOOL_MAX_SIZE) the oldest are dropped.'
     - alert: SICSpoolDamaged
       expr: increase(sic_spool_damage_events_total{ {{- $s -}} }[1h]) > 0
       labels:
