@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from system_info_collector.adaptive import Bursts, PsiTriggers, Sentinel, announce
@@ -75,10 +75,13 @@ def make_worker(
 class LatestRecords:
     """The newest record of every entity of every measurement (what ``/metrics`` shows).
 
-    New records replace those with the same measurement and entity labels; entities a tick did
-    not report (a CPU whose counters did not move, a collector that runs less often) keep their
-    previous record until it goes stale. Kept incrementally (one entity key per new record);
-    :attr:`snapshot` is replaced as a whole, so readers on other threads see a consistent dict.
+    A measurement whose collector ran is replaced by that reading, as node_exporter serves
+    only what its last scrape read: a disk, mount, interface or CPU absent from it disappears
+    (an entity whose record the validator rejected keeps its previous record until it goes
+    stale). A measurement whose collector did not run this tick (a longer
+    ``SIC_<C>_INTERVAL``) or failed keeps its records until they go stale. Without ``read``,
+    records are merged in (one entity key per new record). :attr:`snapshot` is replaced as a
+    whole, so readers on other threads see a consistent dict.
     """
 
     def __init__(self, snapshot: dict[str, list[Record]] | None = None) -> None:
@@ -99,18 +102,40 @@ class LatestRecords:
                 key = self._keys[measurement] = lambda tags: tuple(tags.get(c, "") for c in cols)
         return key
 
-    def update(self, records: Sequence[Record]) -> dict[str, list[Record]]:
+    def update(
+        self,
+        records: Sequence[Record],
+        read: Collection[str] | None = None,
+        rejected: Sequence[Record] = (),
+    ) -> dict[str, list[Record]]:
+        """Merge ``records`` in; the measurements in ``read`` (collectors that ran and
+        succeeded) are replaced by their ``records`` instead, except the entities of
+        ``rejected`` records, which keep their previous record."""
         touched: dict[str, tuple[dict[tuple[str, ...], Record], Callable[..., tuple[str, ...]]]]
         touched = {}
+        old: dict[str, dict[tuple[str, ...], Record]] = {}
+        for name in read or ():
+            old[name] = self._index.pop(name, {})
+            touched[name] = (self._index.setdefault(name, {}), self._key(name))
         for record in records:
             name = record.measurement
             entry = touched.get(name)
             if entry is None:
                 entry = touched[name] = (self._index.setdefault(name, {}), self._key(name))
             entry[0][entry[1](record.tags)] = record
+        for record in rejected:
+            name = record.measurement
+            if name in old:
+                by_entity, key = touched[name]
+                previous = old[name].get(k := key(record.tags))
+                if previous is not None:
+                    by_entity.setdefault(k, previous)
         if touched:
             fresh = {name: list(by_entity.values()) for name, (by_entity, _) in touched.items()}
-            self.snapshot = {**self.snapshot, **fresh}
+            snapshot = {**self.snapshot, **fresh}
+            for name in [name for name, recs in fresh.items() if not recs]:
+                del snapshot[name], self._index[name]  # every entity vanished
+            self.snapshot = snapshot
         return self.snapshot
 
 
@@ -397,8 +422,10 @@ class Agent:
         for worker in self._submit_order:
             worker.submit(accepted)
         self.last_records = accepted
-        if accepted and self.expose_latest:
-            self.latest = self._latest.update(accepted)
+        if self.expose_latest:  # what the collectors that ran did not report is forgotten
+            read = {p.name for p in due}.difference(result.failed)
+            rejected = [r.record for r in result.rejected]
+            self.latest = self._latest.update(accepted, read, rejected)
         self.metrics.tick_duration.observe(time.perf_counter() - started)
         self.metrics.last_tick.set(time.time())
         self._charge(costs, accepted, time.thread_time() - cpu_started)

@@ -12,6 +12,7 @@ import dataclasses
 import http.client
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -25,8 +26,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from system_info_collector.agent import Agent
-from system_info_collector.config import BufferSettings, RetrySettings, Settings
+from system_info_collector.agent import Agent, LatestRecords
+from system_info_collector.config import BufferSettings, RetrySettings, Settings, load_settings
 from system_info_collector.exposition import HostMetricsCollector, sic_metric_name
 from system_info_collector.http import HttpServer
 from system_info_collector.metrics import Metrics
@@ -303,6 +304,108 @@ def test_a_slower_collector_keeps_its_last_sample_until_it_is_stale() -> None:
     assert "sic_filesystem_avail_bytes" in _families(collector)
     clock[0] += 3 * agent.settings.interval + 0.01
     assert "sic_filesystem_avail_bytes" not in _families(collector)
+
+
+def _advance_cpus(stat: Path) -> None:
+    """Every CPU spent 100 more ticks in each state (a CPU whose counters did not move has no
+    shares to report)."""
+    lines = [
+        " ".join([w[0], *(str(int(v) + 100) for v in w[1:])]) if ln.startswith("cpu") else ln
+        for ln in stat.read_text().splitlines()
+        for w in [ln.split()]
+    ]
+    stat.write_text("\n".join(lines) + "\n")
+
+
+def _without(path: Path, *needles: str) -> None:
+    """Remove the lines containing any of ``needles`` from a file of the proc tree."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(ln for ln in lines if not any(n in ln for n in needles)))
+
+
+def test_vanished_entities_disappear_at_their_collectors_next_run(tmp_path: Path) -> None:
+    """As on node_exporter: a CPU taken offline, an interface, a disk and a mount that are gone
+    from the host's files are gone from the next scrape, not served until they go stale."""
+    source = PROC_FIXTURES / "basic"
+    proc = tmp_path / "proc"
+    shutil.copytree(source, proc, ignore=shutil.ignore_patterns("later", "*.json*", "*.env"))
+    root = tmp_path / "root"
+    (root / "srv" / "my data").mkdir(parents=True)  # both mounts measured with a real statvfs
+    settings = load_settings(
+        {
+            "SIC_HOST_PROC": str(proc),
+            "SIC_HOST_SYS": str(source / "sysfs"),
+            "SIC_HOST_ROOT": str(root),
+            "SIC_COLLECTORS": "cpu,disk,diskio,net",
+            "SIC_SINKS": "",
+            "SIC_HTTP_LISTEN": "127.0.0.1:0",
+            "SIC_INTERVAL": "60s",  # stale only after 3 minutes: staleness cannot explain it
+        }
+    )
+    agent = Agent(settings, build_providers(settings), [], Metrics(), host="test-host")
+    vanishing = {
+        "node_cpu_seconds_total": ("cpu", "1"),
+        "node_network_receive_bytes_total": ("device", "wlan0"),
+        "node_disk_read_bytes_total": ("device", "nvme0n1"),
+        "node_filesystem_avail_bytes": ("mountpoint", "/srv/my data"),
+    }
+    staying = {
+        "node_cpu_seconds_total": ("cpu", "0"),
+        "node_network_receive_bytes_total": ("device", "eth0"),
+        "node_disk_read_bytes_total": ("device", "vda"),
+        "node_filesystem_avail_bytes": ("mountpoint", "/"),
+    }
+
+    def present(families: dict[str, list[Sample]], wanted: dict[str, tuple[str, str]]) -> set[str]:
+        return {
+            name
+            for name, (label, value) in wanted.items()
+            if any(s.labels.get(label) == value for s in families.get(name, []))
+        }
+
+    with serving(agent, host_metrics="node") as server:
+        _advance_cpus(proc / "stat")
+        tick(agent)
+        before = scrape(server)
+        assert present(before, vanishing) == set(vanishing)
+        assert present(before, staying) == set(staying)
+        _without(proc / "stat", "cpu1 ")
+        _without(proc / "1" / "net" / "dev", "wlan0:")
+        _without(proc / "diskstats", " nvme0n1 ")
+        _without(proc / "1" / "mountinfo", "/srv/my\\040data")
+        _advance_cpus(proc / "stat")
+        tick(agent)
+        after = scrape(server)
+        assert present(after, vanishing) == set()
+        assert present(after, staying) == set(staying)
+        shutil.copy(source / "1" / "net" / "dev", proc / "1" / "net" / "dev")  # wlan0 is back
+        for _ in range(2):  # a new interface's counters need two readings
+            _advance_cpus(proc / "stat")
+            tick(agent)
+        again = scrape(server)
+        assert present(again, vanishing) == {"node_network_receive_bytes_total"}
+
+
+def test_a_failing_collector_keeps_its_entities_until_they_go_stale() -> None:
+    clock = [1_000_000.0]
+    ts = datetime.fromtimestamp(clock[0], UTC)
+    agent = make_agent(collectors=("memory", "net"))
+    collector = HostMetricsCollector(agent, "sic", clock=lambda: clock[0])
+    eth0 = Record("net", ts, "h", {"interface": "eth0"}, {"receive_bytes_total": 1})
+    memory = Record("memory", ts, "h", {}, {"available_bytes": 2})
+    latest = LatestRecords()
+    latest.update([eth0, memory], read={"memory", "net"})
+    # the next run of net failed (not read), memory's ran and reported nothing new of eth0
+    agent.latest = latest.update([memory], read={"memory"})
+    assert agent.latest["net"] == [eth0]
+    assert any(name.startswith("sic_net_") for name in _families(collector))
+    clock[0] += 3 * agent.settings.interval + 0.01
+    assert not any(name.startswith("sic_net_") for name in _families(collector))
+    # a rejected record keeps the previous one of its entity; the others are replaced
+    eth1 = Record("net", ts, "h", {"interface": "eth1"}, {"receive_bytes_total": 5})
+    bad = Record("net", ts, "h", {"interface": "eth0"}, {"receive_bytes_total": -1})
+    assert latest.update([eth1], read={"net"}, rejected=[bad])["net"] == [eth1, eth0]
+    assert latest.update([], read={"net"}) == {"memory": [memory]}  # every interface gone
 
 
 # -- /healthz ----------------------------------------------------------------------------
