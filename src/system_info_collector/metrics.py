@@ -104,7 +104,7 @@ class Metrics:
         self.spool_bytes = Gauge(
             "sic_spool_bytes",
             "Bytes not yet written in a sink's write-ahead spool (PostgreSQL's by default; "
-            "every sink with SIC_<SINK>_BUFFER=disk has its own)",
+            "every sink with SIC_<SINK>_BUFFER=disk has its own; 0 for a sink without one)",
             ["sink"],
             registry=r,
         )
@@ -216,7 +216,13 @@ class Metrics:
                 metric.labels(sink)
             for cls in WRITE_ERROR_CLASSES:
                 self.write_errors.labels(sink, cls)
-            for gauge in (self.queue_depth, self.backlog_records, self.sink_degraded):
+            for gauge in (
+                self.queue_depth,
+                self.backlog_records,
+                self.sink_degraded,
+                self.spool_bytes,
+                self.spool_batches,
+            ):
                 gauge.labels(sink)
         for collector in collectors:
             self.collector_errors.labels(collector)

@@ -228,3 +228,5 @@ def test_each_spool_has_its_own_sic_spool_series_labelled_by_sink(tmp_path: Path
     assert value("sic_spool_batches", "postgres") == 1
     for buffer in buffers.values():
         buffer.close()
+    metrics.prepare(["csv"], [])  # a sink without a spool: its series exist, at 0
+    assert value("sic_spool_bytes", "csv") == 0 and value("sic_spool_batches", "csv") == 0
