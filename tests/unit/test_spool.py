@@ -498,6 +498,13 @@ def test_a_damaged_entry_never_stalls_the_worker(
         byte = handle.read(1)
         handle.seek(30)
         handle.write(bytes([byte[0] ^ 0xFF]))
+    # A batch the worker read just before the flip may still be in flight; the damage is found
+    # by a later read, after that attempt failed: only then can the sink take writes again.
+    poll(
+        lambda: [e for e in events if e.get("event") == "spool_damaged"],
+        timeout=5,
+        what="the damaged head entry found while draining",
+    )
     sink.down.clear()
     poll(lambda: worker.pending_records == 0, timeout=5, what="drained past the damage")
     assert [int((r.ts - T0).total_seconds()) for r in sink.rows[::3]] == list(range(1, 30))
