@@ -8,7 +8,8 @@ then one ``system-info-collector run`` per ``--variant NAME=K=V,K=V`` (extra env
 PostgreSQL sinks at 1 s on this host's /proc, ``/metrics`` on a free port, product defaults
 otherwise), all at once; after ``--seconds`` it reads every process's ``VmRSS`` and its smaps,
 and prints the Rss of each mapping group (anonymous memory and heap, then each file by name,
-largest first) next to each other, and the modules that loaded an OpenSSL copy.
+largest first) next to each other, each process's CPU (utime + stime after ``--warmup``), and
+the modules that loaded an OpenSSL copy.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from run import free_port, status_kb  # bench/run.py
+from run import cpu_seconds, free_port, status_kb  # bench/run.py
 from scale import collector_env, start_postgres, stop, stop_postgres
 
 EXE = Path(sys.executable).with_name("system-info-collector")
@@ -56,6 +57,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=10.0, help="CPU counted after this")
     ap.add_argument("--dsn")
     ap.add_argument("--variant", action="append", default=[], help="NAME=K=V,K=V (repeatable)")
     ap.add_argument("--top", type=int, default=18)
@@ -80,7 +82,14 @@ def main() -> int:
             )
             popen = subprocess.Popen([str(EXE), "run"], env=env, stdout=subprocess.DEVNULL)
             procs.append(Proc(name, popen))
-        time.sleep(args.seconds)
+        time.sleep(args.warmup)
+        cpu0 = {p.name: cpu_seconds(p.popen.pid) for p in procs}
+        t0 = time.monotonic()
+        time.sleep(max(0.0, args.seconds - args.warmup))
+        cpu = {
+            p.name: 100 * (cpu_seconds(p.popen.pid) - cpu0[p.name]) / (time.monotonic() - t0)
+            for p in procs
+        }
         rows = {p.name: smaps(p.popen.pid) for p in procs}
         rss = {p.name: status_kb(p.popen.pid, "VmRSS") / 1024 for p in procs}
         ssl_libs = {
@@ -97,6 +106,11 @@ def main() -> int:
     print("| mapping | " + " | ".join(f"{n} KiB" for n in names) + " |")
     print("|---|" + "---:|" * len(names))
     print("| **VmRSS (MB)** | " + " | ".join(f"**{rss[n]:.1f}**" for n in names) + " |")
+    print(
+        f"| CPU % of one core after {args.warmup:g} s | "
+        + " | ".join(f"{cpu[n]:.3f}" for n in names)
+        + " |"
+    )
     for group, _ in total.most_common(args.top):
         print(f"| {group} | " + " | ".join(str(rows[n].get(group, 0)) for n in names) + " |")
     rest = {
