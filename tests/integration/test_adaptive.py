@@ -144,7 +144,7 @@ def test_a_cpu_burn_on_every_core_gets_sub_second_samples_then_back_to_base() ->
         # a spike of someone else's is a real spike, and starts a burst of its own)
         back = poll(
             lambda: back_on_base(c),
-            timeout=3 * BASE,
+            timeout=6 * BASE,  # a loaded shared host may spike again: wait for a quiet hold
             interval=0.1,
             what="a cpu sample after a burst ended",
         )
