@@ -42,6 +42,7 @@ from system_info_collector.sinks.series import with_leftovers_mapped
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_POINTS_PER_REQUEST = 10_000
+ATTRIBUTES_CACHE_MAX = 10_000  # attribute sets whose encoding is kept (they repeat every tick)
 SCOPE = "system-info-collector"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -82,6 +83,7 @@ class OtlpSink:
         self._clock = clock
         self._pb: Any = None
         self._client: PushClient | None = None
+        self._attributes_cache: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._start_nano = 0
         metrics.samples_refused.labels(self.name)
         metrics.delivery.track(self.name, own_units=True)
@@ -144,6 +146,9 @@ class OtlpSink:
         request = service_pb2.ExportMetricsServiceRequest()
         resources: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
         count = 0
+        cache = self._attributes_cache
+        if len(cache) > ATTRIBUTES_CACHE_MAX:  # series churn (containers' interfaces, mounts)
+            cache.clear()
         for record in records:
             resource = _resource(record)
             metrics = resources.get(resource)
@@ -155,7 +160,7 @@ class OtlpSink:
                 scope.scope.name, scope.scope.version = SCOPE, __version__
                 metrics = resources[resource] = {"scope": scope, "by_name": {}}
             time_nano = unix_nano(record.ts)
-            attributes = [(k, v) for k, v in record.tags.items() if not k.startswith(RESOURCE)]
+            attributes = tuple((k, v) for k, v in record.tags.items() if k[:1] != RESOURCE)
             for name, value in record.fields.items():
                 spec = METRICS.get(name)
                 if spec is None:
@@ -170,15 +175,21 @@ class OtlpSink:
                         metric.sum.is_monotonic = spec.kind == "counter"
                     metrics["by_name"][name] = metric
                 data = metric.gauge if spec.kind == "gauge" else metric.sum
-                dp = data.data_points.add(time_unix_nano=time_nano)
+                dp = data.data_points.add()
+                encoded = cache.get(attributes)
+                if encoded is None:
+                    for key, text in attributes:
+                        dp.attributes.add(key=key).value.string_value = text
+                    cache[attributes] = dp.SerializeToString()
+                else:
+                    dp.MergeFromString(encoded)  # the attributes, as the library encoded them
+                dp.time_unix_nano = time_nano
                 if spec.kind != "gauge":
                     dp.start_time_unix_nano = self._start_nano
                 if spec.integer:
                     dp.as_int = int(value)
                 else:
                     dp.as_double = float(value)
-                for key, text in attributes:
-                    dp.attributes.add(key=key).value.string_value = text
                 count += 1
         return request, count
 

@@ -48,6 +48,7 @@ from system_info_collector.sinks.series import (
 )
 
 MAX_SAMPLES_PER_REQUEST = 5000
+LABELS_CACHE_MAX = 100_000  # series whose encoded labels are kept (a series' labels never change)
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
 HEADERS = {
     "Content-Encoding": "snappy",
@@ -106,6 +107,7 @@ class RemoteWriteSink:
         self._series = series
         self._clock = clock
         self._request_class: Any = None
+        self._labels_cache: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._client: PushClient | None = None
         metrics.samples_refused.labels(self.name)
         metrics.delivery.track(self.name, own_units=True)
@@ -178,10 +180,18 @@ class RemoteWriteSink:
                     series.setdefault(s.labels, []).append((s.value, ms))
                     count += 1
         request = self._request_class()
+        cache = self._labels_cache
+        if len(cache) > LABELS_CACHE_MAX:  # series churn (containers' interfaces, mounts)
+            cache.clear()
         for labels, samples in series.items():
             ts = request.timeseries.add()
-            for label, text in labels:
-                ts.labels.add(name=label, value=text)
+            encoded = cache.get(labels)
+            if encoded is None:
+                for label, text in labels:
+                    ts.labels.add(name=label, value=text)
+                cache[labels] = ts.SerializeToString()
+            else:
+                ts.MergeFromString(encoded)  # the series' labels, as the library encoded them
             for number, ms in samples:
                 ts.samples.add(value=number, timestamp=ms)
         return request, count
