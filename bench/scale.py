@@ -3,6 +3,7 @@
     make bench-scale                                  # everything below, ~7 min
     .venv/bin/python bench/scale.py --only synthetic --cpus 256 --intervals 250ms --seconds 40
     .venv/bin/python bench/scale.py --only collectd --seconds 60 [--dsn "host=… dbname=…"]
+    .venv/bin/python bench/scale.py --only collectd --collectd-seconds 90 --db-flush 1s,5s,10s
 
 **synthetic**: for each host size (CPUs/disks/mounts: 2/2/4, 64/16/16, 256/64/64, 1024/64/64)
 and interval (1 s, 250 ms), bench/synthetic_host.py writes a procfs tree whose counters move
@@ -21,6 +22,8 @@ in percent, ``memory``, ``df``, ``disk`` → ``csv``, Interval 1), the collector
 and the collector with CSV + PostgreSQL (a throwaway server: ``--dsn``, else
 tests/integration/conftest.py's ``start_server``: testcontainers or a local ``initdb``), all three
 side by side in one window at 1 s, product defaults otherwise (``/metrics`` on).
+``--db-flush 1s,5s,10s`` runs one CSV + PostgreSQL collector per ``SIC_DB_FLUSH_INTERVAL``
+(each in its own schema) in the same window instead of one with the default.
 
 Every row carries the machine's load: the 1-minute load average at the end of the window and how
 busy all CPUs were during it (``/proc/stat``), since the window is shared with whatever else runs.
@@ -370,7 +373,13 @@ def stop_postgres(server: Any) -> None:
         stop_server(server)
 
 
-def run_collectd(seconds: float, warmup: float, dsn: str | None) -> dict[str, object]:
+def pg_name(flush: str | None) -> str:
+    return "collector CSV+PostgreSQL" + (f" flush {flush}" if flush else "")
+
+
+def run_collectd(
+    seconds: float, warmup: float, dsn: str | None, flushes: list[str | None]
+) -> dict[str, object]:
     server, dsn = start_postgres(dsn)
     base = tempfile.mkdtemp(prefix="sic-collectd-")
     procs: list[Proc] = []
@@ -387,16 +396,15 @@ def run_collectd(seconds: float, warmup: float, dsn: str | None) -> dict[str, ob
                 f"{base}/csv",
             )
         )
-        for name, sinks, extra in (
-            ("collector CSV", "csv", {}),
-            (
-                "collector CSV+PostgreSQL",
-                "csv,postgres",
-                {"SIC_DB_DSN": dsn, "SIC_DB_SCHEMA": "bench_scale"},
-            ),
-        ):
+        runs: list[tuple[str, str, dict[str, str]]] = [("collector CSV", "csv", {})]
+        for i, flush in enumerate(flushes):
+            extra = {"SIC_DB_DSN": dsn, "SIC_DB_SCHEMA": f"bench_scale{i or ''}"}
+            if flush:
+                extra["SIC_DB_FLUSH_INTERVAL"] = flush
+            runs.append((pg_name(flush), "csv,postgres", extra))
+        for i, (name, sinks, extra) in enumerate(runs):
             port = free_port()
-            csv_dir = f"{base}/sic-{sinks.replace(',', '-')}"
+            csv_dir = f"{base}/sic-{i}-{sinks.replace(',', '-')}"
             env = collector_env(
                 SIC_INTERVAL="1s",
                 SIC_SINKS=sinks,
@@ -419,7 +427,7 @@ def run_collectd(seconds: float, warmup: float, dsn: str | None) -> dict[str, ob
         stop_postgres(server)
 
 
-def print_collectd(r: dict) -> None:  # type: ignore[type-arg]
+def print_collectd(r: dict, flushes: list[str | None]) -> None:  # type: ignore[type-arg]
     ref = r["collectd"]["cpu_pct"]
     print(
         f"\nwindow {r['elapsed']:.0f} s at 1 s; machine busy {r['machine_busy']:.0f} % "
@@ -430,7 +438,7 @@ def print_collectd(r: dict) -> None:  # type: ignore[type-arg]
         "| lines written | tick p99 / mean ms | overruns |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name in ("collectd", "collector CSV", "collector CSV+PostgreSQL"):
+    for name in ("collectd", "collector CSV", *map(pg_name, flushes)):
         p = r[name]
         t = p.get("ticks")
         ticks = (
@@ -457,6 +465,12 @@ def main() -> int:
     ap.add_argument("--host-metrics", action="store_true", help="SIC_PROMETHEUS_HOST_METRICS on")
     ap.add_argument("--dsn", help="PostgreSQL for the collectd comparison (else one is started)")
     ap.add_argument("--env", action="append", default=[], help="extra K=V for the collector")
+    ap.add_argument(
+        "--db-flush",
+        default="",
+        help="comma-separated SIC_DB_FLUSH_INTERVAL values: one CSV+PostgreSQL collector each, "
+        "side by side in the collectd window (default: one, with the default interval)",
+    )
     args = ap.parse_args()
     import platform
 
@@ -480,7 +494,9 @@ def main() -> int:
         if not os.path.exists(COLLECTD):
             print(f"\n{COLLECTD} not installed: collectd comparison skipped")
         else:
-            print_collectd(run_collectd(args.collectd_seconds, args.warmup, args.dsn))
+            flushes: list[str | None] = [f or None for f in args.db_flush.split(",")]
+            result = run_collectd(args.collectd_seconds, args.warmup, args.dsn, flushes)
+            print_collectd(result, flushes)
     return 0
 
 

@@ -58,7 +58,7 @@ class PostgresSettings:
     password_file: str | None = None
     schema: str = "public"
     batch_max_rows: int = 5000
-    flush_interval: float = 1.0
+    flush_interval: float = 5.0
     connect_timeout: float = 5.0
     statement_timeout: float = 10.0
     spool_dir: str = "./data/.spool"
@@ -388,7 +388,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         password_file=password_file,
         schema=get("SIC_DB_SCHEMA", "public").strip() or "public",
         batch_max_rows=e.positive_int("SIC_DB_BATCH_MAX_ROWS", "5000"),
-        flush_interval=e.duration("SIC_DB_FLUSH_INTERVAL", "1s"),
+        flush_interval=e.duration("SIC_DB_FLUSH_INTERVAL", "5s"),
         connect_timeout=e.duration("SIC_DB_CONNECT_TIMEOUT", "5s"),
         statement_timeout=e.duration("SIC_DB_STATEMENT_TIMEOUT", "10s"),
         spool_dir=get("SIC_DB_SPOOL_DIR", "").strip() or os.path.join(csv_dir, ".spool"),

@@ -18,6 +18,8 @@ def test_defaults() -> None:
     assert s.host_paths.proc == "/proc" and s.host_paths.root == "/"
     assert s.csv.directory == "./data" and s.csv.rotate_size == 100_000_000
     assert s.postgres.spool_dir == "./data/.spool"
+    # five ticks per PostgreSQL transaction at the default 1 s (docs/postgres.md: why)
+    assert s.postgres.flush_interval == 5.0 == 5 * s.interval
     assert s.log_format == "json" and s.shutdown_timeout == 10.0
     assert s.http.listen == ":9808"
 
