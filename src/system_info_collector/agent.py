@@ -139,13 +139,6 @@ class LatestRecords:
         return self.snapshot
 
 
-def merge_latest(
-    latest: dict[str, list[Record]], records: Sequence[Record]
-) -> dict[str, list[Record]]:
-    """``latest`` with ``records`` merged in, as :class:`LatestRecords` keeps it."""
-    return LatestRecords(latest).update(records)
-
-
 class StopEvent(threading.Event):
     """The agent's stop flag; ``set`` also runs :attr:`on_set` (it ends a wait on the PSI poll
     triggers: a signal handler's ``set`` must wake a ``poll`` that the interpreter would

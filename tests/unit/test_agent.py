@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from system_info_collector.agent import Agent, merge_latest, resolve_hostname
+from system_info_collector.agent import Agent, LatestRecords, resolve_hostname
 from system_info_collector.config import load_settings
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record, Sample
@@ -179,6 +179,8 @@ def test_latest_keeps_entities_a_tick_did_not_report() -> None:
     cpu = {"user_percent": 1.0}
     first = [Record("cpu", t0, "h", {"cpu": name}, cpu) for name in ("cpu-total", "cpu0")]
     second = [Record("cpu", t1, "h", {"cpu": "cpu0"}, cpu)]  # cpu-total did not move
-    latest = merge_latest(merge_latest({}, first), second)
+    keeper = LatestRecords()
+    keeper.update(first)
+    latest = keeper.update(second)
     by_cpu = {r.tags["cpu"]: r.ts for r in latest["cpu"]}
     assert by_cpu == {"cpu-total": t0, "cpu0": t1}

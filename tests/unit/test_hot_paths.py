@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from system_info_collector.agent import Agent, LatestRecords, merge_latest
+from system_info_collector.agent import Agent, LatestRecords
 from system_info_collector.config import load_settings
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
@@ -168,7 +168,7 @@ def test_latest_records_match_a_full_merge_every_tick() -> None:
         got = kept.update(batch)
         want = reference_merge(want, batch)
         assert got == want and [list(got)] == [list(want)]
-        assert merge_latest(want, batch) == reference_merge(want, batch)
+        assert LatestRecords(want).update(batch) == reference_merge(want, batch)
 
 
 @pytest.mark.parametrize(

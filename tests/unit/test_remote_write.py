@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import cramjam
 import pytest
 
-from system_info_collector.agent import Agent, merge_latest
+from system_info_collector.agent import Agent, LatestRecords
 from system_info_collector.config import (
     BufferSettings,
     HostMetricsMode,
@@ -128,7 +128,7 @@ def test_the_buffered_series_are_those_a_scrape_of_metrics_shows(mode: HostMetri
     agent, sink = agent_with(mode)
     agent._prime()
     records = tick_with_cpu(agent)
-    agent.latest = merge_latest({}, records)
+    agent.latest = LatestRecords().update(records)
     [worker] = agent.workers
     taken = worker.buffer.batch(1_000_000)
     assert taken is not None
