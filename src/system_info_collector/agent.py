@@ -433,7 +433,7 @@ class Agent:
                 costs[name] = costs.get(name, 0.0) + rest * n / len(records)
         self._budget.charge(costs)
         for name, seconds in costs.items():
-            self.metrics.collector_cpu.labels(name).inc(seconds)
+            self.metrics.child(self.metrics.collector_cpu, name).inc(seconds)
 
     def _intervals_since_last(self, due: Sequence[Provider], ts: datetime) -> dict[str, int]:
         """``interval_ms`` of each due collector's sample: the time since its previous sample

@@ -141,5 +141,5 @@ def collect(
         for record in result.accepted:
             counts[record.measurement] = counts.get(record.measurement, 0) + 1
         for measurement, n in counts.items():
-            metrics.records_collected.labels(measurement).inc(n)
+            metrics.child(metrics.records_collected, measurement).inc(n)
     return result

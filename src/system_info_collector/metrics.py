@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics import MetricWrapperBase
 
 from system_info_collector import __version__
 from system_info_collector.slo import DeliveryLedger
 
 WRITE_ERROR_CLASSES = ("transient", "permanent", "unexpected")  # the worker's error classes
+_M = TypeVar("_M", bound=MetricWrapperBase)
 _TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
     """All self-metrics; one instance per agent, passed to the components that update them."""
 
+    def child(self, metric: _M, *values: str) -> _M:
+        """``metric.labels(*values)``, looked up once: the per-tick paths update the same few
+        series every tick, and ``labels()`` validates and locks on every call. The same child
+        object is returned either way (series are never removed from these metrics)."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.build_info = Info("sic_build", "Build information", registry=r)
         self.build_info.info({"version": __version__})
         self.ticks = Counter("sic_ticks", "Ticks run by the scheduler", registry=r)

@@ -163,8 +163,9 @@ class SinkWorker:
 
     # -- the worker thread -----------------------------------------------------------------
     def _update_gauges(self) -> None:
-        self._metrics.queue_depth.labels(self.name).set(self.buffer.batches)
-        self._metrics.backlog_records.labels(self.name).set(len(self.buffer))
+        metrics = self._metrics
+        metrics.child(metrics.queue_depth, self.name).set(self.buffer.batches)
+        metrics.child(metrics.backlog_records, self.name).set(len(self.buffer))
 
     def _sleep(self, delay: float) -> None:
         with self._cond:

@@ -550,3 +550,29 @@ def test_the_unnest_encoding_is_the_text_of_one_call_per_value(tmp_path: Path) -
                 encoders[name].source(records)
             continue
         assert encoders[name].source(records) == want
+
+
+def test_cached_metric_children_are_labels_children_and_count_the_same() -> None:
+    """``Metrics.child`` (the per-tick label lookup, done once) returns what ``labels()`` does,
+    and updates through it expose the same series and values as updates through ``labels()``."""
+    cached, plain = Metrics(), Metrics()
+    for _ in range(3):
+        for name in ("cpu", "memory", "net"):
+            cached.child(cached.records_collected, name).inc(2)
+            plain.records_collected.labels(name).inc(2)
+            cached.child(cached.collector_cpu, name).inc(0.25)
+            plain.collector_cpu.labels(name).inc(0.25)
+        cached.child(cached.queue_depth, "csv").set(7)
+        plain.queue_depth.labels("csv").set(7)
+    assert cached.child(cached.collector_cpu, "cpu") is cached.collector_cpu.labels("cpu")
+
+    def samples(m: Metrics) -> list[tuple[str, list[tuple[str, str]], float]]:
+        return sorted(
+            (s.name, sorted(s.labels.items()), s.value)
+            for family in m.registry.collect()
+            if family.name not in ("sic_build",)
+            for s in family.samples
+            if not s.name.endswith("_created")
+        )
+
+    assert samples(cached) == samples(plain)
