@@ -373,12 +373,31 @@ def stop_postgres(server: Any) -> None:
         stop_server(server)
 
 
-def pg_name(flush: str | None) -> str:
-    return "collector CSV+PostgreSQL" + (f" flush {flush}" if flush else "")
+# collectd's configuration above reads these four families (cpu, memory, df, disk); ours are
+# named cpu, memory, disk (df) and diskio (disk). "default" runs every default collector.
+COLLECTD_FAMILIES = "cpu,memory,disk,diskio"
+
+
+def family_suffix(families: str) -> str:
+    return "" if families == "default" else f" [{families}]"
+
+
+def pg_name(flush: str | None, families: str = "default") -> str:
+    return (
+        "collector CSV+PostgreSQL" + (f" flush {flush}" if flush else "") + family_suffix(families)
+    )
+
+
+def csv_name(families: str = "default") -> str:
+    return "collector CSV" + family_suffix(families)
 
 
 def run_collectd(
-    seconds: float, warmup: float, dsn: str | None, flushes: list[str | None]
+    seconds: float,
+    warmup: float,
+    dsn: str | None,
+    flushes: list[str | None],
+    families: list[str],
 ) -> dict[str, object]:
     server, dsn = start_postgres(dsn)
     base = tempfile.mkdtemp(prefix="sic-collectd-")
@@ -396,12 +415,17 @@ def run_collectd(
                 f"{base}/csv",
             )
         )
-        runs: list[tuple[str, str, dict[str, str]]] = [("collector CSV", "csv", {})]
-        for i, flush in enumerate(flushes):
-            extra = {"SIC_DB_DSN": dsn, "SIC_DB_SCHEMA": f"bench_scale{i or ''}"}
-            if flush:
-                extra["SIC_DB_FLUSH_INTERVAL"] = flush
-            runs.append((pg_name(flush), "csv,postgres", extra))
+        runs: list[tuple[str, str, dict[str, str]]] = []
+        schemas = 0
+        for fam in families:
+            chosen = {} if fam == "default" else {"SIC_COLLECTORS": fam}
+            runs.append((csv_name(fam), "csv", dict(chosen)))
+            for flush in flushes:
+                extra = {"SIC_DB_DSN": dsn, "SIC_DB_SCHEMA": f"bench_scale{schemas or ''}"}
+                schemas += 1
+                if flush:
+                    extra["SIC_DB_FLUSH_INTERVAL"] = flush
+                runs.append((pg_name(flush, fam), "csv,postgres", {**extra, **chosen}))
         for i, (name, sinks, extra) in enumerate(runs):
             port = free_port()
             csv_dir = f"{base}/sic-{i}-{sinks.replace(',', '-')}"
@@ -427,7 +451,9 @@ def run_collectd(
         stop_postgres(server)
 
 
-def print_collectd(r: dict, flushes: list[str | None]) -> None:  # type: ignore[type-arg]
+def print_collectd(  # type: ignore[type-arg]
+    r: dict, flushes: list[str | None], families: list[str]
+) -> None:
     ref = r["collectd"]["cpu_pct"]
     print(
         f"\nwindow {r['elapsed']:.0f} s at 1 s; machine busy {r['machine_busy']:.0f} % "
@@ -438,7 +464,10 @@ def print_collectd(r: dict, flushes: list[str | None]) -> None:  # type: ignore[
         "| lines written | tick p99 / mean ms | overruns |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name in ("collectd", "collector CSV", *map(pg_name, flushes)):
+    names = ["collectd"]
+    for fam in families:
+        names += [csv_name(fam), *(pg_name(f, fam) for f in flushes)]
+    for name in names:
         p = r[name]
         t = p.get("ticks")
         ticks = (
@@ -471,6 +500,12 @@ def main() -> int:
         help="comma-separated SIC_DB_FLUSH_INTERVAL values: one CSV+PostgreSQL collector each, "
         "side by side in the collectd window (default: one, with the default interval)",
     )
+    ap.add_argument(
+        "--families",
+        default=f"default;{COLLECTD_FAMILIES}",
+        help="';'-separated SIC_COLLECTORS sets for the collectd window, 'default' for the "
+        f"default collectors (default: default;{COLLECTD_FAMILIES}, the families collectd reads)",
+    )
     args = ap.parse_args()
     import platform
 
@@ -495,8 +530,9 @@ def main() -> int:
             print(f"\n{COLLECTD} not installed: collectd comparison skipped")
         else:
             flushes: list[str | None] = [f or None for f in args.db_flush.split(",")]
-            result = run_collectd(args.collectd_seconds, args.warmup, args.dsn, flushes)
-            print_collectd(result, flushes)
+            families = [f for f in args.families.split(";") if f]
+            result = run_collectd(args.collectd_seconds, args.warmup, args.dsn, flushes, families)
+            print_collectd(result, flushes, families)
     return 0
 
 
