@@ -508,7 +508,13 @@ def test_a_damaged_entry_never_stalls_the_worker(
     sink.down.clear()
     poll(lambda: worker.pending_records == 0, timeout=5, what="drained past the damage")
     assert [int((r.ts - T0).total_seconds()) for r in sink.rows[::3]] == list(range(1, 30))
-    assert value_of(metrics, "sic_sink_rows_written_total", sink="flaky") == 87
+    # The counter is raised after the sink's write returns, which can be after the last batch
+    # left the spool (pending_records == 0): wait for it, with a deadline.
+    poll(
+        lambda: value_of(metrics, "sic_sink_rows_written_total", sink="flaky") == 87,
+        timeout=5,
+        what="rows_written counted",
+    )
     assert [e for e in events if e.get("event") == "spool_damaged"]
     assert worker.close(2.0)
 
