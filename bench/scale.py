@@ -10,7 +10,9 @@ and interval (1 s, 250 ms), bench/synthetic_host.py writes a procfs tree whose c
 every 50 ms (rewritten in place), and two processes read it side by side in the same window:
 ``system-info-collector run`` (``SIC_HOST_PROC``/``SIC_HOST_ROOT`` on the tree, CSV sink,
 ``/metrics`` on a free port for its tick histogram; host metrics off, as the psutil loop exposes
-nothing either -- ``--host-metrics`` turns them on) and bench/psutil_floor.py (``PROCFS_PATH`` on
+nothing either -- ``--host-metrics`` turns them on; ``SIC_COLLECTORS=cpu,memory,disk,diskio``,
+the reads the psutil loop makes -- ``--collectors default`` runs all nine) and
+bench/psutil_floor.py (``PROCFS_PATH`` on
 the tree, ``disk_usage`` under the fake root, CSV rows). Reported per process: CPU % of one core
 (utime+stime from ``/proc/PID/stat`` over the window), µs of CPU per record (CSV lines written in
 the window), steady RSS (median of the second half of the window); for the collector also the
@@ -54,6 +56,10 @@ REPO = HERE.parent
 EXE = Path(sys.executable).with_name("system-info-collector")
 COLLECTD = "/usr/sbin/collectd"
 SIZES = {2: (2, 4), 64: (16, 16), 256: (64, 64), 1024: (64, 64)}  # cpus: (disks, mounts)
+# The four families collectd's configuration below reads (cpu, memory, df, disk) and the psutil
+# loop reads on the synthetic host; ours are named cpu, memory, disk (df) and diskio (disk).
+# "default" runs every default collector (the synthetic host has the files of all nine).
+COLLECTD_FAMILIES = "cpu,memory,disk,diskio"
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -213,6 +219,7 @@ def run_synthetic(
     warmup: float,
     host_metrics: bool,
     env_extra: list[str],
+    collectors: str = COLLECTD_FAMILIES,
 ) -> dict[str, object]:
     disks, mounts = SIZES.get(cpus, (64, 64))
     base = tempfile.mkdtemp(prefix=f"sic-scale-{cpus}-")
@@ -241,6 +248,7 @@ def run_synthetic(
             SIC_HOST_ROOT=f"{base}/host/root",
             SIC_HTTP_LISTEN=f"127.0.0.1:{port}",
             SIC_PROMETHEUS_HOST_METRICS="node" if host_metrics else "off",
+            **({} if collectors == "default" else {"SIC_COLLECTORS": collectors}),
         )
         for item in env_extra:
             key, _, val = item.partition("=")
@@ -373,11 +381,6 @@ def stop_postgres(server: Any) -> None:
         stop_server(server)
 
 
-# collectd's configuration above reads these four families (cpu, memory, df, disk); ours are
-# named cpu, memory, disk (df) and diskio (disk). "default" runs every default collector.
-COLLECTD_FAMILIES = "cpu,memory,disk,diskio"
-
-
 def family_suffix(families: str) -> str:
     return "" if families == "default" else f" [{families}]"
 
@@ -495,6 +498,12 @@ def main() -> int:
     ap.add_argument("--dsn", help="PostgreSQL for the collectd comparison (else one is started)")
     ap.add_argument("--env", action="append", default=[], help="extra K=V for the collector")
     ap.add_argument(
+        "--collectors",
+        default=COLLECTD_FAMILIES,
+        help="SIC_COLLECTORS of the collector on the synthetic host (default: "
+        f"{COLLECTD_FAMILIES}, the reads the psutil loop makes; 'default': the product's nine)",
+    )
+    ap.add_argument(
         "--db-flush",
         default="",
         help="comma-separated SIC_DB_FLUSH_INTERVAL values: one CSV+PostgreSQL collector each, "
@@ -519,7 +528,13 @@ def main() -> int:
             for interval in args.intervals.split(","):
                 rows.append(
                     run_synthetic(
-                        cpus, interval, args.seconds, args.warmup, args.host_metrics, args.env
+                        cpus,
+                        interval,
+                        args.seconds,
+                        args.warmup,
+                        args.host_metrics,
+                        args.env,
+                        args.collectors,
                     )
                 )
                 print_synthetic(rows[-1:])

@@ -3,7 +3,9 @@
     .venv/bin/python bench/synthetic_host.py DIR --cpus 256 --disks 64 --mounts 64
 
 writes ``DIR/proc`` (``stat``, ``meminfo``, ``vmstat``, ``diskstats``, ``filesystems``,
-``1/mountinfo`` for the collector, ``self/mounts`` for psutil, ``sys/kernel/hostname``) and
+``1/mountinfo`` for the collector, ``self/mounts`` for psutil, ``sys/kernel/hostname``, and for
+the rest of the default collectors ``loadavg``, ``uptime``, ``1/net/dev`` with I interfaces,
+``sys/fs/file-nr`` and ``pressure/{cpu,memory,io}``) and
 ``DIR/root`` (``etc/hostname`` and one directory per mount point, so ``statvfs`` of
 ``<root>/<mountpoint>`` answers), then rewrites the counter files every 50 ms until SIGTERM.
 
@@ -32,7 +34,14 @@ _CPU_STEPS = ((0, 1, 0, 1, 0), (2, 0, 0, 0, 1), (3, 1, 0, 0, 1), (0, 0, 0, 0, 0)
 
 
 class SyntheticHost:
-    def __init__(self, base: str | os.PathLike[str], cpus: int, disks: int, mounts: int) -> None:
+    def __init__(
+        self,
+        base: str | os.PathLike[str],
+        cpus: int,
+        disks: int,
+        mounts: int,
+        interfaces: int = 4,
+    ) -> None:
         self.base = Path(base)
         self.proc = self.base / "proc"
         self.root = self.base / "root"
@@ -42,6 +51,11 @@ class SyntheticHost:
         self._cpu = [[BASE + 7919 * i + 31 * c for c in range(10)] for i in range(cpus)]
         # per disk: the 17 counters after the name (kernel 5.5+; in_flight kept at 0)
         self._disk = [[BASE + 104729 * d + 17 * c for c in range(17)] for d in range(disks)]
+        # per interface: the 16 counters of a /proc/net/dev line (rx then tx)
+        self._net = [[BASE + 1299709 * n + 13 * c for c in range(16)] for n in range(interfaces)]
+        # vmstat: pgfault pgmajfault pgpgin pgpgout pswpin pswpout oom_kill; PSI totals (us)
+        self._vm = [BASE + 11 * c for c in range(7)]
+        self._psi = [BASE + 7 * c for c in range(5)]  # cpu some, memory some/full, io some/full
         self._fds: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
 
@@ -50,7 +64,7 @@ class SyntheticHost:
         return ["/"] + [f"/data/nvme{i}" for i in range(1, self.mounts)]
 
     def create(self) -> None:
-        for sub in ("1", "self", "sys/kernel"):
+        for sub in ("1/net", "self", "sys/kernel", "sys/fs", "pressure"):
             (self.proc / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "etc").mkdir(parents=True, exist_ok=True)
         name = f"synthetic-{self.cpus}cpu"
@@ -66,9 +80,6 @@ class SyntheticHost:
             mounts.append(f"{dev} {mp} ext4 rw,relatime 0 0")
         (self.proc / "1" / "mountinfo").write_text("\n".join(info) + "\n")
         (self.proc / "self" / "mounts").write_text("\n".join(mounts) + "\n")
-        (self.proc / "vmstat").write_text(
-            "nr_free_pages 52428800\npswpin 1000\npswpout 2000\npgpgin 3000\npgpgout 4000\n"
-        )
         self.write()
 
     # -- moving counters ----------------------------------------------------------------
@@ -95,6 +106,19 @@ class SyntheticHost:
             n[7] += 2 * w
             n[9] += 30  # io ms: 60 % busy
             n[10] += 3 * w
+        for i, n in enumerate(self._net):
+            rx, tx = 1500 * (3 + (s + i) % 5), 1500 * (2 + (s * 7 + i) % 3)
+            n[0] += rx  # bytes
+            n[1] += rx // 1500  # packets
+            n[8] += tx
+            n[9] += tx // 1500
+        vm = self._vm
+        vm[0] += 100 + s % 7  # page faults, a few of them major
+        vm[1] += s % 2
+        vm[2] += 40
+        vm[3] += 80
+        for k in range(len(self._psi)):
+            self._psi[k] += 1000 * (1 + k % 2)  # stall microseconds
 
     def _stat(self) -> str:
         total = [sum(col) for col in zip(*self._cpu, strict=True)] if self._cpu else [0] * 10
@@ -145,11 +169,43 @@ class SyntheticHost:
             for d, n in enumerate(self._disk)
         )
 
+    def _net_dev(self) -> str:
+        head = (
+            "Inter-|   Receive                                                |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets "
+            "errs drop fifo colls carrier compressed\n"
+        )
+        return head + "".join(
+            f"{f'eth{i}':>6}: " + " ".join(map(str, n)) + "\n" for i, n in enumerate(self._net)
+        )
+
+    def _vmstat(self) -> str:
+        names = ("pgfault", "pgmajfault", "pgpgin", "pgpgout", "pswpin", "pswpout", "oom_kill")
+        return "nr_free_pages 52428800\n" + "".join(
+            f"{k} {v}\n" for k, v in zip(names, self._vm, strict=True)
+        )
+
+    def _pressure(self, resource: str) -> str:
+        some, full = {"cpu": (0, None), "memory": (1, 2), "io": (3, 4)}[resource]
+        lines = [f"some avg10=0.10 avg60=0.20 avg300=0.30 total={self._psi[some]}"]
+        total = self._psi[full] if full is not None else 0
+        lines.append(f"full avg10=0.00 avg60=0.00 avg300=0.00 total={total}")
+        return "\n".join(lines) + "\n"
+
     def write(self) -> None:
+        up = 1_000_000 + self.step * STEP_SECONDS
         for name, text in (
             ("stat", self._stat()),
             ("meminfo", self._meminfo()),
             ("diskstats", self._diskstats()),
+            ("vmstat", self._vmstat()),
+            ("1/net/dev", self._net_dev()),
+            ("loadavg", f"{1.5 + self.step % 9 / 100:.2f} 1.20 1.10 3/{BASE} 4242\n"),
+            ("uptime", f"{up:.2f} {up * self.cpus:.2f}\n"),
+            ("sys/fs/file-nr", f"{BASE + self.step % 1000}\t0\t9223372036854775807\n"),
+            ("pressure/cpu", self._pressure("cpu")),
+            ("pressure/memory", self._pressure("memory")),
+            ("pressure/io", self._pressure("io")),
         ):
             self._write_in_place(name, text.encode())
 
