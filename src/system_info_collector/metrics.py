@@ -131,17 +131,20 @@ class Metrics:
         self.spool_dropped = Counter(
             "sic_spool_dropped_records",
             "Spooled records dropped (oldest first) because the spool reached its size limit",
+            ["sink"],
             registry=r,
         )
         self.spool_damaged_bytes = Counter(
             "sic_spool_damaged_bytes",
             "Damaged spool bytes set aside (flipped, torn, zeroed) or lost (a truncated or "
             "removed segment); every intact entry around them is kept",
+            ["sink"],
             registry=r,
         )
         self.spool_damage_events = Counter(
             "sic_spool_damage_events",
             "Times damage was found in the spool (at start or while draining)",
+            ["sink"],
             registry=r,
         )
         self.dead_lettered = Counter(
@@ -226,7 +229,14 @@ class Metrics:
         ``increase(sic_sink_write_errors_total[5m]) > 0`` blind to that first error.
         """
         for sink in sinks:
-            for metric in (self.rows_written, self.retries, self.sink_dropped):
+            for metric in (
+                self.rows_written,
+                self.retries,
+                self.sink_dropped,
+                self.spool_dropped,
+                self.spool_damaged_bytes,
+                self.spool_damage_events,
+            ):
                 metric.labels(sink)
             for cls in WRITE_ERROR_CLASSES:
                 self.write_errors.labels(sink, cls)

@@ -404,12 +404,13 @@ class Spool:
 
     def _damaged(self, segment: _Segment, name: str, message: str, **fields: Any) -> None:
         """ERROR log and counter for bytes set aside (or lost) from ``segment``."""
-        self._metrics.spool_damaged_bytes.inc(fields["damaged_bytes"])
-        self._metrics.spool_damage_events.inc()
+        self._metrics.spool_damaged_bytes.labels(self.sink).inc(fields["damaged_bytes"])
+        self._metrics.spool_damage_events.labels(self.sink).inc()
         event(
             "ERROR",
             name,
             message,
+            sink=self.sink,
             segment=segment.path,
             intact_records=segment.pending_rows,
             intact_entries=segment.pending_entries,
@@ -462,11 +463,13 @@ class Spool:
         for path in dropped_files:
             _unlink(path)
         if dropped_rows or dropped_files:
-            self._metrics.spool_dropped.inc(dropped_rows)
+            self._metrics.spool_dropped.labels(self.sink).inc(dropped_rows)
             event(
                 "ERROR",
                 "spool_overflow",
-                "spool reached SIC_DB_SPOOL_MAX_SIZE: dropped the oldest spooled records",
+                "spool reached its size limit (SIC_DB_SPOOL_MAX_SIZE, SIC_<SINK>_SPOOL_MAX_SIZE): "
+                "dropped the oldest spooled records",
+                sink=self.sink,
                 directory=self.directory,
                 dropped_records=dropped_rows,
                 dropped_segments=len(dropped_files),
@@ -683,8 +686,8 @@ class Spool:
         if not new and not lost_rows:
             return
         damaged_bytes = sum(hi - lo for lo, hi in new)
-        self._metrics.spool_damaged_bytes.inc(damaged_bytes)
-        self._metrics.spool_damage_events.inc()
+        self._metrics.spool_damaged_bytes.labels(self.sink).inc(damaged_bytes)
+        self._metrics.spool_damage_events.labels(self.sink).inc()
         event(
             "ERROR",
             "spool_removed" if missing else "spool_damaged",
@@ -692,6 +695,7 @@ class Spool:
             if missing
             else "spooled bytes are damaged (changed or truncated on disk); kept every intact "
             "record before and after them and moved the damaged bytes aside",
+            sink=self.sink,
             segment=segment.path,
             intact_records=kept_rows,
             intact_entries=len(intact),
@@ -752,12 +756,13 @@ class Spool:
         self._write_ack(head.seq, head.acked_offset)
         self._update_metrics()
         if lost_rows:
-            self._metrics.spool_damage_events.inc()
+            self._metrics.spool_damage_events.labels(self.sink).inc()
         event(
             "ERROR",
             "spool_files_removed",
             "spool files were removed while running; kept the records still readable and "
             "spool to a new segment",
+            sink=self.sink,
             directory=self.directory,
             directory_recreated=recreated,
             kept_records=fresh.rows,

@@ -92,8 +92,10 @@ def test_flipped_bytes_in_the_spool_at_start_and_while_draining_lose_only_their_
     poll(lambda: expected <= set(db_keys(query, db_schema)), timeout=20, what="intact rows")
     running = second.events("spool_damaged")[1]
     assert running["level"] == "ERROR" and running["lost_records"] == len(lost_running)
-    assert metric(http, "sic_spool_damage_events_total") == 2
-    assert metric(http, "sic_spool_damaged_bytes_total") >= found["damaged_bytes"] + 1
+    assert metric(http, 'sic_spool_damage_events_total{sink="postgres"}') == 2
+    assert (
+        metric(http, 'sic_spool_damaged_bytes_total{sink="postgres"}') >= found["damaged_bytes"] + 1
+    )
     wait_ticks(second, 3)
     assert second.stop() == 0
 

@@ -264,8 +264,13 @@ def test_a_flipped_byte_at_start_keeps_every_intact_entry_before_and_after_it(
     aside = Path(damage["moved_to"]).read_bytes()
     assert len(aside) == damage["damaged_bytes"] > 0
     assert aside in next(iter(before.values()))  # exactly the damaged entry's bytes
-    assert metrics.registry.get_sample_value("sic_spool_damaged_bytes_total") == len(aside)
-    assert metrics.registry.get_sample_value("sic_spool_damage_events_total") == 1
+    assert metrics.registry.get_sample_value(
+        "sic_spool_damaged_bytes_total", {"sink": "postgres"}
+    ) == len(aside)
+    assert (
+        metrics.registry.get_sample_value("sic_spool_damage_events_total", {"sink": "postgres"})
+        == 1
+    )
     first = again.peek(max_rows=5)
     again.commit(first)  # and the rewritten segment works on
     del again  # as after kill -9: the damage is gone from the segment, not found twice
@@ -340,7 +345,7 @@ def test_a_byte_flipped_while_running_is_set_aside_and_draining_goes_on(
         damage["lost_entries"] == 1 and damage["damaged_bytes"] == entries[hit][1] - entries[hit][0]
     )
     assert (
-        metrics.registry.get_sample_value("sic_spool_damaged_bytes_total")
+        metrics.registry.get_sample_value("sic_spool_damaged_bytes_total", {"sink": "postgres"})
         == damage["damaged_bytes"]
     )
     assert Path(damage["moved_to"]).read_bytes() == bytes(raw[entries[hit][0] : entries[hit][1]])
@@ -369,7 +374,10 @@ def test_a_segment_truncated_to_zero_while_running_never_stalls_the_drain(
         65 - len(got)
     ), lost_old
     assert spool.pending_batches == 0
-    assert (metrics.registry.get_sample_value("sic_spool_damage_events_total") or 0) >= 2
+    assert (
+        metrics.registry.get_sample_value("sic_spool_damage_events_total", {"sink": "postgres"})
+        or 0
+    ) >= 2
 
 
 def test_a_removed_spool_directory_is_recreated_and_nothing_pending_is_lost(
@@ -391,18 +399,26 @@ def test_a_removed_spool_directory_is_recreated_and_nothing_pending_is_lost(
     assert ticks(again.peek(max_rows=10_000)) == list(range(2, 11))
 
 
+@pytest.mark.parametrize("sink", ["postgres", "remote_write"])
 def test_over_the_size_limit_the_oldest_are_dropped_with_an_error_and_a_count(
-    tmp_path: Path, events: list[dict[str, Any]]
+    tmp_path: Path, events: list[dict[str, Any]], sink: str
 ) -> None:
-    spool, metrics = open_spool(tmp_path, max_size=20_000, segment_size=4096)
+    spool, metrics = open_spool(tmp_path, max_size=20_000, segment_size=4096, sink=sink)
+    metrics.prepare(["postgres", "remote_write"], [])
     for i in range(200):
         spool.append(batch(i))
     on_disk = sum(p.stat().st_size for p in tmp_path.glob("*.seg"))
     assert on_disk <= 20_000
     got = ticks(spool.peek(max_rows=10_000))
     assert got[-1] == 199 and got == list(range(got[0], 200))  # the newest, contiguous
-    dropped = metrics.registry.get_sample_value("sic_spool_dropped_records_total")
-    assert dropped == 3 * got[0]
+
+    def dropped(name: str) -> float | None:
+        return metrics.registry.get_sample_value("sic_spool_dropped_records_total", {"sink": name})
+
+    assert dropped(sink) == 3 * got[0]  # counted for the spool's own sink, not another's
+    assert dropped({"postgres": "remote_write", "remote_write": "postgres"}[sink]) == 0
+    [overflow] = {e["sink"] for e in events if e.get("event") == "spool_overflow"}
+    assert overflow == sink
     assert [e for e in events if e.get("event") == "spool_overflow" and e["level"] == "ERROR"]
 
 

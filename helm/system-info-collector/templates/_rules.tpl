@@ -181,7 +181,7 @@ tests/integration/test_chart.py renders them and runs `promtool check rules` and
         severity: warning
       annotations:
         summary: The spool's files were changed under the collector.
-        description: '{{ "{{" }} $labels.instance {{ "}}" }}: spool files were truncated, removed or damaged while the collector ran; records in them may be lost (see the collector log).'
+        description: 'The {{ "{{" }} $labels.sink {{ "}}" }} spool on {{ "{{" }} $labels.instance {{ "}}" }}: its files were truncated, removed or damaged while the collector ran; records in them may be lost (see the collector log).'
     - alert: SICSamplesDropped
       expr: |-
         increase(sic_sink_records_dropped_total{ {{- $s -}} }[10m]) > 0
