@@ -70,7 +70,6 @@ class PostgresSettings:
 
 # Sinks behind a write-ahead spool on disk unless SIC_<SINK>_BUFFER says otherwise.
 DISK_BUFFERED_SINKS = frozenset({"postgres", "remote_write", "otlp"})
-MIN_MEMORY_BUFFER_SIZE = 64 * 1024
 MEMORY_SINK_BATCH_ROWS = 200  # records a sink without its own batch setting writes at once
 
 
@@ -144,7 +143,7 @@ class AdaptiveSettings:
 
 
 # (variable, attribute, default) of the adaptive settings: read by load_settings, and the
-# README table and Helm values are checked against it (tests/unit/test_adaptive_config.py).
+# README table and Helm values are checked against it (tests/unit/test_adaptive.py).
 ADAPTIVE_OPTIONS = (
     ("SIC_ADAPTIVE_INTERVAL", "interval", "250ms"),
     ("SIC_ADAPTIVE_HOLD", "hold", "30s"),
@@ -474,6 +473,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "SIC_DB_CONNECT_TIMEOUT": postgres.connect_timeout,
             "SIC_DB_STATEMENT_TIMEOUT": postgres.statement_timeout,
             "SIC_DB_SPOOL_MAX_SIZE": postgres.spool_max_size,
+            "SIC_BUFFER_MEMORY_MAX_SIZE": memory_max_size,
             **spool_sizes,
         },
         source,
@@ -538,11 +538,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append(
             f"SIC_DB_RETENTION={get('SIC_DB_RETENTION')!r}: must be 0 (keep forever) or at "
             "least SIC_DB_PARTITION_INTERVAL (whole partitions are dropped)"
-        )
-    if memory_max_size is not None and memory_max_size < MIN_MEMORY_BUFFER_SIZE:
-        problems.append(
-            f"SIC_BUFFER_MEMORY_MAX_SIZE={get('SIC_BUFFER_MEMORY_MAX_SIZE')!r}: must be at least "
-            "64KiB (a sink's in-memory backlog)"
         )
     if password_file and not os.path.isfile(password_file):
         problems.append(f"SIC_DB_PASSWORD_FILE={password_file!r}: not a readable file")

@@ -109,6 +109,12 @@ LIMITS: Mapping[str, Limit] = {
         "below 64KB the spool holds no outage at all (0: nearly every record dropped)",
         "size",
     ),
+    "SIC_BUFFER_MEMORY_MAX_SIZE": Limit(
+        64 * 1024,
+        None,
+        "below 64KiB a sink's in-memory backlog holds a few ticks, no outage",
+        "size",
+    ),
     # every sink with a disk buffer: SIC_CSV_SPOOL_MAX_SIZE, SIC_REMOTE_WRITE_SPOOL_MAX_SIZE, ...
     PER_SINK_SPOOL_MAX_SIZE: Limit(
         64_000,
