@@ -7,7 +7,9 @@ Builds the real agent (real providers on a bench/synthetic_host.py tree, validat
 between ticks (not profiled), and profiles ``Agent.tick`` plus the CSV sink's ``write`` of
 each tick's records (what its thread does) with cProfile. Prints the CPU time per tick and per
 record without the profiler (the best and the median of ``--rounds`` rounds), then the profile's
-top entries.
+top entries. ``--pause 0.25`` sleeps that long before each tick (not measured), as the real
+process does between slots: the same work then costs more CPU, because caches and branch
+predictors are cold again at every tick (docs/benchmarks.md, "hot and cold ticks").
 """
 
 from __future__ import annotations
@@ -54,13 +56,20 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--host-metrics", action="store_true")
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds of sleep before each tick")
+    ap.add_argument("--collectors", default="", help="SIC_COLLECTORS (default: the default nine)")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         host = SyntheticHost(tmp, args.cpus, args.disks, args.mounts)
         host.create()
         settings = load_settings(
-            {"SIC_HOST_PROC": f"{tmp}/proc", "SIC_HOST_ROOT": f"{tmp}/root", "SIC_SINKS": "csv"}
+            {
+                "SIC_HOST_PROC": f"{tmp}/proc",
+                "SIC_HOST_ROOT": f"{tmp}/root",
+                "SIC_SINKS": "csv",
+                **({"SIC_COLLECTORS": args.collectors} if args.collectors else {}),
+            }
         )
         agent = Agent(settings, build_providers(settings), [], Metrics(), host="bench")
         agent.expose_latest = args.host_metrics
@@ -76,6 +85,8 @@ def main() -> None:
                 host.advance()
                 host.write()
                 tick = Tick(i, datetime.fromtimestamp(1_700_000_000 + i, UTC), 0.0, 0.0)
+                if args.pause:
+                    time.sleep(args.pause)
                 started = time.thread_time()
                 if profiler:
                     profiler.enable()
@@ -95,7 +106,9 @@ def main() -> None:
         best, median = rounds[0], rounds[len(rounds) // 2]
         records = best[1]
         print(
-            f"{args.cpus} CPUs / {args.disks} disks / {args.mounts} mounts: "
+            f"{args.cpus} CPUs / {args.disks} disks / {args.mounts} mounts"
+            + (f", {args.pause:g} s pause before each tick" if args.pause else "")
+            + ": "
             f"{records / args.ticks:.0f} records/tick, best of {args.rounds} rounds of "
             f"{args.ticks} ticks {1000 * best[0] / args.ticks:.2f} ms/tick = "
             f"{1e6 * best[0] / records:.2f} µs/record, median {1e6 * median[0] / records:.2f} "
