@@ -435,6 +435,33 @@ step_tools() {
 }
 
 # ---------------------------------------------------------------------------
+# d2. Models of the chart's custom resources (ServiceMonitor, PodMonitor, PrometheusRule,
+#     VerticalPodAutoscaler) for .ci/validate-crs.mjs: npm packages generated from the CRDs,
+#     pinned, installed without a lock file (a lock file would record download addresses)
+# ---------------------------------------------------------------------------
+CRD_MODELS=(
+    "@kubernetes-models/prometheus-operator@6.0.0"
+    "@kubernetes-models/autoscaler@5.0.0"
+)
+CRD_MODELS_DIR="$CI_DIR/tools/npm"
+step_crd_models() {
+    step_begin "CRD models"
+    local stamp="$CRD_MODELS_DIR/.installed" want="${CRD_MODELS[*]}"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "present in $CRD_MODELS_DIR: $want"
+    else
+        command -v npm >/dev/null 2>&1 || apt_install npm
+        mkdir -p "$CRD_MODELS_DIR"
+        log "npm install ${CRD_MODELS[*]}"
+        (cd "$CRD_MODELS_DIR" && npm install --silent --no-save --no-package-lock --no-audit \
+            --no-fund --prefix "$CRD_MODELS_DIR" "${CRD_MODELS[@]}" >&2) \
+            || die "npm install ${CRD_MODELS[*]} failed"
+        printf '%s' "$want" >"$stamp"
+    fi
+    step_end
+}
+
+# ---------------------------------------------------------------------------
 # e. Settings for the caller
 # ---------------------------------------------------------------------------
 step_env() {
@@ -447,6 +474,7 @@ step_env() {
         echo "SIC_TEST_POSTGRES_IMAGE=$POSTGRES_IMAGE"
         echo "SIC_TEST_BASE_IMAGE=$BASE_IMAGE"
         echo "SIC_CI_TOOLS_BIN=$TOOLS_BIN"
+        echo "SIC_CI_CRD_MODELS=$CRD_MODELS_DIR/node_modules"
         echo "PATH=\"$TOOLS_BIN:\${PATH}\""
     } >"$tmp"
     mv -f "$tmp" "$ENV_FILE"
@@ -462,5 +490,6 @@ step_base_image
 step_postgres_image
 step_debian_tools
 step_tools
+step_crd_models
 step_env
 log "all done in $(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"

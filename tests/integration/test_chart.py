@@ -96,6 +96,33 @@ def sic_variables_read_by_config() -> set[str]:
     return names - {"SIC_"}
 
 
+CUSTOM_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule", "VerticalPodAutoscaler")
+
+
+@pytest.fixture(scope="module")
+def crd_models() -> str:
+    """The npm models of the CRDs (.ci/bootstrap.sh installs them) and node to run them."""
+    found = os.environ.get("SIC_CI_CRD_MODELS") or str(
+        ROOT / ".ci" / "tools" / "npm" / "node_modules"
+    )
+    if not (Path(found) / "@kubernetes-models" / "prometheus-operator").is_dir():
+        pytest.skip(f"no CRD models in {found} (run .ci/bootstrap.sh)")
+    if not shutil.which("node"):
+        pytest.skip("node not found on PATH")
+    return found
+
+
+def crd_validate(objects: list[dict[str, Any]], models: str) -> subprocess.CompletedProcess[str]:
+    """.ci/validate-crs.mjs over ``objects``: each against its CRD's schema."""
+    return subprocess.run(
+        ["node", str(ROOT / ".ci" / "validate-crs.mjs"), models],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_lint_defaults_and_every_scenario(helm: str) -> None:
     assert SCENARIOS, "no ci/*-values.yaml scenarios"
     run(helm, "lint", "--strict", str(CHART))
@@ -309,6 +336,35 @@ def kinds(manifests: str) -> dict[str, list[dict[str, Any]]]:
 
 def scenario(helm: str, name: str, *more: str) -> str:
     return template(helm, "-f", str(CHART / "ci" / f"{name}-values.yaml"), *more)
+
+
+def test_custom_resources_match_their_crd_schemas(helm: str, crd_models: str) -> None:
+    # kubernetes-validate has no schema for these kinds; the CRDs' own schemas check them here
+    checked: set[str] = set()
+    for values in [None, *SCENARIOS]:
+        manifests = template(helm, *(["-f", str(values)] if values else []))
+        objects = [d for d in documents(manifests) if d["kind"] in CUSTOM_KINDS]
+        if not objects:
+            continue
+        result = crd_validate(objects, crd_models)
+        name = values.name if values else "defaults"
+        assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+        assert result.stdout.count("valid ") == len(objects), result.stdout
+        checked.update(d["kind"] for d in objects)
+    assert checked == set(CUSTOM_KINDS), f"no scenario renders {set(CUSTOM_KINDS) - checked}"
+
+
+def test_the_crd_check_refuses_what_the_api_server_would(helm: str, crd_models: str) -> None:
+    found = kinds(scenario(helm, "service-monitor"))
+    (monitor,) = found["ServiceMonitor"]
+    (rules,) = found["PrometheusRule"]
+    monitor["spec"]["endpoints"][0]["interval"] = "30 seconds"  # not a Prometheus duration
+    del rules["spec"]["groups"][0]["name"]  # a rule group needs its name
+    result = crd_validate([monitor, rules], crd_models)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(x.startswith("invalid ServiceMonitor/") and "interval" in x for x in lines), lines
+    assert any(x.startswith("invalid PrometheusRule/") and "name" in x for x in lines), lines
 
 
 def test_defaults_have_a_service_prometheus_finds_by_its_annotations(helm: str) -> None:
