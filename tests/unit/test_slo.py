@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
-from prometheus_client import CollectorRegistry
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from system_info_collector.model import Record
-from system_info_collector.slo import DeliveryLedger
+from system_info_collector.slo import LATENCY_BUCKETS, DeliveryLedger
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -83,3 +85,44 @@ def test_a_sink_counting_its_own_units_is_judged_against_them() -> None:
     )
     clock.now = (T0 + timedelta(minutes=3)).timestamp()
     assert ledger.completeness() == {"csv": 1.0, "remote_write": 0.5}
+
+
+def test_latency_by_tick_equals_a_histogram_observed_per_record() -> None:
+    """A batch is observed once per tick time with its count: the exposition must be what
+    prometheus-client's Histogram gives when every record is observed on its own (bucket edges
+    included: a latency equal to a bound counts in that bound)."""
+    registry, reference = CollectorRegistry(), CollectorRegistry()
+    ledger = DeliveryLedger(registry, clock=Clock())
+    histogram = Histogram(
+        "sic_sink_delivery_latency_seconds",
+        "reference",
+        ["sink"],
+        buckets=LATENCY_BUCKETS,
+        registry=reference,
+    )
+    now = T0.timestamp()
+    rng = random.Random(12)
+    for sink in ("remote_write", "otlp"):
+        for _ in range(50):  # batches of whole ticks, some at exactly a bucket bound
+            ages = [rng.choice([*LATENCY_BUCKETS, 0, rng.uniform(0, 4000)]) for _ in range(3)]
+            batch = [
+                rec(T0 - timedelta(seconds=a)) for a in ages for _ in range(rng.randint(1, 40))
+            ]
+            rng.shuffle(batch)
+            ledger.acknowledged(sink, batch, now=now)
+            for r in batch:
+                histogram.labels(sink).observe(max(0.0, now - r.ts.timestamp()))
+
+    def samples(reg: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in reg.collect()
+            if family.name == "sic_sink_delivery_latency_seconds"
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    got, want = samples(registry), samples(reference)
+    assert got.keys() == want.keys() and len(got) == 2 * (len(LATENCY_BUCKETS) + 3)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-12), key
