@@ -39,6 +39,15 @@ prompb = importlib.util.module_from_spec(spec); spec.loader.exec_module(prompb)
 W = prompb.write_request_class(); w = W(); t = w.timeseries.add(); t.labels.add(name="a", value="b")
 t.samples.add(value=1.0, timestamp=1); bytes(cramjam.snappy.compress_raw(w.SerializeToString()))
 """,
+    "remote_write (own wire format: prompb.WriteRequestWriter) + cramjam snappy + http.client": """
+import http.client, cramjam, importlib.util
+from datetime import datetime, timezone
+spec = importlib.util.spec_from_file_location("prompb", PROMPB)  # alone, not the package
+prompb = importlib.util.module_from_spec(spec); spec.loader.exec_module(prompb)
+w = prompb.WriteRequestWriter()
+w.add(prompb.labels_bytes([("a", "b")]), 1.0, w.stamp(datetime.now(timezone.utc)))
+bytes(cramjam.snappy.compress_raw(w.bytes()))
+""",
     "otlp: opentelemetry-proto messages + gzip + http.client": """
 import gzip, http.client
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2

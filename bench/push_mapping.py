@@ -37,7 +37,6 @@ from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import build_providers
 from system_info_collector.sinks.otlp import OtlpSink
-from system_info_collector.sinks.prompb import write_request_class
 from system_info_collector.sinks.remote_write import RemoteWriteSink
 
 COLLECTORS = "cpu,memory,disk,diskio"  # the scale bench's four (the tree serves all nine)
@@ -60,7 +59,6 @@ def measure(shape: str, ticks: int, rounds: int) -> dict[str, float]:
         failures = Failures()
         prime(providers, failures)
         rw = RemoteWriteSink(RemoteWriteSettings(url="http://127.0.0.1:1/"), metrics=Metrics())
-        rw._request_class = write_request_class()
         otlp = OtlpSink(
             OtlpSettings(endpoint="http://127.0.0.1:1/"),
             host_paths=settings.host_paths,

@@ -3,8 +3,10 @@ and the WriteRequest a receiver decodes."""
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import cramjam
 import pytest
@@ -21,9 +23,9 @@ from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
-from system_info_collector.sinks.prompb import write_request_class
+from system_info_collector.sinks.prompb import varint, write_request_class
 from system_info_collector.sinks.remote_write import RemoteWriteSink, by_tick, chunk_ticks
-from system_info_collector.sinks.series import SERIES, with_leftovers_mapped
+from system_info_collector.sinks.series import SERIES, prometheus_series, with_leftovers_mapped
 from tests.helpers import poll
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
@@ -45,18 +47,19 @@ def records(ticks: int, cpus: int = 2) -> list[Record]:
 
 
 def sink() -> RemoteWriteSink:
-    s = RemoteWriteSink(RemoteWriteSettings(url="http://127.0.0.1:1/w"), metrics=Metrics())
-    s._request_class = write_request_class()
-    return s
+    return RemoteWriteSink(RemoteWriteSettings(url="http://127.0.0.1:1/w"), metrics=Metrics())
+
+
+def decode(body: bytes) -> Any:
+    """A serialized ``WriteRequest``, parsed by the protobuf library."""
+    return write_request_class().FromString(body)
 
 
 def test_one_series_per_field_labels_sorted_samples_in_time_order() -> None:
     s = sink()
-    request, count = s.encode(by_tick(reversed(records(3))))
-    assert count == 12 and len(request.timeseries) == 4
-    decoded = write_request_class().FromString(
-        bytes(cramjam.snappy.decompress_raw(s._compress(request)))
-    )
+    body, count = s.encode(by_tick(reversed(records(3))))
+    assert count == 12 and len(decode(body).timeseries) == 4
+    decoded = decode(bytes(cramjam.snappy.decompress_raw(s._compress(body))))
     for ts in decoded.timeseries:
         names = [label.name for label in ts.labels]
         assert names == sorted(names) and len(set(names)) == len(names)
@@ -134,7 +137,12 @@ def test_the_buffered_series_are_those_a_scrape_of_metrics_shows(mode: HostMetri
     assert taken is not None
     buffered = list(taken.records)
     assert buffered and all(r.measurement == SERIES and r.ts == records[0].ts for r in buffered)
-    pushed = {(s.labels, s.value) for r in buffered for s in sink._series(r)}
+    body, _ = sink.encode([buffered])  # what the sink sends, parsed by the protobuf library
+    pushed = {
+        (tuple((la.name, la.value) for la in ts.labels), sample.value)
+        for ts in decode(body).timeseries
+        for sample in ts.samples
+    }
     scraped = {
         (
             tuple(
@@ -175,6 +183,62 @@ def test_an_ordinary_record_left_in_the_buffer_is_still_sent() -> None:
         {"mountpoint": "/", "device": "/dev/vda1", "fstype": "ext4"},
         {"available_bytes": 10, "total_bytes": 40, "free_bytes": 12},
     )
-    request, count = s.encode([with_leftovers_mapped([disk], SERIES, s._leftover_tick)])
-    names = {la.value for ts in request.timeseries for la in ts.labels if la.name == "__name__"}
+    body, count = s.encode([with_leftovers_mapped([disk], SERIES, s._leftover_tick)])
+    names = {
+        la.value for ts in decode(body).timeseries for la in ts.labels if la.name == "__name__"
+    }
     assert "node_filesystem_avail_bytes" in names and count >= 3
+
+
+def library_encoding(ticks: list[list[Record]]) -> bytes:
+    """The ``WriteRequest`` of ``ticks`` built with the protobuf library (what the sink built
+    before it wrote the bytes itself): series in order of first sample, samples in tick order."""
+    series: dict[tuple[tuple[str, str], ...], list[tuple[float, int]]] = {}
+    for tick in ticks:
+        for record in tick:
+            ms = (record.ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+            for s in prometheus_series(record):
+                series.setdefault(s.labels, []).append((s.value, ms))
+    request = write_request_class()()
+    for labels, samples in series.items():
+        ts = request.timeseries.add()
+        for name, text in labels:
+            ts.labels.add(name=name, value=text)
+        for value, ms in samples:
+            ts.samples.add(value=value, timestamp=ms)
+    return bytes(request.SerializeToString())
+
+
+def test_the_written_bytes_are_what_the_protobuf_library_serializes() -> None:
+    rng = random.Random(7)
+    values = [0.0, -0.0, 1.0, -2.5, 1e300, 5e-324, float("inf"), float("-inf"), 3, 0, 2**53]
+    texts = ["", "a", "é✓", "x" * 200, "/dev/nvme0n1", "a b=c"]
+    s = sink()
+    for _ in range(40):
+        ticks = []
+        for t in range(rng.randint(1, 4)):
+            tick = []
+            for _ in range(rng.randint(1, 30)):
+                tags = {k: rng.choice(texts) for k in rng.sample(["cpu", "mode", "job", "__x"], 2)}
+                if rng.random() < 0.2:
+                    tags["instance"] = rng.choice(texts)
+                fields = {
+                    rng.choice(["node_a_total", "node_b_bytes", "n"]): rng.choice(values)
+                    for _ in range(rng.randint(1, 3))
+                }
+                ts = T0 + timedelta(milliseconds=rng.choice([0, 1, 999, 10**6]) + 1000 * t)
+                tick.append(Record(SERIES, ts, rng.choice(["h", "web-1"]), tags, fields))
+            ticks.append(tick)
+        body, count = s.encode(ticks)
+        assert body == library_encoding(ticks)
+        assert count == sum(len(r.fields) for tick in ticks for r in tick)
+    epoch = Record(SERIES, datetime(1970, 1, 1, tzinfo=UTC), "h", {}, {"n": 0.0})
+    assert s.encode([[epoch]])[0] == library_encoding([[epoch]])  # every field at its default
+
+
+def test_varints_at_every_width_match_the_protobuf_library() -> None:
+    from google.protobuf.internal.encoder import _VarintBytes  # the library's own varint
+
+    edges = [0, 1, 0x7F, 0x80, 0x3FFF, 0x4000, 2**21 - 1, 2**21, 2**35, 2**63 - 1]
+    for n in [*edges, -1, -(2**63), 1_700_000_000_123]:
+        assert varint(n) == _VarintBytes(n if n >= 0 else n + (1 << 64)), n

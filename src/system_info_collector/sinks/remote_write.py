@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import cramjam
 
@@ -37,12 +36,11 @@ from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.sinks import CheckResult
-from system_info_collector.sinks.prompb import write_request_class
+from system_info_collector.sinks.prompb import WriteRequestWriter, labels_bytes
 from system_info_collector.sinks.push_http import Auth, PushClient, RejectedError
 from system_info_collector.sinks.series import (
     SERIES,
-    Series,
-    prometheus_series,
+    series_labels,
     series_records,
     with_leftovers_mapped,
 )
@@ -97,17 +95,15 @@ class RemoteWriteSink:
         metrics: Metrics,
         mode: HostMetricsMode = "node",
         tags: Mapping[str, str] | None = None,
-        series: Callable[[Record], Iterable[Series]] = prometheus_series,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._metrics = metrics
         self._mode: HostMetricsMode = mode
         self._tags = dict(tags or {})
-        self._series = series
         self._clock = clock
-        self._request_class: Any = None
-        self._labels_cache: dict[tuple[tuple[str, str], ...], bytes] = {}
+        # (host, tags) of a series record -> its fields' encoded labels
+        self._labels_cache: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, bytes]] = {}
         self._client: PushClient | None = None
         metrics.samples_refused.labels(self.name)
         metrics.delivery.track(self.name, own_units=True)
@@ -130,10 +126,9 @@ class RemoteWriteSink:
     # -- Sink --------------------------------------------------------------------------
     def open(self) -> None:
         self.close()  # a retried open must not leak the previous connection
-        self._request_class = write_request_class()
         self._client = self._make_client()
         try:
-            self._post(self._compress(self._request_class()))  # reachability and credentials
+            self._post(self._compress(b""))  # an empty WriteRequest: reachability, credentials
         except Exception:
             self.close()
             raise
@@ -169,36 +164,31 @@ class RemoteWriteSink:
         return [CheckResult(name, True, f"{self._client.target} accepted an empty write")]
 
     # -- encoding ----------------------------------------------------------------------
-    def encode(self, ticks: Sequence[Sequence[Record]]) -> tuple[Any, int]:
-        """The ``WriteRequest`` of these ticks (oldest first) and its number of samples."""
-        series: dict[tuple[tuple[str, str], ...], list[tuple[float, int]]] = {}
-        count = 0
-        for tick in ticks:
-            for record in tick:
-                ms = timestamp_ms(record.ts)
-                for s in self._series(record):
-                    series.setdefault(s.labels, []).append((s.value, ms))
-                    count += 1
-        request = self._request_class()
+    def encode(self, ticks: Sequence[Sequence[Record]]) -> tuple[bytes, int]:
+        """The serialized ``WriteRequest`` of these ticks (oldest first) and its number of
+        samples: per record, the labels :func:`~.series.prometheus_series` gives each field,
+        encoded once per series and kept (:data:`LABELS_CACHE_MAX`)."""
+        writer = WriteRequestWriter()
         cache = self._labels_cache
         if len(cache) > LABELS_CACHE_MAX:  # series churn (containers' interfaces, mounts)
             cache.clear()
-        for labels, samples in series.items():
-            ts = request.timeseries.add()
-            encoded = cache.get(labels)
-            if encoded is None:
-                for label, text in labels:
-                    ts.labels.add(name=label, value=text)
-                cache[labels] = ts.SerializeToString()
-            else:
-                ts.MergeFromString(encoded)  # the series' labels, as the library encoded them
-            for number, ms in samples:
-                ts.samples.add(value=number, timestamp=ms)
-        return request, count
+        for tick in ticks:
+            for record in tick:
+                stamp = writer.stamp(record.ts)
+                key = (record.host, tuple(record.tags.items()))
+                names = cache.get(key)
+                if names is None:
+                    names = cache[key] = {}
+                for name, value in record.fields.items():
+                    labels = names.get(name)
+                    if labels is None:
+                        labels = names[name] = labels_bytes(series_labels(record, name))
+                    writer.add(labels, float(value), stamp)
+        return writer.bytes(), writer.samples
 
     @staticmethod
-    def _compress(request: Any) -> bytes:
-        return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+    def _compress(body: bytes) -> bytes:
+        return bytes(cramjam.snappy.compress_raw(body))
 
     # -- sending -------------------------------------------------------------------------
     def _post(self, body: bytes) -> None:

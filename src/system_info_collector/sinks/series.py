@@ -97,9 +97,14 @@ def with_leftovers_mapped(
 
 def prometheus_series(record: Record) -> Iterator[Series]:
     """One :class:`Series` per field of a :data:`SERIES` record (sample time: ``record.ts``)."""
+    for name, value in record.fields.items():
+        yield Series(name, series_labels(record, name), float(value))
+
+
+def series_labels(record: Record, name: str) -> tuple[tuple[str, str], ...]:
+    """The labels of the series of field ``name`` of a :data:`SERIES` record, sorted:
+    ``__name__``, ``instance`` (the host) and ``job``, then the tags (a tag of the same name
+    wins; tags starting with ``__`` are not labels); labels with an empty value left out."""
     base = {"instance": record.host, "job": JOB}
     base.update((k, v) for k, v in record.tags.items() if k[:2] != "__")
-    shared = [(k, v) for k, v in base.items() if v != ""]
-    for name, value in record.fields.items():
-        labels = tuple(sorted([("__name__", name), *shared]))
-        yield Series(name, labels, float(value))
+    return tuple(sorted([("__name__", name), *((k, v) for k, v in base.items() if v != "")]))
