@@ -18,14 +18,22 @@ from system_info_collector.config import (
     RemoteWriteSettings,
     Settings,
 )
-from system_info_collector.exposition import HostMetricsCollector
+from system_info_collector.exposition import HostMetricsCollector, mapping_for
+from system_info_collector.exposition.families import Families
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
 from system_info_collector.sinks.prompb import varint, write_request_class
 from system_info_collector.sinks.remote_write import RemoteWriteSink, by_tick, chunk_ticks
-from system_info_collector.sinks.series import SERIES, prometheus_series, with_leftovers_mapped
+from system_info_collector.sinks.series import (
+    SERIES,
+    prometheus_series,
+    push_mode,
+    series_records,
+    tick_views,
+    with_leftovers_mapped,
+)
 from tests.helpers import poll
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
@@ -242,3 +250,34 @@ def test_varints_at_every_width_match_the_protobuf_library() -> None:
     edges = [0, 1, 0x7F, 0x80, 0x3FFF, 0x4000, 2**21 - 1, 2**21, 2**35, 2**63 - 1]
     for n in [*edges, -1, -(2**63), 1_700_000_000_123]:
         assert varint(n) == _VarintBytes(n if n >= 0 else n + (1 << 64)), n
+
+
+def reference_series_records(
+    records: list[Record], providers: Any, mode: HostMetricsMode, tags: dict[str, str]
+) -> list[Record]:
+    """series_records as it was: the prometheus-client families /metrics builds, regrouped."""
+    out = Families(tags)
+    for view in tick_views(records, providers):
+        mapping_for(push_mode(mode), view.measurement)(view, out)
+    grouped: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
+    for metric in out.metrics():
+        for sample in metric.samples:
+            key = tuple(sorted(sample.labels.items()))
+            grouped.setdefault(key, {})[sample.name] = sample.value
+    ts, host = records[0].ts, records[0].host
+    return [Record(SERIES, ts, host, dict(key), fields) for key, fields in grouped.items()]
+
+
+@pytest.mark.parametrize("mode", ["node", "sic"])
+def test_series_records_are_the_families_metrics_would_hold(mode: HostMetricsMode) -> None:
+    """The push builds its series without prometheus-client's metric objects: the same records,
+    in the same order, as regrouping the families /metrics builds -- with static tags, one of
+    them named like a family's own label (it gives way) and one empty."""
+    agent, _ = agent_with(mode)
+    agent._prime()
+    records = tick_with_cpu(agent)
+    providers = agent.providers
+    for tags in ({}, {"env": "prod"}, {"mode": "static", "device": "", "zone": "b"}):
+        got = series_records(records, providers, mode, tags)
+        assert got == reference_series_records(records, providers, mode, tags)
+        assert len(got) > 20

@@ -29,7 +29,7 @@ from typing import NamedTuple
 from system_info_collector.collector import Provider
 from system_info_collector.config import HostMetricsMode
 from system_info_collector.exposition import mapping_for
-from system_info_collector.exposition.families import Families, View
+from system_info_collector.exposition.families import SeriesGroups, View
 from system_info_collector.model import Record
 
 JOB = "system-info-collector"
@@ -66,16 +66,11 @@ def series_records(
     """The families ``/metrics`` would serve for this tick, as :data:`SERIES` records."""
     if not records:
         return []
-    out = Families(tags)
+    out = SeriesGroups(tags)
     for view in tick_views(records, providers):
         mapping_for(push_mode(mode), view.measurement)(view, out)
-    grouped: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
-    for metric in out.metrics():
-        for sample in metric.samples:
-            key = tuple(sorted(sample.labels.items()))
-            grouped.setdefault(key, {})[sample.name] = sample.value
     ts, host = records[0].ts, records[0].host
-    return [Record(SERIES, ts, host, dict(key), fields) for key, fields in grouped.items()]
+    return [Record(SERIES, ts, host, dict(key), fields) for key, fields in out.groups().items()]
 
 
 def with_leftovers_mapped(
