@@ -110,7 +110,7 @@ def csv_text(text: str) -> str:
 class RowEncoder:
     """The CSV lines of one measurement's records, byte for byte what
     ``encode_rows(spec.row(r) for r in records)`` writes, without a formatting call per value:
-    a row's numbers go through one ``repr`` each and one join, checked at once to hold nothing
+    a row's numbers go through one ``%r`` format of the row, checked at once to hold nothing
     but digits, dots and minus signs (else the row takes :func:`format_value`); the timestamp
     and host of a batch, the tag JSON, ``interval_ms`` and each label value are formatted once."""
 
@@ -120,6 +120,7 @@ class RowEncoder:
         self._names = tuple(field_names)
         getter = operator.itemgetter(*self._names)
         self._values = getter if len(self._names) > 1 else (lambda f: (getter(f),))
+        self._format = ",".join(["%r"] * len(self._names))  # one repr per value, one call
         self._texts: dict[str, str] = {}  # label value -> its CSV text (entities repeat)
 
     def encode(self, records: Iterable[Record]) -> bytes:
@@ -130,6 +131,7 @@ class RowEncoder:
         if len(texts) > _MAX_LABEL_TEXTS:
             texts.clear()
         labels, label_set, values, names = self._labels, self._label_set, self._values, self._names
+        fmt = self._format
         lines = []
         last_ts: object = None
         last_host: object = None
@@ -157,8 +159,8 @@ class RowEncoder:
             try:
                 vals = values(fields)
             except KeyError:  # a missing field is an empty column
-                vals = [fields.get(n) for n in names]
-            numbers = ",".join(map(repr, vals))
+                vals = tuple([fields.get(n) for n in names])
+            numbers = fmt % vals
             if numbers.translate(_NOT_PLAIN_NUMBERS):
                 numbers = ",".join([csv_text(format_value(v)) for v in vals])
             interval = r.interval_ms
