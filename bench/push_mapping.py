@@ -64,10 +64,6 @@ def measure(shape: str, ticks: int, rounds: int) -> dict[str, float]:
             host_paths=settings.host_paths,
             metrics=Metrics(),
         )
-        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-        from opentelemetry.proto.metrics.v1 import metrics_pb2
-
-        otlp._pb = (metrics_service_pb2, metrics_pb2)
         sinks: dict[str, tuple[Callable[..., list[Record]], Callable[[list[Record]], bytes]]] = {
             "remote_write": (
                 rw.at_tick,
@@ -112,8 +108,8 @@ def measure(shape: str, ticks: int, rounds: int) -> dict[str, float]:
 def otlp_body(sink: OtlpSink, mapped: list[Record]) -> bytes:
     import gzip
 
-    request, _ = sink.encode(mapped)
-    return gzip.compress(request.SerializeToString(), compresslevel=6)
+    body, _ = sink.encode(mapped)
+    return gzip.compress(body, compresslevel=6)
 
 
 def main() -> None:

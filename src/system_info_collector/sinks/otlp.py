@@ -1,6 +1,8 @@
 """OTLP/HTTP metrics sink: ``ExportMetricsServiceRequest`` (protobuf, gzip) to ``/v1/metrics``.
 
-Messages are the official ``opentelemetry-proto`` ones; the transport is ``http.client``
+Messages are ``opentelemetry-proto``'s, written as bytes by
+:mod:`~system_info_collector.sinks.otlp_wire` (the package's own serialization, byte for byte;
+the package decodes a receiver's ``partial_success``); the transport is ``http.client``
 (:mod:`~system_info_collector.sinks.push_http`): the full OpenTelemetry SDK and exporter would
 add about twice the memory for nothing we use (docs/push.md, ``bench/import_rss.py``).
 
@@ -24,7 +26,6 @@ import gzip
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from system_info_collector import __version__
 from system_info_collector.collector import Provider
@@ -36,6 +37,7 @@ from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.sinks import CheckResult
 from system_info_collector.sinks.otlp_names import METRICS, OTLP, RESOURCE, otlp_records
+from system_info_collector.sinks.otlp_wire import MetricsRequest, key_values, point, resource_bytes
 from system_info_collector.sinks.push_http import Auth, PushClient
 from system_info_collector.sinks.remote_write import by_tick, chunk_ticks
 from system_info_collector.sinks.series import with_leftovers_mapped
@@ -81,9 +83,10 @@ class OtlpSink:
         self._metrics = metrics
         self._tags = dict(tags or {})
         self._clock = clock
-        self._pb: Any = None
         self._client: PushClient | None = None
-        self._attributes_cache: dict[tuple[tuple[str, str], ...], bytes] = {}
+        # (host, tags) of a point record -> its encoded resource and attributes
+        self._attributes_cache: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[bytes, bytes]]
+        self._attributes_cache = {}
         self._start_nano = 0
         metrics.samples_refused.labels(self.name)
         metrics.delivery.track(self.name, own_units=True)
@@ -91,10 +94,6 @@ class OtlpSink:
     # -- Sink --------------------------------------------------------------------------
     def open(self) -> None:
         self.close()  # a retried open must not leak the previous connection
-        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-        from opentelemetry.proto.metrics.v1 import metrics_pb2
-
-        self._pb = (metrics_service_pb2, metrics_pb2)
         self._start_nano = boot_time_nano(self._paths) or int(self._clock()) * 1_000_000_000
         self._client = PushClient(
             self.settings.endpoint or "",
@@ -104,7 +103,7 @@ class OtlpSink:
             what="OTLP export to",
         )
         try:
-            self._post(metrics_service_pb2.ExportMetricsServiceRequest())
+            self._post(b"")  # an empty ExportMetricsServiceRequest: reachability, credentials
         except Exception:
             self.close()
             raise
@@ -124,8 +123,8 @@ class OtlpSink:
         batch = with_leftovers_mapped(batch, OTLP, lambda t: otlp_records(t, (), self._tags))
         for chunk in chunk_ticks(by_tick(batch), MAX_POINTS_PER_REQUEST):
             records = [r for tick in chunk for r in tick]
-            request, count = self.encode(records)
-            self._post(request, count)
+            body, count = self.encode(records)
+            self._post(body, count)
             self._metrics.delivery.acknowledged(self.name, records, self._clock())
 
     def check(self) -> list[CheckResult]:
@@ -140,64 +139,48 @@ class OtlpSink:
         return [CheckResult(name, True, f"{self._client.target} accepted an empty export")]
 
     # -- encoding ----------------------------------------------------------------------
-    def encode(self, records: Sequence[Record]) -> tuple[Any, int]:
-        """The ``ExportMetricsServiceRequest`` of :data:`OTLP` records and its number of points."""
-        service_pb2, metrics_pb2 = self._pb
-        request = service_pb2.ExportMetricsServiceRequest()
-        resources: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
-        count = 0
+    def encode(self, records: Sequence[Record]) -> tuple[bytes, int]:
+        """The serialized ``ExportMetricsServiceRequest`` of :data:`OTLP` records and its number
+        of points (:mod:`~system_info_collector.sinks.otlp_wire`)."""
+        request = MetricsRequest(SCOPE, __version__)
+        seen: set[bytes] = set()
         cache = self._attributes_cache
         if len(cache) > ATTRIBUTES_CACHE_MAX:  # series churn (containers' interfaces, mounts)
             cache.clear()
+        stamps: dict[datetime, int] = {}
+        start_nano = self._start_nano
+        count = 0
         for record in records:
-            resource = _resource(record)
-            metrics = resources.get(resource)
-            if metrics is None:
-                rm = request.resource_metrics.add()
-                for key, text in resource:
-                    rm.resource.attributes.add(key=key).value.string_value = text
-                scope = rm.scope_metrics.add()
-                scope.scope.name, scope.scope.version = SCOPE, __version__
-                metrics = resources[resource] = {"scope": scope, "by_name": {}}
-            time_nano = unix_nano(record.ts)
-            attributes = tuple((k, v) for k, v in record.tags.items() if k[:1] != RESOURCE)
+            key = (record.host, tuple(record.tags.items()))
+            encoded = cache.get(key)  # (resource, attributes): the same every tick
+            if encoded is None:
+                attributes = [(k, v) for k, v in record.tags.items() if k[:1] != RESOURCE]
+                encoded = cache[key] = (
+                    resource_bytes(_resource(record)),
+                    key_values(7, attributes),
+                )
+            resource, attributes_bytes = encoded
+            if resource not in seen:
+                seen.add(resource)
+                request.resource(resource)
+            time_nano = stamps.get(record.ts)
+            if time_nano is None:
+                time_nano = stamps[record.ts] = unix_nano(record.ts)
             for name, value in record.fields.items():
                 spec = METRICS.get(name)
                 if spec is None:
                     continue  # a name this release does not know (a spool of a newer one)
-                metric = metrics["by_name"].get(name)
-                if metric is None:
-                    metric = metrics["scope"].metrics.add(name=name, unit=spec.unit)
-                    if spec.kind != "gauge":
-                        metric.sum.aggregation_temporality = (
-                            metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
-                        )
-                        metric.sum.is_monotonic = spec.kind == "counter"
-                    metrics["by_name"][name] = metric
-                data = metric.gauge if spec.kind == "gauge" else metric.sum
-                dp = data.data_points.add()
-                encoded = cache.get(attributes)
-                if encoded is None:
-                    for key, text in attributes:
-                        dp.attributes.add(key=key).value.string_value = text
-                    cache[attributes] = dp.SerializeToString()
-                else:
-                    dp.MergeFromString(encoded)  # the attributes, as the library encoded them
-                dp.time_unix_nano = time_nano
-                if spec.kind != "gauge":
-                    dp.start_time_unix_nano = self._start_nano
-                if spec.integer:
-                    dp.as_int = int(value)
-                else:
-                    dp.as_double = float(value)
+                number = int(value) if spec.integer else float(value)
+                start = start_nano if spec.kind != "gauge" else 0
+                data_point = point(attributes_bytes, start, time_nano, number)
+                request.add(resource, name, spec.unit, spec.kind, data_point)
                 count += 1
-        return request, count
+        return request.bytes(), count
 
     # -- sending -------------------------------------------------------------------------
-    def _post(self, request: Any, count: int = 0) -> None:
+    def _post(self, body: bytes, count: int = 0) -> None:
         if self._client is None:
             raise TransientSinkError("OTLP export: the sink is not open")
-        body = request.SerializeToString()
         headers = {"Content-Type": "application/x-protobuf"}
         if self.settings.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
@@ -208,9 +191,11 @@ class OtlpSink:
     def _partial_success(self, answer: bytes, count: int) -> None:
         if not answer:
             return
-        service_pb2, _ = self._pb
+        # protobuf only here: a receiver that reports nothing answers with an empty body
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+
         try:
-            response = service_pb2.ExportMetricsServiceResponse.FromString(answer)
+            response = metrics_service_pb2.ExportMetricsServiceResponse.FromString(answer)
         except Exception:  # a receiver answering JSON or text: nothing to learn
             return
         rejected = response.partial_success.rejected_data_points
