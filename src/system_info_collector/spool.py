@@ -71,10 +71,16 @@ _US = timedelta(microseconds=1)
 
 
 # -- entries ---------------------------------------------------------------------------------
+# One encoder for every batch (``json.dumps`` with separators builds a new one per call); a
+# record holds no cycles, so the per-container cycle check is left out: the same text, ~20 %
+# cheaper for a tick of this VM's 15 records (64 against 79 µs, ``timeit``).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 def encode_batch(batch: Sequence[Record]) -> bytes:
     """The batch as compact JSON: ``[[measurement, ts_µs, host, tags, fields, interval_ms], ...]``
     (entries of releases before ``interval_ms`` have five elements and read as 0: unknown)."""
-    return json.dumps(
+    return _ENCODE(
         [
             [
                 r.measurement,
@@ -85,8 +91,7 @@ def encode_batch(batch: Sequence[Record]) -> bytes:
                 r.interval_ms,
             ]
             for r in batch
-        ],
-        separators=(",", ":"),
+        ]
     ).encode()
 
 
