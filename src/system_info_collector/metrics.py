@@ -219,8 +219,8 @@ class Metrics:
 
     def spool_state(self, sink: str, pending_bytes: int, pending_batches: int) -> None:
         """The backlog of ``sink``'s spool (``sic_spool_bytes{sink}``, ``sic_spool_batches``)."""
-        self.spool_bytes.labels(sink).set(pending_bytes)
-        self.spool_batches.labels(sink).set(pending_batches)
+        self.child(self.spool_bytes, sink).set(pending_bytes)  # every append: looked up once
+        self.child(self.spool_batches, sink).set(pending_batches)
 
     def prepare(self, sinks: Iterable[str], collectors: Iterable[str]) -> None:
         """Create the labelled series of these sinks and collectors at zero.

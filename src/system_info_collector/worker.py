@@ -317,10 +317,10 @@ class SinkWorker:
         with self._cond:
             self._update_gauges()
         left = len(self.buffer)
-        self._metrics.rows_written.labels(self.name).inc(len(batch.records))
+        self._metrics.child(self._metrics.rows_written, self.name).inc(len(batch.records))
         now = time.time()
         self.last_success = now
-        self._metrics.last_write.labels(self.name).set(now)
+        self._metrics.child(self._metrics.last_write, self.name).set(now)
         if self._failing:
             self._failing = False
             self._metrics.sink_degraded.labels(self.name).set(0)
