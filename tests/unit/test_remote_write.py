@@ -24,12 +24,13 @@ from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import build_providers
 from system_info_collector.scheduler import Tick
-from system_info_collector.sinks.prompb import varint, write_request_class
+from system_info_collector.sinks.prompb import write_request_class
+from system_info_collector.sinks.protowire import varint
 from system_info_collector.sinks.remote_write import RemoteWriteSink, by_tick, chunk_ticks
 from system_info_collector.sinks.series import (
     SERIES,
-    prometheus_series,
     push_mode,
+    series_labels,
     series_records,
     tick_views,
     with_leftovers_mapped,
@@ -205,8 +206,8 @@ def library_encoding(ticks: list[list[Record]]) -> bytes:
     for tick in ticks:
         for record in tick:
             ms = (record.ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-            for s in prometheus_series(record):
-                series.setdefault(s.labels, []).append((s.value, ms))
+            for name, value in record.fields.items():
+                series.setdefault(series_labels(record, name), []).append((float(value), ms))
     request = write_request_class()()
     for labels, samples in series.items():
         ts = request.timeseries.add()

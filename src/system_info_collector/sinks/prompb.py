@@ -17,51 +17,20 @@ tests decode with it; the sink never imports protobuf.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from system_info_collector.sinks.protowire import DOUBLE, field, text, varint
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-_DOUBLE = struct.Struct("<d").pack
 _ZERO = b"\0" * 8
-
-
-_SMALL = [bytes((n,)) for n in range(0x80)]
-
-
-def varint(n: int) -> bytes:
-    """``n`` as a protobuf varint (negative int64 as its 64-bit two's complement)."""
-    if 0 <= n < 0x80:  # lengths of labels and samples: one or two bytes
-        return _SMALL[n]
-    if 0 <= n < 0x4000:
-        return bytes(((n & 0x7F) | 0x80, n >> 7))
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    return bytes((field << 3 | 2,)) + varint(len(payload)) + payload
 
 
 def labels_bytes(labels: Iterable[tuple[str, str]]) -> bytes:
     """The ``TimeSeries.labels`` entries of ``labels`` (in the order given)."""
-    out = b""
-    for name, value in labels:
-        label = b""
-        if name:
-            label += _length_delimited(1, name.encode())
-        if value:
-            label += _length_delimited(2, value.encode())
-        out += _length_delimited(1, label)
-    return out
+    return b"".join(field(1, text(1, name) + text(2, value)) for name, value in labels)
 
 
 class WriteRequestWriter:
@@ -87,7 +56,7 @@ class WriteRequestWriter:
         return found
 
     def add(self, labels: bytes, value: float, stamp: tuple[bytes, bytes, bytes]) -> None:
-        packed = _DOUBLE(value)
+        packed = DOUBLE(value)
         head, tail, zero = stamp
         sample = head + packed + tail if packed != _ZERO else zero
         self._series.setdefault(labels, []).append(sample)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import cramjam
 
@@ -54,12 +54,6 @@ HEADERS = {
     "X-Prometheus-Remote-Write-Version": "0.1.0",
 }
 _REFUSED = ("out of order sample", "duplicate sample for timestamp", "out of bounds")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
-def timestamp_ms(ts: datetime) -> int:
-    return (ts - _EPOCH) // _MS
 
 
 def by_tick(batch: Iterable[Record]) -> list[list[Record]]:
@@ -166,7 +160,7 @@ class RemoteWriteSink:
     # -- encoding ----------------------------------------------------------------------
     def encode(self, ticks: Sequence[Sequence[Record]]) -> tuple[bytes, int]:
         """The serialized ``WriteRequest`` of these ticks (oldest first) and its number of
-        samples: per record, the labels :func:`~.series.prometheus_series` gives each field,
+        samples: per record, the labels :func:`~.series.series_labels` gives each field,
         encoded once per series and kept (:data:`LABELS_CACHE_MAX`)."""
         writer = WriteRequestWriter()
         cache = self._labels_cache

@@ -13,8 +13,8 @@ labels, its fields ``{metric name: value}``, its time the tick time. Those recor
 the sink's buffer holds -- memory or the write-ahead spool -- so a series replayed after
 ``kill -9`` is byte for byte the series the tick produced.
 
-:func:`prometheus_series` turns such a record back into :class:`Series`, adding what a scrape
-would add: ``instance`` (the record's host) and ``job`` (``system-info-collector``); a tag of
+:func:`series_labels` gives each field of such a record the labels a scrape would give it,
+adding ``instance`` (the record's host) and ``job`` (``system-info-collector``); a tag of
 the same name wins. Labels with an empty value are left out (the remote-write spec forbids
 them). A record that is not a :data:`SERIES` record (an ordinary record: the fallback when the
 tick-time mapping failed) is mapped on the way out with no readings: the families that need
@@ -23,8 +23,7 @@ only records (filesystem, network, load …) are still sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from system_info_collector.collector import Provider
 from system_info_collector.config import HostMetricsMode
@@ -34,12 +33,6 @@ from system_info_collector.model import Record
 
 JOB = "system-info-collector"
 SERIES = "@series"  # the measurement of a record that holds series (never a schema name)
-
-
-class Series(NamedTuple):
-    name: str
-    labels: tuple[tuple[str, str], ...]  # sorted by name, ``__name__`` included
-    value: float
 
 
 def push_mode(mode: HostMetricsMode) -> HostMetricsMode:
@@ -88,12 +81,6 @@ def with_leftovers_mapped(
     for tick in ticks.values():
         out.extend(map_tick(tick))
     return out
-
-
-def prometheus_series(record: Record) -> Iterator[Series]:
-    """One :class:`Series` per field of a :data:`SERIES` record (sample time: ``record.ts``)."""
-    for name, value in record.fields.items():
-        yield Series(name, series_labels(record, name), float(value))
 
 
 def series_labels(record: Record, name: str) -> tuple[tuple[str, str], ...]:
