@@ -21,7 +21,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROMPB = Path(__file__).resolve().parent.parent / "src/system_info_collector/sinks/prompb.py"
+SINKS = Path(__file__).resolve().parent.parent / "src/system_info_collector/sinks"
+# prompb.py and the module it imports, loaded from their files, not through the package (whose
+# __init__ would bring the configuration and the rest of the collector into the measurement)
+LOAD_PROMPB = """
+import importlib.util, sys
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+load("system_info_collector.sinks.protowire", SINKS / "protowire.py")
+prompb = load("prompb", SINKS / "prompb.py")
+"""
 
 REPORT = """
 import json, os, resource
@@ -33,17 +45,19 @@ print(json.dumps({"rss_kib": rss, "cpu_s": u.ru_utime + u.ru_stime}))
 CANDIDATES = {
     "baseline": "pass",
     "remote_write: protobuf (runtime messages) + cramjam snappy + http.client": """
-import http.client, cramjam, importlib.util
-spec = importlib.util.spec_from_file_location("prompb", PROMPB)  # alone, not the package
-prompb = importlib.util.module_from_spec(spec); spec.loader.exec_module(prompb)
+import http.client, cramjam
+"""
+    + LOAD_PROMPB
+    + """
 W = prompb.write_request_class(); w = W(); t = w.timeseries.add(); t.labels.add(name="a", value="b")
 t.samples.add(value=1.0, timestamp=1); bytes(cramjam.snappy.compress_raw(w.SerializeToString()))
 """,
     "remote_write (own wire format: prompb.WriteRequestWriter) + cramjam snappy + http.client": """
-import http.client, cramjam, importlib.util
+import http.client, cramjam
 from datetime import datetime, timezone
-spec = importlib.util.spec_from_file_location("prompb", PROMPB)  # alone, not the package
-prompb = importlib.util.module_from_spec(spec); spec.loader.exec_module(prompb)
+"""
+    + LOAD_PROMPB
+    + """
 w = prompb.WriteRequestWriter()
 w.add(prompb.labels_bytes([("a", "b")]), 1.0, w.stamp(datetime.now(timezone.utc)))
 bytes(cramjam.snappy.compress_raw(w.bytes()))
@@ -67,7 +81,7 @@ exporter = OTLPMetricExporter(endpoint="http://127.0.0.1:1/v1/metrics")
 def measure(python: str, code: str, repeat: int) -> tuple[float, float]:
     rss, cpu = [], []
     for _ in range(repeat):
-        prelude = f"PROMPB = {str(PROMPB)!r}\n"
+        prelude = f"from pathlib import Path\nSINKS = Path({str(SINKS)!r})\n"
         command = [python, "-c", prelude + code + REPORT]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         item = json.loads(out.strip().splitlines()[-1])
