@@ -19,7 +19,7 @@ from system_info_collector.config import (
     Settings,
 )
 from system_info_collector.exposition import HostMetricsCollector, mapping_for
-from system_info_collector.exposition.families import Families
+from system_info_collector.exposition.families import MetricFamilies
 from system_info_collector.metrics import Metrics
 from system_info_collector.model import Record
 from system_info_collector.providers import build_providers
@@ -257,7 +257,7 @@ def reference_series_records(
     records: list[Record], providers: Any, mode: HostMetricsMode, tags: dict[str, str]
 ) -> list[Record]:
     """series_records as it was: the prometheus-client families /metrics builds, regrouped."""
-    out = Families(tags)
+    out = MetricFamilies(tags)
     for view in tick_views(records, providers):
         mapping_for(push_mode(mode), view.measurement)(view, out)
     grouped: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}

@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from system_info_collector.config import HOST_METRICS_MODES as MODES
 from system_info_collector.config import HostMetricsMode as Mode
-from system_info_collector.exposition.families import Families, View
+from system_info_collector.exposition.families import Families, MetricFamilies, View
 from system_info_collector.exposition.node import NODE
 from system_info_collector.exposition.sic import SIC, sic_generic, sic_metric_name
 from system_info_collector.model import Record
@@ -85,7 +85,7 @@ class HostMetricsCollector:
             stamp.add_metric([name], max(r.ts for r in records).timestamp())
         yield stamp
         providers = {p.name: p for p in self._agent.providers}
-        out = Families(self._agent.settings.tags)
+        out = MetricFamilies(self._agent.settings.tags)
         for name, records in latest.items():
             reading = getattr(providers.get(name), "reading", None)
             mapping_for(self._mode, name)(View(name, records, reading), out)
