@@ -145,7 +145,7 @@ def workload(seconds: float, period: float, burn: float, mib: int) -> None:
             )
             for _ in range(os.cpu_count() or 1)
         ]
-        held = bytearray(mib << 20) if n % 2 else b""  # touched: the pages are really used
+        held = bytearray(mib << 20 if n % 2 else 0)  # touched: the pages are really used
         for i in range(0, len(held), 4096):
             held[i] = 1
         for p in procs:

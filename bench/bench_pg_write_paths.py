@@ -157,7 +157,7 @@ def main() -> None:
                     latencies.append(time.perf_counter() - started)
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
                 stored = sum(
-                    conn.execute(f'SELECT count(*) FROM bench_paths."{m}"').fetchone()[0]
+                    (conn.execute(f'SELECT count(*) FROM bench_paths."{m}"').fetchone() or (0,))[0]
                     for m in MEASUREMENTS
                 )
                 assert stored == n, (label, stored, n)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 
 def rows(root: str, ts: float) -> list[tuple[str, dict[str, Any]]]:

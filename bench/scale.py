@@ -146,7 +146,7 @@ def complete_ticks(csv_dir: str, t0: float, t1: float, expected: dict[str, int])
     return full, len(per_tick)
 
 
-def measure(procs: list[Proc], seconds: float, warmup: float) -> dict[str, object]:
+def measure(procs: list[Proc], seconds: float, warmup: float) -> dict[str, Any]:
     """Run the window; fills each Proc's CPU/RSS/lines; returns window facts."""
     deadline = time.monotonic() + warmup
     for p in procs:  # wait for the HTTP endpoints, then the rest of the warm-up
@@ -287,7 +287,7 @@ def run_synthetic(
             f"{base}/collector",
             float(result["t0"]),
             float(result["t1"]),
-            expected,  # type: ignore[arg-type]
+            expected,
         )
         result.update(
             cpus=cpus,
@@ -295,7 +295,7 @@ def run_synthetic(
             mounts=mounts,
             interval=interval,
             slots=round(float(result["elapsed"]) / parse_interval(interval)),
-        )  # type: ignore[arg-type]
+        )
         return result
     finally:
         stop(procs if procs else [Proc("generator", generator)])
@@ -454,9 +454,7 @@ def run_collectd(
         stop_postgres(server)
 
 
-def print_collectd(  # type: ignore[type-arg]
-    r: dict, flushes: list[str | None], families: list[str]
-) -> None:
+def print_collectd(r: dict[str, Any], flushes: list[str | None], families: list[str]) -> None:
     ref = r["collectd"]["cpu_pct"]
     print(
         f"\nwindow {r['elapsed']:.0f} s at 1 s; machine busy {r['machine_busy']:.0f} % "

@@ -156,7 +156,7 @@ def _docker_reason() -> str | None:
         except OSError as exc:
             return f"no Docker engine at {path} ({exc.strerror or exc})"
     try:
-        import docker
+        import docker  # type: ignore[import-untyped]
 
         client = docker.from_env(timeout=5)
         try:
@@ -290,7 +290,7 @@ def pg() -> Iterator[PgServer]:
         yield PgServer(
             "dsn",
             str(p.get("host", "localhost")),
-            int(p.get("port", 5432)),
+            int(str(p.get("port", 5432))),
             user=str(p.get("user", "")),
             password=str(p.get("password", "")),
             dbname=str(p.get("dbname", "")),
