@@ -211,3 +211,40 @@ def test_a_failing_tick_mapping_buffers_the_records_as_they_are(
     assert worker.close(2.0)
     [failed] = [e for e in events if e.get("event") == "sink_tick_mapping_failed"]
     assert failed["level"] == "ERROR" and "KeyError" in failed["error"]
+
+
+def _voluntary_switches(native_id: int) -> int:
+    with open(f"/proc/self/task/{native_id}/status", encoding="ascii") as f:
+        line = next(x for x in f if x.startswith("voluntary_ctxt_switches:"))
+    return int(line.split()[1])
+
+
+def test_a_worker_waiting_for_its_flush_deadline_sleeps_through_ticks() -> None:
+    """With a flush interval (SIC_DB_FLUSH_INTERVAL) the records of a tick that neither fill a
+    batch nor are due do not wake the sink's thread (each wake-up is a context switch and a GIL
+    hand-over); the deadline still writes them, and a full batch is written at once."""
+    sink, metrics = ScriptedSink(), Metrics()
+    buffer = MemoryBuffer(sink.name, max_bytes=1 << 20, max_records=1000, metrics=metrics)
+    worker = SinkWorker(
+        sink, buffer, retry=FAST, metrics=metrics, batch_max_rows=50, flush_interval=2.0
+    )
+    worker.start()
+    worker.submit(batch(0))
+    poll(lambda: sink.rows == [0], what="the first batch written at once")
+    worker.submit(batch(1))  # wakes the idle thread, which then waits for the deadline
+    poll(lambda: worker._wakes_by_itself, what="the worker waiting for its flush deadline")
+    native_id = worker._thread.native_id
+    assert native_id is not None
+    before = _voluntary_switches(native_id)
+    for n in range(2, 21):  # 19 more ticks inside the 2 s flush interval
+        worker.submit(batch(n))
+    switches = _voluntary_switches(native_id) - before
+    assert sink.rows == [0]
+    assert switches <= 1, f"the waiting worker woke {switches} times for 19 ticks"
+    worker.submit(batch(*range(21, 50)))  # 49 waiting, then 50: a full batch
+    assert sink.rows == [0]
+    worker.submit(batch(50))
+    poll(lambda: sink.rows == list(range(51)), what="the full batch written before the deadline")
+    worker.submit(batch(51))
+    poll(lambda: sink.rows[-1:] == [51], timeout=5.0, what="the deadline writes what waits")
+    assert worker.close(2.0)
