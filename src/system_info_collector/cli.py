@@ -328,9 +328,7 @@ def cmd_run(settings: Settings) -> int:
         from system_info_collector.http import HttpServer
 
         try:
-            server = HttpServer(
-                agent, settings.http.listen, host_metrics=settings.http.host_metrics
-            )
+            server = HttpServer.from_settings(agent, settings.http)
         except OSError as exc:
             event(
                 "ERROR",
@@ -392,14 +390,14 @@ def _force_exit(agent: Agent, signal_name: str) -> NoReturn:
 
 def cmd_health(settings: Settings) -> int:
     """GET /healthz of the running collector (for HEALTHCHECK): 0 healthy, 1 otherwise."""
-    from system_info_collector.http import get_health
+    from system_info_collector.http import get_health, tls_files
 
     listen = settings.http.listen
     if not listen:
         print("unhealthy: SIC_HTTP_LISTEN is empty, so there is no /healthz to ask")
         return EXIT_FAILED
     try:
-        status, body = get_health(listen)
+        status, body = get_health(listen, tls=tls_files(settings.http))
     except (OSError, http.client.HTTPException) as exc:
         print(f"unhealthy: no answer from /healthz on {listen}: {type(exc).__name__}: {exc}")
         return EXIT_FAILED

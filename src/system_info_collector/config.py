@@ -123,6 +123,14 @@ class OtlpSettings:
 class HttpSettings:
     listen: str = ":9808"
     host_metrics: HostMetricsMode = "node"
+    tls_cert_file: str | None = None  # with tls_key_file: HTTPS (docs/operations.md)
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None  # clients must present a certificate it signed
+    basic_auth_file: str | None = None  # user:bcrypt-hash lines; /metrics asks for them
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +407,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     http = HttpSettings(
         listen=get("SIC_HTTP_LISTEN", ":9808").strip(),
         host_metrics=host_metrics_mode(),
+        tls_cert_file=get("SIC_HTTP_TLS_CERT_FILE", "").strip() or None,
+        tls_key_file=get("SIC_HTTP_TLS_KEY_FILE", "").strip() or None,
+        tls_client_ca_file=get("SIC_HTTP_TLS_CLIENT_CA_FILE", "").strip() or None,
+        basic_auth_file=get("SIC_HTTP_BASIC_AUTH_FILE", "").strip() or None,
     )
     remote_write = RemoteWriteSettings(
         url=get("SIC_REMOTE_WRITE_URL", "").strip() or None,
@@ -523,6 +535,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         problems.append(
             f"SIC_HTTP_LISTEN={http.listen!r}: expected [host]:port, e.g. :9808 or 127.0.0.1:9808"
         )
+    problems += _http_problems(http)
     if csv_dir.lower().endswith((".csv", ".csv.gz")) and not os.path.isdir(csv_dir):
         problems.append(
             f"SIC_CSV_DIR={csv_dir!r}: looks like a file name, but it is the directory the CSV "
@@ -646,6 +659,49 @@ def _push_problems(
             "SIC_REMOTE_WRITE_BEARER_TOKEN_FILE and SIC_REMOTE_WRITE_BASIC_AUTH_USER: "
             "choose one kind of auth"
         )
+    return problems
+
+
+def _http_problems(http: HttpSettings) -> list[str]:
+    """The TLS and basic auth files (SIC_HTTP_TLS_*, SIC_HTTP_BASIC_AUTH_FILE): set together,
+    readable, loadable; no file content in a message."""
+    from system_info_collector.webauth import TlsFiles, read_users, tls_problem
+
+    problems: list[str] = []
+    files = (
+        ("SIC_HTTP_TLS_CERT_FILE", http.tls_cert_file),
+        ("SIC_HTTP_TLS_KEY_FILE", http.tls_key_file),
+        ("SIC_HTTP_TLS_CLIENT_CA_FILE", http.tls_client_ca_file),
+        ("SIC_HTTP_BASIC_AUTH_FILE", http.basic_auth_file),
+    )
+    unreadable = False
+    for key, path in files:
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            problems.append(f"{key}={path!r}: not a readable file")
+            unreadable = True
+    if any(path for _, path in files) and not http.listen:
+        problems.append(
+            "SIC_HTTP_TLS_* or SIC_HTTP_BASIC_AUTH_FILE is set, but SIC_HTTP_LISTEN is empty"
+        )
+    if bool(http.tls_cert_file) != bool(http.tls_key_file):
+        problems.append(
+            "SIC_HTTP_TLS_CERT_FILE and SIC_HTTP_TLS_KEY_FILE go together: set both or neither"
+        )
+    elif http.tls_client_ca_file and not http.tls_cert_file:
+        problems.append(
+            "SIC_HTTP_TLS_CLIENT_CA_FILE needs SIC_HTTP_TLS_CERT_FILE and SIC_HTTP_TLS_KEY_FILE"
+        )
+    elif http.tls_cert_file and http.tls_key_file and not unreadable:
+        problem = tls_problem(
+            TlsFiles(http.tls_cert_file, http.tls_key_file, http.tls_client_ca_file)
+        )
+        if problem:
+            problems.append(f"SIC_HTTP_TLS_CERT_FILE/SIC_HTTP_TLS_KEY_FILE: {problem}")
+    if http.basic_auth_file and not unreadable:
+        try:
+            read_users(http.basic_auth_file)
+        except (OSError, ValueError) as exc:
+            problems.append(f"SIC_HTTP_BASIC_AUTH_FILE={http.basic_auth_file!r}: {exc}")
     return problems
 
 

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from system_info_collector.agent import Agent
-from system_info_collector.config import parse_listen
+from system_info_collector.config import HttpSettings, parse_listen
 from system_info_collector.exposition import HostMetricsCollector, Mode
 from system_info_collector.httpserver import (
     MAX_CONNECTIONS,
@@ -30,8 +30,19 @@ from system_info_collector.httpserver import (
 )
 from system_info_collector.logging import event
 from system_info_collector.probes import Probes, get_health
+from system_info_collector.webauth import BasicAuth, TlsContext, TlsFiles
 
-__all__ = ["HttpServer", "get_health"]
+__all__ = ["HttpServer", "get_health", "tls_files"]
+
+# What answers without credentials when basic auth is on: the kubelet's probes and the
+# `health` command cannot hold a password, and these show no host metrics and no secret.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def tls_files(http: HttpSettings) -> TlsFiles | None:
+    if not (http.tls_cert_file and http.tls_key_file):
+        return None
+    return TlsFiles(http.tls_cert_file, http.tls_key_file, http.tls_client_ca_file)
 
 
 class HttpServer:
@@ -47,8 +58,11 @@ class HttpServer:
         request_timeout: float = REQUEST_TIMEOUT,
         write_timeout: float = WRITE_TIMEOUT,
         stale_after: float | None = None,
+        tls: TlsFiles | None = None,
+        basic_auth_file: str | None = None,
     ) -> None:
         self.agent = agent
+        self.tls = tls
         self.probes = Probes(agent, stale_after=stale_after)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(agent.metrics.registry)
@@ -60,8 +74,21 @@ class HttpServer:
             max_connections=max_connections,
             request_timeout=request_timeout,
             write_timeout=write_timeout,
+            tls=TlsContext(tls) if tls is not None else None,
+            auth=BasicAuth(basic_auth_file).user if basic_auth_file else None,
+            open_paths=OPEN_PATHS,
         )
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, agent: Agent, http: HttpSettings) -> HttpServer:
+        return cls(
+            agent,
+            http.listen,
+            host_metrics=http.host_metrics,
+            tls=tls_files(http),
+            basic_auth_file=http.basic_auth_file,
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -71,7 +98,8 @@ class HttpServer:
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
     def _wake_address(self) -> tuple[str, int]:
         host, port = self.address
@@ -105,7 +133,14 @@ class HttpServer:
             daemon=True,
         )
         self._thread.start()
-        event("INFO", "http_listening", "serving /metrics, /healthz, /readyz", url=self.url)
+        event(
+            "INFO",
+            "http_listening",
+            "serving /metrics, /healthz, /readyz",
+            url=self.url,
+            tls="mutual" if self.tls and self.tls.client_ca_file else bool(self.tls),
+            basic_auth=self._server.auth is not None,
+        )
 
     def close(self) -> None:
         if self._thread is not None:

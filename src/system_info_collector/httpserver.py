@@ -8,7 +8,10 @@ client cannot delay the caller's work:
 - a request may send at most :data:`MAX_REQUEST_BYTES` (longer: 431), writes time out too;
 - at most ``max_connections`` connections are served at once; beyond that the oldest connection
   still sending its request is cut, else the new one is answered 503 and closed without a thread;
-- other methods get 405, other paths 404, every error is a JSON object.
+- other methods get 405, other paths 404, every error is a JSON object;
+- with ``tls`` every connection is TLS, its handshake inside the same request deadline (in the
+  connection's thread: a client that stalls the handshake holds its own slot only); with
+  ``auth`` a path not in ``open_paths`` answers 401 unless the request authenticates.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 import json
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +48,13 @@ _BUSY = (
 )
 
 
+_PLAIN_TO_TLS_BODY = b'{"error":"this server speaks HTTPS: use https://"}\n'
+_PLAIN_TO_TLS = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_PLAIN_TO_TLS_BODY), _PLAIN_TO_TLS_BODY)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Json:
     """An answer as a JSON object."""
@@ -62,6 +73,7 @@ class Raw:
 
 
 Route = Callable[[Message], Json | Raw]  # the request's headers -> the answer
+Authenticate = Callable[[str | None], str | None]  # Authorization header -> user, or None
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -114,15 +126,25 @@ class _Handler(BaseHTTPRequestHandler):
     default_request_version = "HTTP/1.0"  # error answers to garbage keep their status line
 
     def setup(self) -> None:
-        super().setup()
-        self.rfile.close()  # replaced by a reader with a deadline and a byte budget
         server = self.server
         deadline = time.monotonic() + server.request_timeout
+        if server.tls is not None:
+            self.request = server.handshake(self.request, deadline)
+        super().setup()
+        self.rfile.close()  # replaced by a reader with a deadline and a byte budget
         self._raw = _DeadlineReader(self.connection, deadline, MAX_REQUEST_BYTES)
         self.rfile = io.BufferedReader(self._raw)
         self.request_version = self.default_request_version
         self.requestline = ""
         self.command = ""
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            if isinstance(self.request, ssl.SSLSocket):  # socketserver closes the raw one
+                with contextlib.suppress(OSError):
+                    self.request.close()
 
     def version_string(self) -> str:
         return self.server_version
@@ -197,6 +219,26 @@ class _Handler(BaseHTTPRequestHandler):
             endpoints = list(self.server.routes)
             self._send(404, {"error": f"no such path {path!r}", "endpoints": endpoints}, head=head)
             return
+        auth = self.server.auth
+        if (
+            auth is not None
+            and path not in self.server.open_paths
+            and auth(self.headers.get("Authorization")) is None
+        ):
+            event(
+                "DEBUG",
+                "http_unauthorized",
+                "request without valid credentials",
+                client=self.client_address[0],
+                path=path,
+            )
+            self._send(
+                401,
+                {"error": "authentication required (basic auth)"},
+                head=head,
+                headers={"WWW-Authenticate": f'Basic realm="{self.server.realm}"'},
+            )
+            return
         answer = route(self.headers)
         if isinstance(answer, Json):
             self._send(answer.status, answer.body, head=head)
@@ -248,8 +290,16 @@ class HardenedServer(ThreadingHTTPServer):
         max_connections: int,
         request_timeout: float,
         write_timeout: float,
+        tls: Callable[[], ssl.SSLContext] | None = None,
+        auth: Authenticate | None = None,
+        open_paths: frozenset[str] = frozenset(),
+        realm: str = "system-info-collector",
     ) -> None:
         self.routes = routes
+        self.tls = tls
+        self.auth = auth
+        self.open_paths = open_paths
+        self.realm = realm
         self.request_timeout = request_timeout
         self.write_timeout = write_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -271,9 +321,10 @@ class HardenedServer(ThreadingHTTPServer):
         if not self._slots.acquire(blocking=False) and not (
             self._evict_oldest_reader() and self._slots.acquire(timeout=0.1)
         ):
-            with contextlib.suppress(OSError):
-                request.setblocking(False)
-                request.send(_BUSY)
+            if self.tls is None:  # a TLS client would read plain bytes as a broken handshake
+                with contextlib.suppress(OSError):
+                    request.setblocking(False)
+                    request.send(_BUSY)
             self.shutdown_request(request)
             return
         with self._lock:
@@ -291,6 +342,30 @@ class HardenedServer(ThreadingHTTPServer):
         finally:
             self.request_read(request)
             self._slots.release()
+
+    def handshake(self, request: socket.socket, deadline: float) -> ssl.SSLSocket:
+        """``request`` as TLS, the handshake done before ``deadline`` (raises OSError, which
+        ends the connection: a DEBUG log, as for any aborted request)."""
+        assert self.tls is not None
+        request.settimeout(max(deadline - time.monotonic(), 0.001))
+        first = request.recv(1, socket.MSG_PEEK)
+        if first and first != b"\x16":  # not a TLS handshake record: plain HTTP, most likely
+            with contextlib.suppress(OSError):
+                request.sendall(_PLAIN_TO_TLS)
+            raise ConnectionAbortedError("plain HTTP sent to the HTTPS port")
+        tls = self.tls().wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        with self._lock:  # eviction shuts down the socket the connection's thread reads
+            if request in self._reading:  # in its place: the oldest first
+                self._reading = {tls if r is request else r: None for r in self._reading}
+        try:
+            tls.settimeout(max(deadline - time.monotonic(), 0.001))
+            tls.do_handshake()
+        except BaseException:
+            self.request_read(tls)
+            with contextlib.suppress(OSError):
+                tls.close()
+            raise
+        return tls
 
     def request_read(self, request: socket.socket) -> None:
         with self._lock:

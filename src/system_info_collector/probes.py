@@ -4,6 +4,7 @@ the sinks keeping up?), and the ``health`` command's client of /healthz."""
 from __future__ import annotations
 
 import http.client
+import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any
 from system_info_collector.agent import Agent
 from system_info_collector.config import parse_listen
 from system_info_collector.httpserver import JSON_TYPE
+from system_info_collector.webauth import TlsFiles
 
 STALE_TICKS = 3  # /healthz fails when no tick ran for this many intervals ...
 MIN_STALE_AFTER = 1.0  # ... but never sooner than this many seconds
@@ -121,11 +123,24 @@ class Probes:
         }
 
 
-def get_health(listen: str, timeout: float = 2.0) -> tuple[int, str]:
-    """``GET /healthz`` of the process serving on ``listen``: (status, body). No proxies."""
+def get_health(listen: str, timeout: float = 2.0, tls: TlsFiles | None = None) -> tuple[int, str]:
+    """``GET /healthz`` of the process serving on ``listen``: (status, body). No proxies.
+
+    With ``tls`` over HTTPS, without verifying the certificate (it is our own process on this
+    host, and nothing secret is sent); under mutual TLS the server's own certificate and key
+    are presented as the client's (they pass where one CA signs both)."""
     host, port = parse_listen(listen)
     host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn: http.client.HTTPConnection
+    if tls is None:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if tls.client_ca_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
     try:
         conn.request("GET", "/healthz", headers={"Accept": JSON_TYPE})
         response = conn.getresponse()

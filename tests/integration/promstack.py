@@ -120,14 +120,24 @@ class Prometheus:
 
 @contextlib.contextmanager
 def prometheus(
-    tmp: Path, jobs: Mapping[str, str], *, rule_files: Sequence[Path] = (), interval: str = "1s"
+    tmp: Path,
+    jobs: Mapping[str, str],
+    *,
+    rule_files: Sequence[Path] = (),
+    interval: str = "1s",
+    job_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Iterator[Prometheus]:
-    """Prometheus scraping each job's ``host:port`` every ``interval``, with ``rule_files``."""
+    """Prometheus scraping each job's ``host:port`` every ``interval``, with ``rule_files``
+    (``job_options``: more of a job's scrape config, e.g. scheme, tls_config, basic_auth)."""
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [address]}]}
+            {
+                "job_name": job,
+                "static_configs": [{"targets": [address]}],
+                **(job_options or {}).get(job, {}),
+            }
             for job, address in jobs.items()
         ],
     }
