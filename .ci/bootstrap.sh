@@ -367,6 +367,7 @@ DEBIAN_TOOLS=(
     "victoria-metrics:/usr/bin/victoria-metrics"
     "collectd-core:/usr/sbin/collectd"
     "libfaketime:/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"  # a stepped wall clock
+    "openssl:/usr/bin/openssl"  # certificates for the TLS tests of /metrics
 )
 step_debian_tools() {
     step_begin "debian packages"
