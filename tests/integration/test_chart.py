@@ -218,6 +218,29 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     for name in [n for n in environ if n.endswith("_FILE")]:  # mounted Secret keys
         environ[name] = str(password)
     environ["SIC_DB_PASSWORD_FILE"] = str(password)
+    # the TLS Secret's keys and the htpasswd key hold what they would hold
+    subprocess.run(
+        [
+            *(
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ),
+            *("-nodes", "-keyout", "tls.key", "-out", "tls.crt", "-days", "1", "-subj", "/CN=sic"),
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "htpasswd").write_text(f"prometheus:{'$2y$05$' + 'a' * 53}\n", encoding="utf-8")
+    environ["SIC_HTTP_TLS_CERT_FILE"] = str(tmp_path / "tls.crt")
+    environ["SIC_HTTP_TLS_KEY_FILE"] = str(tmp_path / "tls.key")
+    environ["SIC_HTTP_TLS_CLIENT_CA_FILE"] = str(tmp_path / "tls.crt")
+    environ["SIC_HTTP_BASIC_AUTH_FILE"] = str(tmp_path / "htpasswd")
     settings = load_settings(environ)
     assert settings.interval == 0.5
     assert settings.adaptive.enabled and settings.adaptive.interval == 0.25
@@ -241,6 +264,8 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     assert settings.csv.max_total_size == 2 * 1024**3
     assert settings.postgres.schema == "metrics"
     assert settings.http.listen == ":9100"
+    assert settings.http.tls and settings.http.tls_client_ca_file
+    assert settings.http.basic_auth_file
     assert settings.tags == {"cluster": "prod-eu1", "team": "sre"}
     # The chart-made Secret is mounted as the password file the variable points to.
     c = collector(manifests)
@@ -546,3 +571,58 @@ def test_dashboards_are_configmaps_for_the_grafana_sidecar(helm: str) -> None:
         template(helm, "--set", "dashboards.enabled=true", "--set", "dashboards.prometheus=false")
     )["ConfigMap"]
     assert [list(cm["data"]) for cm in only_pg] == [["system-info-collector-postgres.json"]]
+
+
+def test_https_and_basic_auth_reach_the_probes_the_service_and_the_monitors(helm: str) -> None:
+    tls_values = str(CHART / "ci" / "tls-values.yaml")
+    manifests = template(helm, "-f", tls_values)
+    c = collector(manifests)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert env["SIC_HTTP_TLS_CERT_FILE"] == mounts["http-tls"] + "/tls.crt"
+    assert env["SIC_HTTP_TLS_KEY_FILE"] == mounts["http-tls"] + "/tls.key"
+    assert env["SIC_HTTP_BASIC_AUTH_FILE"] == mounts["http-basic-auth"] + "/users"
+    assert "SIC_HTTP_TLS_CLIENT_CA_FILE" not in env
+    for probe in (c["livenessProbe"], c["readinessProbe"]):
+        assert probe["httpGet"]["scheme"] == "HTTPS"
+    docs = {d["kind"]: d for d in documents(manifests)}
+    [endpoint] = docs["ServiceMonitor"]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {
+        "name": "system-info-collector-tls",
+        "key": "ca.crt",
+    }
+    assert endpoint["basicAuth"]["password"]["key"] == "password"
+    # annotation-based discovery (the default Service annotations) is told to use HTTPS
+    discovered = template(
+        helm, "--set", "http.tls.enabled=true", "--set", "http.tls.existingSecret=sic-tls"
+    )
+    service = next(d for d in documents(discovered) if d["kind"] == "Service")
+    assert service["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+    assert "prometheus.io/scheme" not in docs["Service"]["metadata"].get("annotations", {})
+    # mutual TLS: the kubelet has no client certificate, so the probes only open the port
+    mutual = collector(template(helm, "-f", tls_values, "--set", "http.tls.clientCAKey=ca.crt"))
+    for probe in (mutual["livenessProbe"], mutual["readinessProbe"]):
+        assert "httpGet" not in probe and probe["tcpSocket"] == {"port": "http"}
+    # without the scrape credentials the monitor would only ever get 401: refused
+    failed = subprocess.run(
+        [
+            helm,
+            "template",
+            "t",
+            str(CHART),
+            "-f",
+            tls_values,
+            "--set",
+            "prometheus.monitor.basicAuth=null",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode != 0
+    assert "prometheus.monitor.basicAuth is needed with http.basicAuth.enabled" in failed.stderr
+    # the defaults stay plain HTTP
+    default = collector(template(helm))
+    assert default["livenessProbe"]["httpGet"].get("scheme", "HTTP") == "HTTP"
+    assert not any(e["name"].startswith("SIC_HTTP_TLS") for e in default["env"])

@@ -196,6 +196,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: {{ printf ":%d" (int64 $v.http.port) | quote }}
 - name: SIC_PROMETHEUS_HOST_METRICS
   value: {{ $v.http.hostMetrics | toString | quote }}
+{{- if $v.http.tls.enabled }}
+{{- if not $v.http.tls.existingSecret }}{{ fail "http.tls.enabled needs http.tls.existingSecret (a Secret with tls.crt and tls.key)" }}{{ end }}
+- name: SIC_HTTP_TLS_CERT_FILE
+  value: /etc/system-info-collector/tls/tls.crt
+- name: SIC_HTTP_TLS_KEY_FILE
+  value: /etc/system-info-collector/tls/tls.key
+{{- if $v.http.tls.clientCAKey }}
+- name: SIC_HTTP_TLS_CLIENT_CA_FILE
+  value: /etc/system-info-collector/tls/{{ $v.http.tls.clientCAKey }}
+{{- end }}
+{{- end }}
+{{- if $v.http.basicAuth.enabled }}
+{{- if not $v.http.basicAuth.existingSecret }}{{ fail "http.basicAuth.enabled needs http.basicAuth.existingSecret (a Secret with htpasswd -nbB lines)" }}{{ end }}
+- name: SIC_HTTP_BASIC_AUTH_FILE
+  value: /etc/system-info-collector/basic-auth/{{ $v.http.basicAuth.key }}
+{{- end }}
 {{- if $v.postgres.enabled }}
 - name: SIC_DB_DSN
   valueFrom:
@@ -251,4 +267,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/* A probe from values: HTTPS with http.tls.enabled; with mutual TLS (the kubelet holds no
+client certificate) the port is only opened. */}}
+{{- define "sic.probe" -}}
+{{- $root := index . 0 }}
+{{- $probe := deepCopy (index . 1) }}
+{{- $tls := $root.Values.http.tls }}
+{{- if and $tls.enabled $probe.httpGet }}
+{{- if $tls.clientCAKey }}
+{{- $probe = set (omit $probe "httpGet") "tcpSocket" (dict "port" $probe.httpGet.port) }}
+{{- else }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
 {{- end }}
