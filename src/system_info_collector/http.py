@@ -30,7 +30,7 @@ from system_info_collector.httpserver import (
 )
 from system_info_collector.logging import event
 from system_info_collector.probes import Probes, get_health
-from system_info_collector.webauth import BasicAuth, TlsContext, TlsFiles
+from system_info_collector.webauth import REALM, BasicAuth, TlsContext, TlsFiles
 
 __all__ = ["HttpServer", "get_health", "tls_files"]
 
@@ -77,6 +77,7 @@ class HttpServer:
             tls=TlsContext(tls) if tls is not None else None,
             auth=BasicAuth(basic_auth_file).user if basic_auth_file else None,
             open_paths=OPEN_PATHS,
+            realm=REALM,
         )
         self._thread: threading.Thread | None = None
 

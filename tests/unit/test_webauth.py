@@ -1,0 +1,79 @@
+"""Basic auth's users file and checks (the HTTPS side is tested with a real process in
+tests/integration/test_http_tls.py)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from system_info_collector.webauth import BasicAuth, parse_users
+from tests.helpers import poll
+
+HASH = bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode()
+
+
+def header(user: str, password: str, scheme: str = "Basic") -> str:
+    return f"{scheme} {base64.b64encode(f'{user}:{password}'.encode()).decode()}"
+
+
+def test_users_lines_comments_and_blank_lines() -> None:
+    users = parse_users(f"# scrapers\n\nprometheus:{HASH}\n  vm:{HASH.replace('$2b$', '$2y$')}  \n")
+    assert sorted(users) == ["prometheus", "vm"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no user:bcrypt-hash line"),
+        ("# only a comment\n", "no user:bcrypt-hash line"),
+        ("prometheus\n", "line 1: expected user:bcrypt-hash"),
+        (f":{HASH}\n", "line 1: expected user:bcrypt-hash"),
+        ("prometheus:plain-password\n", "line 1 (user 'prometheus'): not a bcrypt hash"),
+        (f"a:{HASH}\n\na:{HASH}\n", "line 3: user 'a' twice"),
+        (f"a:{HASH[:-1]}\n", "not a bcrypt hash"),
+    ],
+)
+def test_a_bad_users_file_names_the_line_and_never_the_secret(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_users(text)
+    assert message in str(caught.value)
+    assert "plain-password" not in str(caught.value) and HASH[7:] not in str(caught.value)
+
+
+def test_only_the_right_password_of_a_listed_user_passes_also_after_a_success(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users"
+    path.write_text(f"prometheus:{HASH}\n")
+    auth = BasicAuth(str(path))
+    assert auth.user(header("prometheus", "right")) == "prometheus"
+    assert auth.user(header("prometheus", "right")) == "prometheus"  # remembered
+    assert auth.user(header("prometheus", "wrong")) is None  # the memory is no bypass
+    assert auth.user(header("prometheus", "righ")) is None
+    assert auth.user(header("nobody", "right")) is None
+    for bad in (
+        None,
+        "",
+        "Basic",
+        "Basic !!!",
+        "Bearer abc",
+        header("prometheus", "right", "Digest"),
+    ):
+        assert auth.user(bad) is None, bad
+    no_colon = "Basic " + base64.b64encode(b"prometheus").decode()
+    assert auth.user(no_colon) is None
+
+
+def test_a_changed_users_file_is_read_again(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_text(f"prometheus:{HASH}\n")
+    auth = BasicAuth(str(path))
+    assert auth.user(header("prometheus", "right")) == "prometheus"
+    other = bcrypt.hashpw(b"new", bcrypt.gensalt(4)).decode()
+    path.write_text(f"grafana:{other}\n")
+    # looked at when a request comes, at most once a second
+    poll(lambda: auth.user(header("grafana", "new")), timeout=5.0, what="the new users file")
+    assert auth.user(header("prometheus", "right")) is None
