@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import environs
 
+from system_info_collector.clienttls import ClientTls, client_tls_problem
 from system_info_collector.errors import ConfigError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.limits import dsn_problems, limit_problems, text_problems
@@ -109,6 +110,24 @@ class RemoteWriteSettings:
     basic_password_file: str | None = None
     headers_file: str | None = None
     timeout: float = 10.0
+    tls: ClientTls = field(default_factory=ClientTls)
+
+
+# Each push sink's TLS to its receiver: CA file, client certificate, its key, skip-verify.
+CLIENT_TLS_VARIABLES = {
+    "remote_write": (
+        "SIC_REMOTE_WRITE_TLS_CA_FILE",
+        "SIC_REMOTE_WRITE_TLS_CERT_FILE",
+        "SIC_REMOTE_WRITE_TLS_KEY_FILE",
+        "SIC_REMOTE_WRITE_TLS_INSECURE_SKIP_VERIFY",
+    ),
+    "otlp": (
+        "SIC_OTLP_TLS_CA_FILE",
+        "SIC_OTLP_TLS_CERT_FILE",
+        "SIC_OTLP_TLS_KEY_FILE",
+        "SIC_OTLP_TLS_INSECURE_SKIP_VERIFY",
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +136,7 @@ class OtlpSettings:
     headers_file: str | None = None
     timeout: float = 10.0
     compression: str = "gzip"
+    tls: ClientTls = field(default_factory=ClientTls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +353,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             return default
         return value
 
+    def client_tls(sink: str) -> ClientTls:
+        ca, cert, key, skip = CLIENT_TLS_VARIABLES[sink]
+        return ClientTls(
+            ca_file=get(ca, "").strip() or None,
+            cert_file=get(cert, "").strip() or None,
+            key_file=get(key, "").strip() or None,
+            insecure_skip_verify=choice(skip, "false", ("false", "true")) == "true",
+        )
+
     def host_metrics_mode() -> HostMetricsMode:
         raw = get("SIC_PROMETHEUS_HOST_METRICS", "node").strip().lower() or "node"
         mode = _HOST_METRICS_LEGACY.get(raw, raw)
@@ -419,6 +448,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         basic_password_file=get("SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE", "").strip() or None,
         headers_file=get("SIC_REMOTE_WRITE_HEADERS_FILE", "").strip() or None,
         timeout=e.duration("SIC_REMOTE_WRITE_TIMEOUT", "10s"),
+        tls=client_tls("remote_write"),
     )
     otlp_endpoint = get("SIC_OTLP_ENDPOINT", "").strip() or None
     otlp = OtlpSettings(
@@ -426,6 +456,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         headers_file=get("SIC_OTLP_HEADERS_FILE", "").strip() or None,
         timeout=e.duration("SIC_OTLP_TIMEOUT", "10s"),
         compression=choice("SIC_OTLP_COMPRESSION", "gzip", ("gzip", "none")),
+        tls=client_tls("otlp"),
     )
     adaptive_on = choice("SIC_ADAPTIVE", "off", ("off", "on")) == "on"
     psi_triggers = choice("SIC_ADAPTIVE_PSI_TRIGGERS", "auto", ("auto", "off")) == "auto"
@@ -649,6 +680,8 @@ def _push_problems(
     ):
         if path and not os.path.isfile(path):
             problems.append(f"{key}={path!r}: not a readable file")
+    for sink, tls in (("remote_write", remote_write.tls), ("otlp", otlp.tls)):
+        problems += _client_tls_problems(CLIENT_TLS_VARIABLES[sink], tls)
     if bool(remote_write.basic_user) != bool(remote_write.basic_password_file):
         problems.append(
             "SIC_REMOTE_WRITE_BASIC_AUTH_USER and SIC_REMOTE_WRITE_BASIC_AUTH_PASSWORD_FILE "
@@ -659,6 +692,23 @@ def _push_problems(
             "SIC_REMOTE_WRITE_BEARER_TOKEN_FILE and SIC_REMOTE_WRITE_BASIC_AUTH_USER: "
             "choose one kind of auth"
         )
+    return problems
+
+
+def _client_tls_problems(names: tuple[str, str, str, str], tls: ClientTls) -> list[str]:
+    ca, cert, key, _ = names
+    problems = []
+    unreadable = False
+    for name, path in ((ca, tls.ca_file), (cert, tls.cert_file), (key, tls.key_file)):
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            problems.append(f"{name}={path!r}: not a readable file")
+            unreadable = True
+    if bool(tls.cert_file) != bool(tls.key_file):
+        problems.append(f"{cert} and {key} go together: set both or neither")
+    elif not unreadable and (tls.ca_file or tls.cert_file):
+        problem = client_tls_problem(tls)
+        if problem:
+            problems.append(f"{ca}, {cert}, {key}: {problem}")
     return problems
 
 

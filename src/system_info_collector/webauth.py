@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from system_info_collector.clienttls import load_problem
 from system_info_collector.logging import event
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
@@ -129,13 +130,7 @@ class TlsContext:
 
 def tls_problem(files: TlsFiles) -> str | None:
     """Why the TLS files do not load, or None (no file content in the message)."""
-    try:
-        files.context()
-    except ssl.SSLError as exc:
-        return f"cannot load the certificate, key or CA: {exc.reason or exc}"
-    except (OSError, ValueError) as exc:
-        return f"cannot load the certificate, key or CA: {exc}"
-    return None
+    return load_problem(files.context)
 
 
 def parse_users(text: str) -> dict[str, bytes]:

@@ -241,6 +241,10 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     environ["SIC_HTTP_TLS_KEY_FILE"] = str(tmp_path / "tls.key")
     environ["SIC_HTTP_TLS_CLIENT_CA_FILE"] = str(tmp_path / "tls.crt")
     environ["SIC_HTTP_BASIC_AUTH_FILE"] = str(tmp_path / "htpasswd")
+    for sink in ("SIC_REMOTE_WRITE", "SIC_OTLP"):
+        environ[f"{sink}_TLS_CA_FILE"] = str(tmp_path / "tls.crt")
+        environ[f"{sink}_TLS_CERT_FILE"] = str(tmp_path / "tls.crt")
+        environ[f"{sink}_TLS_KEY_FILE"] = str(tmp_path / "tls.key")
     settings = load_settings(environ)
     assert settings.interval == 0.5
     assert settings.adaptive.enabled and settings.adaptive.interval == 0.25
@@ -266,6 +270,10 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     assert settings.http.listen == ":9100"
     assert settings.http.tls and settings.http.tls_client_ca_file
     assert settings.http.basic_auth_file
+    assert (
+        settings.remote_write.tls.cert_file and not settings.remote_write.tls.insecure_skip_verify
+    )
+    assert settings.otlp.tls.insecure_skip_verify
     assert settings.tags == {"cluster": "prod-eu1", "team": "sre"}
     # The chart-made Secret is mounted as the password file the variable points to.
     c = collector(manifests)

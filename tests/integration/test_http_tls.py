@@ -21,38 +21,16 @@ import bcrypt
 import pytest
 
 from tests.helpers import EXE, clean_env, poll
+from tests.integration.pki import make_pki
 from tests.integration.promstack import free_port, prometheus
 
 PASSWORD = "s3cret-Pa55word"
-OPENSSL = "openssl"
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run([OPENSSL, *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-
-def _cert(d: Path, name: str, cn: str, ext: str) -> None:
-    """``name.key``/``name.crt``: an EC key and a certificate ``ca.crt`` signed."""
-    (d / f"{name}.ext").write_text(ext + "\n")
-    _openssl(
-        "req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=d
-    )
-    signed = f"-CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile {name}.ext".split()
-    _openssl("x509", "-req", "-in", f"{name}.csr", *signed, "-out", f"{name}.crt", cwd=d)
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CA, a server certificate for 127.0.0.1, a second one (rotation) and a client one."""
-    d = tmp_path_factory.mktemp("pki")
-    ca = ["-x509", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=sic-test-ca"]
-    _openssl("req", *EC_KEY, *ca, cwd=d)
-    _cert(d, "server", "collector-one", "subjectAltName=IP:127.0.0.1")
-    _cert(d, "server2", "collector-two", "subjectAltName=IP:127.0.0.1")
-    _cert(d, "client", "prometheus", "extendedKeyUsage=clientAuth")
+    d = make_pki(tmp_path_factory.mktemp("pki"))
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     # htpasswd -B writes $2y$: the same hash under the prefix Apache's tools use
     (d / "users").write_text(
@@ -240,7 +218,7 @@ def test_prometheus_scrapes_over_https_with_basic_auth(tmp_path: Path, pki: Path
                 "SIC_HTTP_TLS_CERT_FILE": "{pki}/server.crt",
                 "SIC_HTTP_TLS_KEY_FILE": "{pki}/server2.key",
             },
-            "cannot load the certificate, key or CA",
+            "cannot load the CA, certificate or key",
         ),
         ({"SIC_HTTP_TLS_CLIENT_CA_FILE": "{pki}/ca.crt"}, "SIC_HTTP_TLS_CLIENT_CA_FILE needs"),
         ({"SIC_HTTP_BASIC_AUTH_FILE": "{pki}/missing"}, "not a readable file"),

@@ -239,6 +239,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "sic.envVar" (list "SIC_REMOTE_WRITE_URL" $rw.url) }}
 {{- include "sic.envVar" (list "SIC_REMOTE_WRITE_TIMEOUT" $rw.timeout) }}
 {{- include "sic.envVar" (list "SIC_REMOTE_WRITE_BASIC_AUTH_USER" $rw.basicAuthUser) }}
+{{- with $v.remoteWrite.tls }}
+{{- if and (or .caKey .certKey .keyKey) (not $v.remoteWrite.existingSecret) }}{{ fail "remoteWrite.tls keys need remoteWrite.existingSecret" }}{{ end }}
+{{- if .caKey }}
+- name: SIC_REMOTE_WRITE_TLS_CA_FILE
+  value: /etc/system-info-collector/remote-write/{{ .caKey }}
+{{- end }}
+{{- if .certKey }}
+- name: SIC_REMOTE_WRITE_TLS_CERT_FILE
+  value: /etc/system-info-collector/remote-write/{{ .certKey }}
+{{- end }}
+{{- if .keyKey }}
+- name: SIC_REMOTE_WRITE_TLS_KEY_FILE
+  value: /etc/system-info-collector/remote-write/{{ .keyKey }}
+{{- end }}
+{{- include "sic.envVar" (list "SIC_REMOTE_WRITE_TLS_INSECURE_SKIP_VERIFY" (.insecureSkipVerify | default false)) }}
+{{- end }}
 {{- if $rw.existingSecret }}
 {{- if $rw.bearerTokenKey }}
 - name: SIC_REMOTE_WRITE_BEARER_TOKEN_FILE
@@ -262,6 +278,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and $v.otlp.existingSecret $v.otlp.headersKey }}
 - name: SIC_OTLP_HEADERS_FILE
   value: /etc/system-info-collector/otlp/{{ $v.otlp.headersKey }}
+{{- end }}
+{{- with $v.otlp.tls }}
+{{- if and (or .caKey .certKey .keyKey) (not $v.otlp.existingSecret) }}{{ fail "otlp.tls keys need otlp.existingSecret" }}{{ end }}
+{{- if .caKey }}
+- name: SIC_OTLP_TLS_CA_FILE
+  value: /etc/system-info-collector/otlp/{{ .caKey }}
+{{- end }}
+{{- if .certKey }}
+- name: SIC_OTLP_TLS_CERT_FILE
+  value: /etc/system-info-collector/otlp/{{ .certKey }}
+{{- end }}
+{{- if .keyKey }}
+- name: SIC_OTLP_TLS_KEY_FILE
+  value: /etc/system-info-collector/otlp/{{ .keyKey }}
+{{- end }}
+{{- include "sic.envVar" (list "SIC_OTLP_TLS_INSECURE_SKIP_VERIFY" (.insecureSkipVerify | default false)) }}
 {{- end }}
 {{- end }}
 {{- with $v.extraEnv }}

@@ -99,6 +99,7 @@ class OtlpSink:
             self.settings.endpoint or "",
             timeout=self.settings.timeout,
             auth=Auth(headers_file=self.settings.headers_file),
+            tls=self.settings.tls,
             retry_statuses=RETRY_STATUSES,
             what="OTLP export to",
         )

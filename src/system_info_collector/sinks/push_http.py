@@ -8,9 +8,11 @@ a timeout on every request, auth from files, and answers classified by what the 
 * any other status: :class:`PermanentSinkError` carrying the status and the start of the
   receiver's answer.
 
-Auth is read from files at every (re)connect, so a rotated token is picked up without a
-restart: a bearer token (``Authorization: Bearer …``), HTTP basic auth (a user and a password
-file), or a file of ``Name: value`` header lines (OTLP). The secrets never appear in an error,
+TLS (``https://``) verifies the receiver with the system's CAs, or with a CA file; a client
+certificate and key give mutual TLS (:class:`ClientTls`). Auth and TLS files are read at every
+(re)connect, so a rotated token or certificate is picked up without a restart. Auth: a bearer
+token (``Authorization: Bearer …``), HTTP basic auth (a user and a password file), or a file of
+``Name: value`` header lines (OTLP). The secrets never appear in an error,
 a log line or a metric: every message goes through
 :func:`~system_info_collector.redact.redact_secret`.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from system_info_collector import __version__
+from system_info_collector.clienttls import ClientTls
 from system_info_collector.errors import PermanentSinkError, TransientSinkError
 from system_info_collector.redact import redact_secret
 
@@ -81,8 +84,10 @@ class PushClient:
         auth: Auth,
         retry_statuses: Collection[int],
         what: str,
+        tls: ClientTls | None = None,
     ) -> None:
         parts = urlsplit(url)
+        self._tls = tls or ClientTls()
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http:// or https:// URL")
         self._https = parts.scheme == "https"
@@ -121,8 +126,14 @@ class PushClient:
         self._headers = headers
         self.secrets = [*self._url_secrets, *secrets]
         if self._https:
+            try:
+                context = self._tls.context()
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                raise TransientSinkError(
+                    f"{self._what}: cannot load the TLS CA, certificate or key: {exc}"
+                ) from exc
             return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout, context=ssl.create_default_context()
+                self._host, self._port, timeout=self._timeout, context=context
             )
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 

@@ -113,6 +113,7 @@ class RemoteWriteSink:
                 basic_password_file=s.basic_password_file,
                 headers_file=s.headers_file,
             ),
+            tls=s.tls,
             retry_statuses=RETRY_STATUSES,
             what="remote write to",
         )
