@@ -147,6 +147,7 @@ class HttpSettings:
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None  # clients must present a certificate it signed
     basic_auth_file: str | None = None  # user:bcrypt-hash lines; /metrics asks for them
+    textfile_directory: str | None = None  # node_exporter's textfile collector: *.prom files
 
     @property
     def tls(self) -> bool:
@@ -440,6 +441,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tls_key_file=get("SIC_HTTP_TLS_KEY_FILE", "").strip() or None,
         tls_client_ca_file=get("SIC_HTTP_TLS_CLIENT_CA_FILE", "").strip() or None,
         basic_auth_file=get("SIC_HTTP_BASIC_AUTH_FILE", "").strip() or None,
+        textfile_directory=get("SIC_TEXTFILE_DIRECTORY", "").strip() or None,
     )
     remote_write = RemoteWriteSettings(
         url=get("SIC_REMOTE_WRITE_URL", "").strip() or None,

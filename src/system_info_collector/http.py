@@ -20,6 +20,7 @@ from prometheus_client.exposition import choose_encoder
 from system_info_collector.agent import Agent
 from system_info_collector.config import HttpSettings, parse_listen
 from system_info_collector.exposition import HostMetricsCollector, Mode
+from system_info_collector.exposition.textfile import TextfileCollector
 from system_info_collector.httpserver import (
     MAX_CONNECTIONS,
     REQUEST_TIMEOUT,
@@ -60,6 +61,7 @@ class HttpServer:
         stale_after: float | None = None,
         tls: TlsFiles | None = None,
         basic_auth_file: str | None = None,
+        textfile_directory: str | None = None,
     ) -> None:
         self.agent = agent
         self.tls = tls
@@ -68,6 +70,8 @@ class HttpServer:
         self.registry.register(agent.metrics.registry)
         if host_metrics != "off":
             self.registry.register(HostMetricsCollector(agent, host_metrics))
+        if textfile_directory:
+            self.registry.register(TextfileCollector(textfile_directory))
         self._server = HardenedServer(
             parse_listen(listen),
             {"/metrics": self._metrics, "/healthz": self._health, "/readyz": self._ready},
@@ -89,6 +93,7 @@ class HttpServer:
             host_metrics=http.host_metrics,
             tls=tls_files(http),
             basic_auth_file=http.basic_auth_file,
+            textfile_directory=http.textfile_directory,
         )
 
     @property

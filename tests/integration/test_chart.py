@@ -84,6 +84,10 @@ def collector(manifests: str) -> dict[str, Any]:
     return container  # type: ignore[no-any-return]
 
 
+def c_mounts(manifests: str) -> list[dict[str, Any]]:
+    return list(collector(manifests)["volumeMounts"])
+
+
 def sic_variables_read_by_config() -> set[str]:
     """The variables config.py names literally, plus every collector's declared ones."""
     source = CONFIG_SOURCE.read_text(encoding="utf-8")
@@ -274,6 +278,9 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
         settings.remote_write.tls.cert_file and not settings.remote_write.tls.insecure_skip_verify
     )
     assert settings.otlp.tls.insecure_skip_verify
+    assert settings.http.textfile_directory == "/host/textfile"
+    textfile = next(m for m in c_mounts(manifests) if m["name"] == "textfile")
+    assert textfile == {"name": "textfile", "mountPath": "/host/textfile", "readOnly": True}
     assert settings.tags == {"cluster": "prod-eu1", "team": "sre"}
     # The chart-made Secret is mounted as the password file the variable points to.
     c = collector(manifests)

@@ -196,6 +196,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: {{ printf ":%d" (int64 $v.http.port) | quote }}
 - name: SIC_PROMETHEUS_HOST_METRICS
   value: {{ $v.http.hostMetrics | toString | quote }}
+{{- if $v.textfile.enabled }}
+- name: SIC_TEXTFILE_DIRECTORY
+  value: /host/textfile
+{{- end }}
 {{- if $v.http.tls.enabled }}
 {{- if not $v.http.tls.existingSecret }}{{ fail "http.tls.enabled needs http.tls.existingSecret (a Secret with tls.crt and tls.key)" }}{{ end }}
 - name: SIC_HTTP_TLS_CERT_FILE
