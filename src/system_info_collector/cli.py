@@ -477,6 +477,8 @@ def cmd_check(settings: Settings) -> int:
         results.append(CheckResult(f"lock {lock.what}", free, lock.directory if free else detail))
     if settings.http.listen:
         results.append(_listen_check(settings.http.listen))
+    if settings.http.textfile_directory:
+        results.append(_textfile_check(settings.http.textfile_directory))
     for sink in build_sinks(settings, Metrics()):
         try:
             results += sink.check()
@@ -489,6 +491,22 @@ def cmd_check(settings: Settings) -> int:
 
 def _os_error(exc: OSError) -> str:
     return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+def _textfile_check(directory: str) -> CheckResult:
+    """Read SIC_TEXTFILE_DIRECTORY as a scrape would (its ERROR lines name what fails)."""
+    from system_info_collector.exposition.textfile import TextfileCollector
+
+    families = {f.name: f for f in TextfileCollector(directory).collect()}
+    failed = families["node_textfile_scrape_error"].samples[0].value != 0
+    mtimes = families.get("node_textfile_mtime_seconds")
+    read = len(mtimes.samples) if mtimes is not None else 0
+    detail = f"{directory}: {read} .prom file(s) read"
+    if failed:
+        detail += (
+            "; a file or the directory could not be read or parsed (the ERROR lines say which)"
+        )
+    return CheckResult("textfile directory", not failed, detail)
 
 
 def _listen_check(listen: str) -> CheckResult:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -255,3 +256,15 @@ def test_run_stops_like_a_unix_filter_when_its_stdout_reader_leaves() -> None:
     assert "Traceback" not in err and "Exception ignored" not in err
     events = [json.loads(line)["event"] for line in err.splitlines()]
     assert "stdout_closed" in events and events[-1] == "collector_stopped"
+
+
+def test_check_reads_the_textfile_directory_as_a_scrape_would(tmp_path: Path) -> None:
+    (tmp_path / "good.prom").write_text("backup_ok 1\n")
+    env = clean_env(SIC_SINKS="stdout", SIC_HTTP_LISTEN="", SIC_TEXTFILE_DIRECTORY=str(tmp_path))
+    ok = run_cli("check", env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"ok    textfile directory: {tmp_path}: 1 .prom file(s) read" in ok.stdout
+    (tmp_path / "bad.prom").write_text("bad{ 1\n")
+    failed = run_cli("check", env=env)
+    assert failed.returncode == 1
+    assert "FAIL  textfile directory" in failed.stdout and "bad.prom" in failed.stderr
