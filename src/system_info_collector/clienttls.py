@@ -38,7 +38,3 @@ def load_problem(build: Callable[[], ssl.SSLContext]) -> str | None:
     except (OSError, ValueError) as exc:
         return f"cannot load the CA, certificate or key: {exc}"
     return None
-
-
-def client_tls_problem(tls: ClientTls) -> str | None:
-    return load_problem(tls.context)

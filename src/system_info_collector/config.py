@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import environs
 
-from system_info_collector.clienttls import ClientTls, client_tls_problem
+from system_info_collector.clienttls import ClientTls, load_problem
 from system_info_collector.errors import ConfigError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.limits import dsn_problems, limit_problems, text_problems
@@ -148,10 +148,6 @@ class HttpSettings:
     tls_client_ca_file: str | None = None  # clients must present a certificate it signed
     basic_auth_file: str | None = None  # user:bcrypt-hash lines; /metrics asks for them
     textfile_directory: str | None = None  # node_exporter's textfile collector: *.prom files
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.tls_cert_file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -697,18 +693,23 @@ def _push_problems(
     return problems
 
 
+def _unreadable(files: Iterable[tuple[str, str | None]]) -> list[str]:
+    """``VARIABLE='path': not a readable file`` for each set path that is not one."""
+    return [
+        f"{key}={path!r}: not a readable file"
+        for key, path in files
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK))
+    ]
+
+
 def _client_tls_problems(names: tuple[str, str, str, str], tls: ClientTls) -> list[str]:
     ca, cert, key, _ = names
-    problems = []
-    unreadable = False
-    for name, path in ((ca, tls.ca_file), (cert, tls.cert_file), (key, tls.key_file)):
-        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
-            problems.append(f"{name}={path!r}: not a readable file")
-            unreadable = True
+    problems = _unreadable(((ca, tls.ca_file), (cert, tls.cert_file), (key, tls.key_file)))
+    unreadable = bool(problems)
     if bool(tls.cert_file) != bool(tls.key_file):
         problems.append(f"{cert} and {key} go together: set both or neither")
     elif not unreadable and (tls.ca_file or tls.cert_file):
-        problem = client_tls_problem(tls)
+        problem = load_problem(tls.context)
         if problem:
             problems.append(f"{ca}, {cert}, {key}: {problem}")
     return problems
@@ -717,20 +718,16 @@ def _client_tls_problems(names: tuple[str, str, str, str], tls: ClientTls) -> li
 def _http_problems(http: HttpSettings) -> list[str]:
     """The TLS and basic auth files (SIC_HTTP_TLS_*, SIC_HTTP_BASIC_AUTH_FILE): set together,
     readable, loadable; no file content in a message."""
-    from system_info_collector.webauth import TlsFiles, read_users, tls_problem
+    from system_info_collector.webauth import read_users, tls_files
 
-    problems: list[str] = []
     files = (
         ("SIC_HTTP_TLS_CERT_FILE", http.tls_cert_file),
         ("SIC_HTTP_TLS_KEY_FILE", http.tls_key_file),
         ("SIC_HTTP_TLS_CLIENT_CA_FILE", http.tls_client_ca_file),
         ("SIC_HTTP_BASIC_AUTH_FILE", http.basic_auth_file),
     )
-    unreadable = False
-    for key, path in files:
-        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
-            problems.append(f"{key}={path!r}: not a readable file")
-            unreadable = True
+    problems = _unreadable(files)
+    unreadable = bool(problems)
     if any(path for _, path in files) and not http.listen:
         problems.append(
             "SIC_HTTP_TLS_* or SIC_HTTP_BASIC_AUTH_FILE is set, but SIC_HTTP_LISTEN is empty"
@@ -743,10 +740,8 @@ def _http_problems(http: HttpSettings) -> list[str]:
         problems.append(
             "SIC_HTTP_TLS_CLIENT_CA_FILE needs SIC_HTTP_TLS_CERT_FILE and SIC_HTTP_TLS_KEY_FILE"
         )
-    elif http.tls_cert_file and http.tls_key_file and not unreadable:
-        problem = tls_problem(
-            TlsFiles(http.tls_cert_file, http.tls_key_file, http.tls_client_ca_file)
-        )
+    elif (tls := tls_files(http)) is not None and not unreadable:
+        problem = load_problem(tls.context)
         if problem:
             problems.append(f"SIC_HTTP_TLS_CERT_FILE/SIC_HTTP_TLS_KEY_FILE: {problem}")
     if http.basic_auth_file and not unreadable:

@@ -31,19 +31,13 @@ from system_info_collector.httpserver import (
 )
 from system_info_collector.logging import event
 from system_info_collector.probes import Probes, get_health
-from system_info_collector.webauth import REALM, BasicAuth, TlsContext, TlsFiles
+from system_info_collector.webauth import REALM, BasicAuth, TlsContext, TlsFiles, tls_files
 
 __all__ = ["HttpServer", "get_health", "tls_files"]
 
 # What answers without credentials when basic auth is on: the kubelet's probes and the
 # `health` command cannot hold a password, and these show no host metrics and no secret.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-def tls_files(http: HttpSettings) -> TlsFiles | None:
-    if not (http.tls_cert_file and http.tls_key_file):
-        return None
-    return TlsFiles(http.tls_cert_file, http.tls_key_file, http.tls_client_ca_file)
 
 
 class HttpServer:

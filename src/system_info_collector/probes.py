@@ -4,13 +4,13 @@ the sinks keeping up?), and the ``health`` command's client of /healthz."""
 from __future__ import annotations
 
 import http.client
-import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from system_info_collector.agent import Agent
+from system_info_collector.clienttls import ClientTls
 from system_info_collector.config import parse_listen
 from system_info_collector.httpserver import JSON_TYPE
 from system_info_collector.webauth import TlsFiles
@@ -135,12 +135,13 @@ def get_health(listen: str, timeout: float = 2.0, tls: TlsFiles | None = None) -
     if tls is None:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
     else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        if tls.client_ca_file:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+        mutual = tls.client_ca_file is not None
+        client = ClientTls(
+            cert_file=tls.cert_file if mutual else None,
+            key_file=tls.key_file if mutual else None,
+            insecure_skip_verify=True,
+        )
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=client.context())
     try:
         conn.request("GET", "/healthz", headers={"Accept": JSON_TYPE})
         response = conn.getresponse()

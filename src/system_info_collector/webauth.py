@@ -27,9 +27,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from system_info_collector.clienttls import load_problem
 from system_info_collector.logging import event
+
+if TYPE_CHECKING:
+    from system_info_collector.config import HttpSettings
+
+T = TypeVar("T")
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 REALM = "system-info-collector"
@@ -40,11 +45,11 @@ def _stamp(path: str) -> tuple[int, int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-class _Reloading:
+class _Reloading(Generic[T]):
     """A value built from files, rebuilt when one of them changes (checked at most once a
     second); a rebuild that fails keeps the previous value and logs one ERROR until it works."""
 
-    def __init__(self, what: str, paths: tuple[str, ...], build: Callable[[], object]) -> None:
+    def __init__(self, what: str, paths: tuple[str, ...], build: Callable[[], T]) -> None:
         self._what = what
         self._paths = paths
         self._build = build
@@ -63,7 +68,7 @@ class _Reloading:
                 stamps.append(None)
         return tuple(stamps)
 
-    def current(self) -> object:
+    def current(self) -> T:
         now = _now()
         with self._lock:
             if now - self._checked < 1.0:
@@ -123,14 +128,14 @@ class TlsContext:
         self._reloading = _Reloading("TLS certificate", files.paths(), files.context)
 
     def __call__(self) -> ssl.SSLContext:
-        ctx = self._reloading.current()
-        assert isinstance(ctx, ssl.SSLContext)
-        return ctx
+        return self._reloading.current()
 
 
-def tls_problem(files: TlsFiles) -> str | None:
-    """Why the TLS files do not load, or None (no file content in the message)."""
-    return load_problem(files.context)
+def tls_files(http: HttpSettings) -> TlsFiles | None:
+    """The endpoint's TLS files (``SIC_HTTP_TLS_*``), or None for plain HTTP."""
+    if not (http.tls_cert_file and http.tls_key_file):
+        return None
+    return TlsFiles(http.tls_cert_file, http.tls_key_file, http.tls_client_ca_file)
 
 
 def parse_users(text: str) -> dict[str, bytes]:
@@ -192,9 +197,7 @@ class BasicAuth:
         if not sep:
             return None
         name = name_bytes.decode("utf-8", "replace")
-        users = self._users.current()
-        assert isinstance(users, dict)
-        hashed = users.get(name)
+        hashed = self._users.current().get(name)
         if hashed is None:
             self._bcrypt.checkpw(password, self._dummy)  # the same time as a known user
             return None

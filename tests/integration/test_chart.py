@@ -272,7 +272,7 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
     assert settings.csv.max_total_size == 2 * 1024**3
     assert settings.postgres.schema == "metrics"
     assert settings.http.listen == ":9100"
-    assert settings.http.tls and settings.http.tls_client_ca_file
+    assert settings.http.tls_cert_file and settings.http.tls_client_ca_file
     assert settings.http.basic_auth_file
     assert (
         settings.remote_write.tls.cert_file and not settings.remote_write.tls.insecure_skip_verify

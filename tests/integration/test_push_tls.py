@@ -32,12 +32,16 @@ def _context(pki: Path) -> ssl.SSLContext:
     return ctx
 
 
-def _query(base: str, ctx: ssl.SSLContext, expr: str) -> list[dict[str, object]]:
-    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-    opener = urllib.request.build_opener(
+def _opener(ctx: ssl.SSLContext) -> urllib.request.OpenerDirector:
+    """No proxies, our CA and client certificate."""
+    return urllib.request.build_opener(
         urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
     )
-    with opener.open(url, timeout=5) as resp:
+
+
+def _query(base: str, ctx: ssl.SSLContext, expr: str) -> list[dict[str, object]]:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    with _opener(ctx).open(url, timeout=5) as resp:
         body = json.loads(resp.read())
     assert body["status"] == "success", body
     return list(body["data"]["result"])
@@ -74,10 +78,7 @@ def tls_receiver(tmp: Path, pki: Path) -> Iterator[str]:
     def ready() -> bool:
         assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
         try:
-            opener = urllib.request.build_opener(
-                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
-            )
-            with opener.open(f"{base}/-/ready", timeout=2) as resp:
+            with _opener(ctx).open(f"{base}/-/ready", timeout=2) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
