@@ -29,6 +29,9 @@ NASTY_TEXT = [
     "\\012",
     "/mnt/with space",
     "x" * 300,
+    "100%",
+    "%s",
+    "%%r",
 ]
 NASTY_NUMBERS: list[object] = [
     0,
@@ -50,6 +53,12 @@ NASTY_NUMBERS: list[object] = [
     -3,
     -2.5e-7,
     7.0,
+    1e-4,
+    9.999999999999999e-05,
+    9999999999999998.0,
+    10**16,
+    10**400,
+    -1e-4,
 ]
 
 
@@ -111,3 +120,46 @@ def test_plain_records_take_the_fast_path_and_read_back(name: str) -> None:
     rows = list(csv.reader(io.StringIO(data.decode())))
     assert [len(r) for r in rows] == [len(m.columns)] * 5
     assert rows[0][0] == "2026-11-24T12:00:00.123Z"
+
+
+def tick_batch(rng: random.Random, name: str, entities: list[tuple[str, ...]]) -> list[Record]:
+    """One tick's records as a provider makes them: one ts/host/interval object for all, the
+    entity labels only; the numbers plain mostly, hostile sometimes."""
+    m = MEASUREMENTS[name]
+    ts, host, interval_ms = T0 + timedelta(seconds=rng.randrange(9)), "node-1", 1000
+    hostile = rng.random() < 0.4
+    batch = []
+    for entity in entities:
+        fields: dict[str, object] = {}
+        for f in m.fields:
+            if hostile and rng.random() < 0.1:
+                fields[f.name] = rng.choice(NASTY_NUMBERS)
+            elif f.sql_type == "bigint":
+                fields[f.name] = rng.randrange(0, 10 ** rng.randrange(1, 17))
+            else:
+                fields[f.name] = rng.choice([0.0, 100.0, rng.random() * 100, rng.random() * 1e12])
+        if hostile and rng.random() < 0.05:
+            del fields[m.fields[0].name]
+        tags: dict[str, object] = dict(zip(m.label_columns, entity, strict=True))
+        if hostile and rng.random() < 0.05:
+            tags["site"] = "eu"
+        batch.append(Record(name, ts, host, tags, fields, interval_ms))  # type: ignore[arg-type]
+    return batch
+
+
+@pytest.mark.parametrize("name", list(MEASUREMENTS))
+def test_whole_ticks_are_byte_identical_to_the_csv_module(name: str) -> None:
+    """Batches shaped as a tick (one ts/host/interval object, entity labels only), tick after
+    tick with the same entities (the kept label texts), with new entities, hostile labels
+    (quotes, commas, %), numbers at the edge of exponent notation, bools, NaN, missing fields."""
+    rng = random.Random(f"tick-{name}")
+    m = MEASUREMENTS[name]
+    enc = encoder(name)
+    for _ in range(60):
+        entities = [
+            tuple(rng.choice([*NASTY_TEXT, f"{c}{i}"]) for c in m.label_columns)
+            for i in range(rng.randrange(2, 20))
+        ]
+        for _ in range(4):  # the same entities again: the kept label texts
+            batch = tick_batch(rng, name, entities)
+            assert enc.encode(batch) == reference(name, batch)
