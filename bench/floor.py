@@ -152,10 +152,19 @@ class Floor:
         swap_total, swap_free = info["SwapTotal"], info["SwapFree"]
         swap_used = swap_total - swap_free
         values = [
-            total, avail, used, free, buffers, cached, info.get("Shmem", 0),
-            100.0 * (total - avail) / total, swap_total, swap_used, swap_free,
+            total,
+            avail,
+            used,
+            free,
+            buffers,
+            cached,
+            info.get("Shmem", 0),
+            100.0 * (total - avail) / total,
+            swap_total,
+            swap_used,
+            swap_free,
             100.0 * swap_used / swap_total if swap_total else 0.0,
-        ]  # fmt: skip
+        ]
         if not self._proven(values, [values[7], values[11]]):
             return 0
         row = f"%s,{self._host},%d,%d,%d,%d,%d,%d,%d,%r,%d,%d,%d,%r,{{}},1000\n"
@@ -213,13 +222,19 @@ class Floor:
         )
         util = list(map(min, repeat(100.0), map(truediv, d_io, repeat(elapsed * 10))))
         columns = [
-            reads, writes, read_bytes, written,
-            list(map(truediv, msr, repeat(1000))), list(map(truediv, msw, repeat(1000))),
+            reads,
+            writes,
+            read_bytes,
+            written,
+            list(map(truediv, msr, repeat(1000))),
+            list(map(truediv, msw, repeat(1000))),
             list(map(truediv, msio, repeat(1000))),
             list(map(mul, map(mul, d_sread, repeat(_SECTOR)), rate)),
             list(map(mul, map(mul, d_swritten, repeat(_SECTOR)), rate)),
-            list(map(mul, d_reads, rate)), list(map(mul, d_writes, rate)), util,
-        ]  # fmt: skip
+            list(map(mul, d_reads, rate)),
+            list(map(mul, d_writes, rate)),
+            util,
+        ]
         if min(deltas) < 0 or not self._proven(list(chain.from_iterable(columns)), util):
             return 0
         out.append(self._io_format % tuple(chain.from_iterable(zip(repeat(stamp), *columns))))
@@ -240,10 +255,15 @@ def main() -> None:
         host.create()
         proc, root = f"{tmp}/proc", f"{tmp}/root"
         settings = load_settings(
-            {"SIC_HOST_PROC": proc, "SIC_HOST_ROOT": root, "SIC_SINKS": "csv",
-             "SIC_COLLECTORS": FAMILIES, "SIC_CSV_DIR": f"{tmp}/csv",
-             "SIC_OVERHEAD_BUDGET": "100%"}  # every family every tick, as the others
-        )  # fmt: skip
+            {
+                "SIC_HOST_PROC": proc,
+                "SIC_HOST_ROOT": root,
+                "SIC_SINKS": "csv",
+                "SIC_COLLECTORS": FAMILIES,
+                "SIC_CSV_DIR": f"{tmp}/csv",
+                "SIC_OVERHEAD_BUDGET": "100%",
+            }  # every family every tick, as the others
+        )
         agent = Agent(settings, build_providers(settings), [], Metrics(), host="bench")
         agent.expose_latest = False
         agent.start()
