@@ -15,6 +15,7 @@ from typing import TypeVar
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROC_FIXTURES = FIXTURES / "proc"
+MDSTAT_FIXTURES = FIXTURES / "mdstat"  # /proc/mdstat files of many kinds of arrays
 EXE = str(Path(sys.executable).with_name("system-info-collector"))
 
 T = TypeVar("T")

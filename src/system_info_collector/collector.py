@@ -32,6 +32,7 @@ class Field:
     kind: Kind
     sql_type: str  # "double precision" or "bigint"
     help: str
+    signed: bool = False  # may be negative (a clock offset); every other field may not
 
 
 def percent(name: str, help: str) -> Field:
@@ -52,6 +53,16 @@ def rate(name: str, help: str) -> Field:
 
 def seconds(name: str, help: str) -> Field:
     return Field(name, "seconds", "double precision", help)
+
+
+def signed_seconds(name: str, help: str) -> Field:
+    """Seconds that may be negative (an offset from a reference)."""
+    return Field(name, "seconds", "double precision", help, signed=True)
+
+
+def signed_gauge(name: str, help: str) -> Field:
+    """A unitless number that may be negative (a frequency correction)."""
+    return Field(name, "gauge", "double precision", help, signed=True)
 
 
 def gauge(name: str, help: str) -> Field:

@@ -1,8 +1,9 @@
 """Range, type and consistency rules between collectors and sinks.
 
 Every measurement's fields must be present, numeric (whole numbers for ``bigint`` columns),
-finite and non-negative, percentages at most 100; each collector adds its own rules
-(:class:`~system_info_collector.collector.Rules`: parts not above wholes, consistency). An
+finite and non-negative (unless declared ``signed``: a clock offset), percentages at most 100;
+each collector adds its own rules (:class:`~system_info_collector.collector.Rules`: parts not
+above wholes, consistency). An
 invalid record is never written: the collect path drops it with a structured WARN log naming the
 measurement, field, value and rule, and counts it.
 """
@@ -90,7 +91,7 @@ def _check_fields(record: Record, collector: Collector[Any]) -> Rejection | None
             return Rejection(record, f.name, value, "type")
         if not math.isfinite(value):
             return Rejection(record, f.name, value, "finite")
-        if value < 0:
+        if value < 0 and not f.signed:
             return Rejection(record, f.name, value, "non_negative")
         if f.kind == "percent" and value > 100 + PERCENT_SLACK:
             return Rejection(record, f.name, value, "percent_range")
@@ -113,16 +114,19 @@ class _Rules:
     :meth:`proven` proves the per-field rules and the parts-not-above-wholes rules for many
     records at once with a handful of C-level calls over all their values: every value is
     exactly an ``int`` or a ``float`` (``int`` only in ``bigint`` columns), their sum is finite
-    (so none is infinite or NaN), the smallest is not negative, the largest percentage is at
-    most 100, no part exceeds its whole. :meth:`check` is the exact path: the proof for one
-    record, and if that fails the rules field by field, naming the first broken rule exactly
-    as before; then the collector's consistency check.
+    (so none is infinite or NaN), the smallest (of the fields not signed) is not negative, the
+    largest percentage is at most 100, no part exceeds its whole. :meth:`check` is the exact
+    path: the proof for one record, and if that fails the rules field by field, naming the
+    first broken rule exactly as before; then the collector's consistency check.
     """
 
     def __init__(self, collector: Collector[Any]) -> None:
         declared = collector.measurement.fields
         self._collector = collector
         self._values = _getter(tuple(f.name for f in declared))
+        # None: no field is signed (the values themselves must not be negative)
+        unsigned = tuple(f.name for f in declared if not f.signed)
+        self._unsigned = None if len(unsigned) == len(declared) else _getter(unsigned)
         wholes = tuple(f.name for f in declared if f.sql_type == "bigint")
         self._whole_numbers = _getter(wholes) if wholes else None
         percents = tuple(f.name for f in declared if f.kind == "percent")
@@ -147,7 +151,12 @@ class _Rules:
                     return False
             if not flat:
                 return True
-            if not math.isfinite(sum(flat)) or min(flat) < 0:
+            if not math.isfinite(sum(flat)):
+                return False
+            if self._unsigned is None:
+                if min(flat) < 0:
+                    return False
+            elif min(chain.from_iterable(map(self._unsigned, fields_list)), default=0) < 0:
                 return False
             percents = (
                 flat

@@ -265,6 +265,8 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
         "pressure": 5.0,
         "vmstat": 5.0,
         "filefd": 30.0,
+        "md": 30.0,
+        "timex": 10.0,
         "sockets": 10.0,
     }
     assert settings.collector("net").interfaces_exclude.pattern == "^(lo|veth.*|cali.*)$"

@@ -26,7 +26,7 @@ from system_info_collector.hostpaths import HostPaths
 from system_info_collector.metrics import Metrics
 from system_info_collector.providers import COLLECTORS, build_providers
 from system_info_collector.scheduler import Tick
-from tests.helpers import PROC_FIXTURES, poll
+from tests.helpers import MDSTAT_FIXTURES, PROC_FIXTURES, poll
 from tests.integration.promstack import collector, get, node_exporter, promtool
 
 pytestmark = pytest.mark.integration
@@ -95,7 +95,7 @@ NOT_SERVED_NETCLASS = {
 NETCLASS = {"node_network_up", "node_network_mtu_bytes", "node_network_speed_bytes"}
 NE_FIXTURE_COLLECTORS = (
     *("cpu", "stat", "meminfo", "diskstats"),
-    *("loadavg", "pressure", "vmstat", "filefd", "netclass", "sockstat", "conntrack"),
+    *("loadavg", "pressure", "vmstat", "filefd", "netclass", "sockstat", "conntrack", "mdadm"),
 )
 NE_FSTYPES_EXCLUDE = (  # node_exporter 1.5's --collector.filesystem.fs-types-exclude default
     "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660"
@@ -137,7 +137,18 @@ def test_a_canned_proc_tree_gives_node_exporters_families_sample_for_sample(
     (proc / "sys/net/netfilter/nf_conntrack_count").write_text(f"{int(entries, 16)}\n")
     agents = _ours(
         proc,
-        ("cpu", "memory", "diskio", "system", "pressure", "vmstat", "filefd", "net", "sockets"),
+        (
+            "cpu",
+            "memory",
+            "diskio",
+            "system",
+            "pressure",
+            "vmstat",
+            "filefd",
+            "md",
+            "net",
+            "sockets",
+        ),
     )
     agent = next(agents)
     shutil.copytree(PROC_FIXTURES / "basic" / "later", proc, dirs_exist_ok=True)  # counters move
@@ -175,6 +186,34 @@ def test_a_canned_proc_tree_gives_node_exporters_families_sample_for_sample(
             assert mine == other, name
 
 
+def test_software_raid_arrays_of_every_kind_give_node_exporters_md_families(
+    tmp_path: Path,
+) -> None:
+    """Fifteen arrays: raid0/1/6/10 and linear, degraded, failed and spare members, recovery,
+    resync, check, resync=PENDING/DELAYED, bitmap lines, read-only, inactive and
+    external-metadata arrays: node_exporter 1.5's mdadm collector and ours agree."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    shutil.copy(MDSTAT_FIXTURES / "many-arrays", proc / "mdstat")
+    agents = _ours(proc, ("md",))
+    agent = next(agents)
+    now = datetime.now(UTC).replace(microsecond=0)
+    assert len(agent.tick(Tick(1, now, 0.0, 0.0))) == 15
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HostMetricsCollector(agent, "node", clock=now.timestamp))
+    ours = {n: f for n, f in families(generate_latest(registry).decode()).items()}
+    next(agents, None)
+    args = [f"--path.procfs={proc}", "--collector.disable-defaults", "--collector.mdadm"]
+    with node_exporter(tmp_path, *args) as address:
+        status, body = get(f"http://{address}/metrics")
+    assert status == 200
+    theirs = {n: f for n, f in families(body.decode()).items() if n.startswith("node_md")}
+    assert sorted(theirs) == sorted(n for n in ours if n.startswith("node_md"))
+    for name, family in theirs.items():
+        assert (ours[name].type, ours[name].documentation) == (family.type, family.documentation)
+        assert samples(ours[name]) == samples(family), name
+
+
 def _root_mount() -> tuple[str, str]:
     for line in Path("/proc/1/mountinfo").read_text().splitlines():
         parts = line.split(" ")
@@ -210,7 +249,7 @@ def test_the_real_host_gives_node_exporters_names_labels_and_values(tmp_path: Pa
     ours_node = {n: f for n, f in ours.items() if n.startswith("node_")}
     prefixes = ("node_cpu_", "node_memory_", "node_filesystem_", "node_disk_", "node_boot_")
     prefixes += ("node_network_", "node_load", "node_pressure_", "node_vmstat_", "node_filefd_")
-    prefixes += ("node_sockstat_", "node_nf_conntrack_")
+    prefixes += ("node_sockstat_", "node_nf_conntrack_", "node_timex_")
     expected = {n for n in theirs if n.startswith(prefixes)} - NOT_SERVED - NOT_SERVED_NETCLASS
     # node_exporter's stat collector (the parser names counters without _total)
     expected |= {"node_context_switches", "node_intr", "node_forks"}
@@ -243,6 +282,17 @@ def test_the_real_host_gives_node_exporters_names_labels_and_values(tmp_path: Pa
         assert samples(ours[name])[root] == samples(theirs[name])[root], name
     for name in ("node_memory_MemTotal_bytes", "node_boot_time_seconds", "node_filefd_maximum"):
         assert samples(ours[name]) == samples(theirs[name]), name
+    # one kernel clock, asked by both (adjtimex): its state and constants are the same number
+    for name in (
+        "status",
+        "sync_status",
+        "tick_seconds",
+        "tai_offset_seconds",
+        "loop_time_constant",
+    ):
+        name = f"node_timex_{name}"
+        assert samples(ours[name]) == samples(theirs[name]), name
+        assert ours[name].documentation == theirs[name].documentation, name
 
     # promtool's lint: nothing beyond what it says of node_exporter's same names (meminfo's
     # CamelCase keys), and nothing at all of the collector's own families.

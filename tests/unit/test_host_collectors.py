@@ -1,4 +1,4 @@
-"""The network, system, pressure, vmstat, filefd and sockets collectors beyond their expected
+"""The network, system, pressure, vmstat, filefd, md and sockets collectors beyond their expected
 output (tests/unit/test_scenarios.py): what they say once, and only once, about missing sources
 and a host view they cannot have."""
 
@@ -137,6 +137,31 @@ def test_net_dev_that_is_not_one_is_a_clear_error(text: str) -> None:
 
     with pytest.raises(ProviderError, match="net/dev"):
         parse_net_dev(text, "/host/proc/1/net/dev")
+
+
+def test_without_the_md_driver_there_are_no_arrays_and_arrays_appear_when_it_loads(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    settings = load_settings({"SIC_HOST_PROC": str(proc), "SIC_COLLECTORS": "md"})
+    providers = build_providers(settings)
+    failures = Failures()
+    try:
+        prime(providers, failures)
+        assert collect(providers, TS, "h", {}, failures).accepted == []
+        shutil.copy(PROC_FIXTURES / "basic" / "mdstat", proc / "mdstat")  # modprobe, assemble
+        result = collect(providers, TS, "h", {}, failures)
+    finally:
+        for p in providers:
+            p.close()
+    assert [r.tags["device"] for r in result.accepted][:3] == ["md0", "md1", "md2"]
+    assert not result.failed
+    missing = named(events, "collector_source_missing")
+    assert [(e["collector"], e["level"]) for e in missing] == [("md", "INFO")]
+    assert not [e for e in events if e["level"] in ("WARNING", "ERROR")]
+    result = run_cli("check", env=clean_env(SIC_SINKS="stdout", SIC_HOST_PROC=str(proc)))
+    assert "8 arrays, 2 degraded or with failed disks" in result.stdout, result.stdout
 
 
 def test_check_says_what_is_missing_without_failing_for_it() -> None:

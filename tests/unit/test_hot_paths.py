@@ -219,7 +219,7 @@ def reference_check(record: Record) -> Rejection | None:
             return Rejection(record, f.name, value, "type")
         if not math.isfinite(value):
             return Rejection(record, f.name, value, "finite")
-        if value < 0:
+        if value < 0 and not f.signed:  # a clock offset may be negative (timex collector)
             return Rejection(record, f.name, value, "non_negative")
         if f.kind == "percent" and value > 100 + PERCENT_SLACK:
             return Rejection(record, f.name, value, "percent_range")

@@ -7,6 +7,7 @@ Each ``tests/fixtures/proc/<scenario>/`` is a canned procfs (the first reading) 
 - ``later/`` (optional): files that replace the first reading's before the second one;
 - ``sysfs/`` (optional): the sysfs (``SIC_HOST_SYS``); ``statvfs.json`` (optional): what
   ``statvfs`` answers per mount point (the disk collector's only non-file source);
+  ``timex.json`` (optional): what ``adjtimex`` answers (the timex collector's source);
 - ``scenario.env`` (optional): ``SIC_*`` variables for the scenario (default: the defaults);
 - ``expected-failures.txt`` (optional): the collectors that must fail (one a line).
 
@@ -30,12 +31,21 @@ from system_info_collector.collect import Failures, base_intervals_ms, collect, 
 from system_info_collector.config import load_settings
 from system_info_collector.providers import COLLECTORS, build_providers
 from system_info_collector.providers.disk import DiskProvider
+from system_info_collector.providers.timex import TimexProvider, TimexReading
 from system_info_collector.sinks.stdout import record_json
 from tests.helpers import PROC_FIXTURES, clean_env, run_cli
 
 TS = datetime(2024, 1, 1, tzinfo=UTC)
 ELAPSED = 2.0  # seconds between the two readings
-META = ("expected.jsonl", "expected-failures.txt", "later", "sysfs", "statvfs.json", "scenario.env")
+META = (
+    "expected.jsonl",
+    "expected-failures.txt",
+    "later",
+    "sysfs",
+    "statvfs.json",
+    "timex.json",
+    "scenario.env",
+)
 SCENARIOS = sorted(p.name for p in PROC_FIXTURES.iterdir() if p.is_dir())
 
 
@@ -85,6 +95,9 @@ def run_scenario(name: str, tmp_path: Path) -> tuple[list[dict[str, Any]], list[
             else p
             for p in providers
         ]
+    if (source / "timex.json").exists():  # the kernel clock's state, as adjtimex would give it
+        reading = TimexReading(**json.loads((source / "timex.json").read_text()))
+        providers = [TimexProvider(lambda: reading) if p.name == "timex" else p for p in providers]
     try:
         prime(providers)
         if (source / "later").exists():

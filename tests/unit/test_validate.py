@@ -7,6 +7,8 @@ import pytest
 
 from system_info_collector.model import Record
 from system_info_collector.providers.memory import memory_fields
+from system_info_collector.providers.timex import TimexReading
+from system_info_collector.providers.timex import fields as timex_fields
 from system_info_collector.validate import validate
 
 TS = datetime(2026, 11, 26, tzinfo=UTC)
@@ -77,3 +79,22 @@ def test_missing_field_is_a_type_error() -> None:
     record = Record("memory", TS, "h", {}, {"total_bytes": 1})
     (rejection,) = validate([record])[1]
     assert rejection.rule == "type" and rejection.value is None
+
+
+def timex(**overrides: float) -> Record:
+    reading = TimexReading(0, -2500, -1234567, 12000, 150, 1, 7, 10000, 0, 0, 0, 0, 0, 0, 0, 0, 37)
+    return Record("timex", TS, "h", {}, {**timex_fields(reading), **overrides})
+
+
+def test_signed_fields_may_be_negative_and_only_they() -> None:
+    """A clock behind its reference has a negative offset (and a slow one a negative PPS
+    frequency): accepted, alone and in a batch; any other field below zero is still refused."""
+    ahead, behind = timex(offset_seconds=0.0025), timex(pps_frequency_hertz=-1e-6)
+    assert behind.fields["offset_seconds"] == -0.0025
+    accepted, rejected = validate([ahead, behind, cpu()])
+    assert accepted == [ahead, behind, cpu()] and rejected == []
+    assert validate([behind]) == ([behind], [])
+    for bad in (timex(maxerror_seconds=-1.0), timex(status=-1)):
+        accepted, rejected = validate([behind, bad])
+        assert accepted == [behind]
+        assert rejected[0].rule == "non_negative" and rejected[0].value == -1

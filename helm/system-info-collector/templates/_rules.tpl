@@ -116,7 +116,7 @@ tests/integration/test_chart.py renders them and runs `promtool check rules` and
         description: 'Disk IO queue (aqu-sq) of {{ "{{" }} $labels.device {{ "}}" }} on {{ "{{" }} $labels.instance {{ "}}" }} has been above 10 for 30 minutes ({{ "{{" }} printf "%.1f" $value {{ "}}" }}).'
     - alert: SICNetworkReceiveErrors
       expr: |-
-        rate(node_network_receive_errs_total{ {{- $s -}} }[2m]) / rate(node_network_receive_packets_total{ {{- $s -}} }[2m]) > 0.01
+        rate(node_network_receive_errs_total{ {{- $s -}} }[2m]) / rate(node_network_receive_packets_total{ {{- $s -}} }[2m]) * 100 > 1
       for: 1h
       labels:
         severity: warning
@@ -125,13 +125,60 @@ tests/integration/test_chart.py renders them and runs `promtool check rules` and
         description: '{{ "{{" }} $labels.device {{ "}}" }} on {{ "{{" }} $labels.instance {{ "}}" }}: {{ "{{" }} printf "%.1f" $value {{ "}}" }} receive errors per 100 packets for an hour.'
     - alert: SICNetworkTransmitErrors
       expr: |-
-        rate(node_network_transmit_errs_total{ {{- $s -}} }[2m]) / rate(node_network_transmit_packets_total{ {{- $s -}} }[2m]) > 0.01
+        rate(node_network_transmit_errs_total{ {{- $s -}} }[2m]) / rate(node_network_transmit_packets_total{ {{- $s -}} }[2m]) * 100 > 1
       for: 1h
       labels:
         severity: warning
       annotations:
         summary: Network interface is reporting many transmit errors.
         description: '{{ "{{" }} $labels.device {{ "}}" }} on {{ "{{" }} $labels.instance {{ "}}" }}: {{ "{{" }} printf "%.1f" $value {{ "}}" }} transmit errors per 100 packets for an hour.'
+    - alert: SICRAIDDegraded
+      expr: |-
+        node_md_disks_required{ {{- $s -}} } - ignoring (state) (node_md_disks{ {{- $s -}} ,state="active"}) > 0
+      for: 15m
+      labels:
+        severity: critical
+      annotations:
+        summary: RAID array is degraded.
+        description: 'RAID array {{ "{{" }} $labels.device {{ "}}" }} on {{ "{{" }} $labels.instance {{ "}}" }} has been missing {{ "{{" }} $value {{ "}}" }} member(s) for 15 minutes; its spares could not replace them.'
+    - alert: SICRAIDDiskFailure
+      expr: |-
+        node_md_disks{ {{- $s -}} ,state="failed"} > 0
+      labels:
+        severity: warning
+      annotations:
+        summary: Failed device in RAID array.
+        description: 'RAID array {{ "{{" }} $labels.device {{ "}}" }} on {{ "{{" }} $labels.instance {{ "}}" }} has {{ "{{" }} $value {{ "}}" }} failed device(s): it needs attention and possibly a disk swap.'
+    - alert: SICClockSkewDetected
+      expr: |-
+        (
+          node_timex_offset_seconds{ {{- $s -}} } > 0.05
+        and
+          deriv(node_timex_offset_seconds{ {{- $s -}} }[5m]) >= 0
+        )
+        or
+        (
+          node_timex_offset_seconds{ {{- $s -}} } < -0.05
+        and
+          deriv(node_timex_offset_seconds{ {{- $s -}} }[5m]) <= 0
+        )
+      for: 10m
+      labels:
+        severity: warning
+      annotations:
+        summary: Clock skew detected.
+        description: 'The clock of {{ "{{" }} $labels.instance {{ "}}" }} is {{ "{{" }} printf "%.3f" $value {{ "}}" }} s off its reference and not converging. Check NTP/chrony on this host.'
+    - alert: SICClockNotSynchronising
+      expr: |-
+        min_over_time(node_timex_sync_status{ {{- $s -}} }[5m]) == 0
+        and
+        node_timex_maxerror_seconds{ {{- $s -}} } >= 16
+      for: 10m
+      labels:
+        severity: warning
+      annotations:
+        summary: Clock not synchronising.
+        description: 'The clock of {{ "{{" }} $labels.instance {{ "}}" }} is not synchronised to any reference. Check that NTP/chrony runs on this host.'
 - name: system-info-collector.collector
   rules:
     - alert: SICCollectorDown

@@ -392,6 +392,52 @@ node_filefd = from_records(
     ),
 )
 
+node_timex = from_records(
+    {},
+    tuple(
+        FromField(field, kind, f"node_timex_{field}", help_)
+        for field, kind, help_ in (
+            ("offset_seconds", "gauge", "Time offset in between local system and reference clock."),
+            ("frequency_adjustment_ratio", "gauge", "Local clock frequency adjustment."),
+            ("maxerror_seconds", "gauge", "Maximum error in seconds."),
+            ("estimated_error_seconds", "gauge", "Estimated error in seconds."),
+            ("status", "gauge", "Value of the status array bits."),
+            (
+                "sync_status",
+                "gauge",
+                "Is clock synchronized to a reliable server (1 = yes, 0 = no).",
+            ),
+            ("loop_time_constant", "gauge", "Phase-locked loop time constant."),
+            ("tick_seconds", "gauge", "Seconds between clock ticks."),
+            ("tai_offset_seconds", "gauge", "International Atomic Time (TAI) offset."),
+            ("pps_frequency_hertz", "gauge", "Pulse per second frequency."),
+            ("pps_jitter_seconds", "gauge", "Pulse per second jitter."),
+            ("pps_shift_seconds", "gauge", "Pulse per second interval duration."),
+            (
+                "pps_stability_hertz",
+                "gauge",
+                "Pulse per second stability, average of recent frequency changes.",
+            ),
+            (
+                "pps_jitter_total",
+                "counter",
+                "Pulse per second count of jitter limit exceeded events.",
+            ),
+            (
+                "pps_calibration_total",
+                "counter",
+                "Pulse per second count of calibration intervals.",
+            ),
+            ("pps_error_total", "counter", "Pulse per second count of calibration errors."),
+            (
+                "pps_stability_exceeded_total",
+                "counter",
+                "Pulse per second count of stability limit exceeded events.",
+            ),
+        )
+    ),
+)
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SOCKSTAT = (
     ("tcp_in_use", "TCP", "inuse", 1),
@@ -479,6 +525,31 @@ def node_pressure(view: View, out: Families) -> None:
                 out.counter(*spec).add([], value)
 
 
+_MD_STATES = ("active", "inactive", "recovering", "resync", "check")
+
+
+def node_md(view: View, out: Families) -> None:
+    """node_exporter's ``mdadm`` collector: one series per array (and state) of <proc>/mdstat."""
+    if not view.records:
+        return
+    state = out.gauge("node_md_state", "Indicates the state of md-device.", ["device", "state"])
+    disks = out.gauge(
+        "node_md_disks", "Number of active/failed/spare disks of device.", ["device", "state"]
+    )
+    required = out.gauge("node_md_disks_required", "Total number of disks of device.", ["device"])
+    blocks = out.gauge("node_md_blocks", "Total number of blocks on device.", ["device"])
+    synced = out.gauge("node_md_blocks_synced", "Number of blocks synced on device.", ["device"])
+    for record in view.records:
+        device, fields = record.tags.get("device", ""), record.fields
+        for name in _MD_STATES:
+            state.add([device, name], 1.0 if record.tags.get("state") == name else 0.0)
+        for name in ("active", "failed", "spare"):
+            disks.add([device, name], fields[f"disks_{name}"])
+        required.add([device], fields["disks_required"])
+        blocks.add([device], fields["size_bytes"] / 1024)  # mdstat's 1 KiB blocks
+        synced.add([device], fields["synced_bytes"] / 1024)
+
+
 NODE: Mapping[str, Callable[[View, Families], None]] = {
     "cpu": node_cpu,
     "memory": node_memory,
@@ -489,5 +560,7 @@ NODE: Mapping[str, Callable[[View, Families], None]] = {
     "pressure": node_pressure,
     "vmstat": node_vmstat,
     "filefd": node_filefd,
+    "md": node_md,
+    "timex": node_timex,
     "sockets": node_sockets,
 }

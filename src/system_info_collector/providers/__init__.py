@@ -17,11 +17,13 @@ from system_info_collector.providers import (
     disk,
     diskio,
     filefd,
+    md,
     memory,
     net,
     pressure,
     sockets,
     system,
+    timex,
     vmstat,
 )
 
@@ -40,6 +42,8 @@ COLLECTORS: Mapping[str, Collector[Any]] = {
     "pressure": pressure.COLLECTOR,
     "vmstat": vmstat.COLLECTOR,
     "filefd": filefd.COLLECTOR,
+    "md": md.COLLECTOR,
+    "timex": timex.COLLECTOR,
     "sockets": sockets.COLLECTOR,
 }
 
