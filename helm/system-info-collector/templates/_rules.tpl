@@ -179,6 +179,67 @@ tests/integration/test_chart.py renders them and runs `promtool check rules` and
       annotations:
         summary: Clock not synchronising.
         description: 'The clock of {{ "{{" }} $labels.instance {{ "}}" }} is not synchronised to any reference. Check that NTP/chrony runs on this host.'
+    - alert: SICSystemSaturation
+      expr: |-
+        node_load1{ {{- $s -}} } / count without (cpu, mode) (node_cpu_seconds_total{ {{- $s -}} ,mode="idle"}) > 2
+      for: 15m
+      labels:
+        severity: warning
+      annotations:
+        summary: System saturated, load per core is very high.
+        description: 'Load per core on {{ "{{" }} $labels.instance {{ "}}" }} has been above 2 for 15 minutes ({{ "{{" }} printf "%.2f" $value {{ "}}" }} now): the host may become unresponsive.'
+    - alert: SICMemoryMajorPagesFaults
+      expr: |-
+        rate(node_vmstat_pgmajfault{ {{- $s -}} }[5m]) > 500
+      for: 15m
+      labels:
+        severity: warning
+      annotations:
+        summary: Memory major page faults are occurring at very high rate.
+        description: '{{ "{{" }} $labels.instance {{ "}}" }} has had {{ "{{" }} printf "%.0f" $value {{ "}}" }} major page faults a second for 15 minutes: memory pressure (reads from disk for pages evicted).'
+    - alert: SICFileDescriptorLimit
+      expr: |-
+        node_filefd_allocated{ {{- $s -}} } * 100 / node_filefd_maximum{ {{- $s -}} } > 70
+      for: 15m
+      labels:
+        severity: warning
+      annotations:
+        summary: The kernel is close to its file handle limit.
+        description: '{{ "{{" }} printf "%.1f" $value {{ "}}" }}% of the file handles of {{ "{{" }} $labels.instance {{ "}}" }} are allocated (fs.file-max).'
+    - alert: SICFileDescriptorLimitCritical
+      expr: |-
+        node_filefd_allocated{ {{- $s -}} } * 100 / node_filefd_maximum{ {{- $s -}} } > 90
+      for: 15m
+      labels:
+        severity: critical
+      annotations:
+        summary: The kernel has almost no file handles left.
+        description: '{{ "{{" }} printf "%.1f" $value {{ "}}" }}% of the file handles of {{ "{{" }} $labels.instance {{ "}}" }} are allocated (fs.file-max).'
+    - alert: SICConntrackEntriesHigh
+      expr: |-
+        node_nf_conntrack_entries{ {{- $s -}} } / node_nf_conntrack_entries_limit{ {{- $s -}} } > 0.75
+      labels:
+        severity: warning
+      annotations:
+        summary: Number of conntrack entries is getting close to the limit.
+        description: '{{ "{{" }} $value | humanizePercentage {{ "}}" }} of the conntrack entries of {{ "{{" }} $labels.instance {{ "}}" }} are used (with the sockets collector); new connections are dropped when it is full.'
+    - alert: SICNetworkInterfaceFlapping
+      expr: |-
+        changes(node_network_up{ {{- $s -}} ,device!~"veth.+"}[2m]) > 2
+      for: 2m
+      labels:
+        severity: warning
+      annotations:
+        summary: Network interface is often changing its status.
+        description: '{{ "{{" }} $labels.device {{ "}}" }} on {{ "{{" }} $labels.instance {{ "}}" }} went up or down {{ "{{" }} $value {{ "}}" }} times in 2 minutes.'
+    - alert: SICTextfileScrapeError
+      expr: |-
+        node_textfile_scrape_error{ {{- $s -}} } == 1
+      labels:
+        severity: warning
+      annotations:
+        summary: A textfile collector file could not be read.
+        description: 'A *.prom file in SIC_TEXTFILE_DIRECTORY on {{ "{{" }} $labels.instance {{ "}}" }} does not parse or the directory is missing; the collector logs which (textfile_failed).'
 - name: system-info-collector.collector
   rules:
     - alert: SICCollectorDown
