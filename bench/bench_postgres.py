@@ -32,7 +32,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -196,7 +195,7 @@ def tick_cycle_cost(settings: PostgresSettings) -> None:
             cpu = 0.0
             for i in range(n):
                 time.sleep(pause)
-                shifted = [replace(r, ts=r.ts + timedelta(seconds=i)) for r in tick]
+                shifted = [r._replace(ts=r.ts + timedelta(seconds=i)) for r in tick]
                 t = time.thread_time()
                 spool.append(shifted)
                 entries = spool.peek(5000)

@@ -186,7 +186,7 @@ def test_newlines_in_labels_never_break_a_line(sink_factory, tmp_path: Path) -> 
     sink: CsvSink = sink_factory()
     sink.open()
     rec = record("disk", T0, 1)
-    rec = dataclasses.replace(rec, tags={**rec.tags, "mountpoint": "/mnt/a\nb"})
+    rec = rec._replace(tags={**rec.tags, "mountpoint": "/mnt/a\nb"})
     sink.write([rec])
     lines = (tmp_path / "data" / "disk.csv").read_bytes().split(b"\n")
     assert len(lines) == 3 and b"/mnt/a\\012b" in lines[1]
