@@ -267,6 +267,7 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
         "filefd": 30.0,
         "md": 30.0,
         "timex": 10.0,
+        "bonding": 10.0,
         "sockets": 10.0,
     }
     assert settings.collector("net").interfaces_exclude.pattern == "^(lo|veth.*|cali.*)$"

@@ -35,8 +35,14 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG = "system-info-collector:test-" + hashlib.sha1(str(ROOT).encode()).hexdigest()[:10]
 LOCAL_BASE = "local/debian-python:bookworm"
 UID = 10001
-# What `once` prints with the default SIC_COLLECTORS: md only where software RAID exists
-MEASUREMENTS = tuple(c for c in DEFAULT_COLLECTORS if c != "md" or os.path.exists("/proc/mdstat"))
+# What `once` prints with the default SIC_COLLECTORS: md and bonding only where this machine
+# has software RAID or bonded interfaces
+ABSENT = {
+    name
+    for name, source in (("md", "/proc/mdstat"), ("bonding", "/sys/class/net/bonding_masters"))
+    if not os.path.exists(source)
+}
+MEASUREMENTS = tuple(c for c in DEFAULT_COLLECTORS if c not in ABSENT)
 # Passed on to the build when set to a network location (host-local paths mean nothing there).
 PIP_BUILD_ARGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 PROXY_BUILD_ARGS = (

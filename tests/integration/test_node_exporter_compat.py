@@ -95,7 +95,17 @@ NOT_SERVED_NETCLASS = {
 NETCLASS = {"node_network_up", "node_network_mtu_bytes", "node_network_speed_bytes"}
 NE_FIXTURE_COLLECTORS = (
     *("cpu", "stat", "meminfo", "diskstats"),
-    *("loadavg", "pressure", "vmstat", "filefd", "netclass", "sockstat", "conntrack", "mdadm"),
+    *(
+        "loadavg",
+        "pressure",
+        "vmstat",
+        "filefd",
+        "netclass",
+        "sockstat",
+        "conntrack",
+        "mdadm",
+        "bonding",
+    ),
 )
 NE_FSTYPES_EXCLUDE = (  # node_exporter 1.5's --collector.filesystem.fs-types-exclude default
     "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660"
@@ -146,6 +156,7 @@ def test_a_canned_proc_tree_gives_node_exporters_families_sample_for_sample(
             "vmstat",
             "filefd",
             "md",
+            "bonding",
             "net",
             "sockets",
         ),

@@ -10,7 +10,7 @@ def test_defaults() -> None:
     s = load_settings({})
     assert s.interval == 1.0
     # Every collector but the optional `sockets`; the first four are still valid on their own.
-    new = ("net", "system", "pressure", "vmstat", "filefd", "md", "timex")
+    new = ("net", "system", "pressure", "vmstat", "filefd", "md", "timex", "bonding")
     assert s.collectors == ("cpu", "memory", "disk", "diskio", *new)
     previous = load_settings({"SIC_COLLECTORS": "cpu,memory,disk,diskio"})
     assert previous.collectors == ("cpu", "memory", "disk", "diskio")

@@ -164,6 +164,33 @@ def test_without_the_md_driver_there_are_no_arrays_and_arrays_appear_when_it_loa
     assert "8 arrays, 2 degraded or with failed disks" in result.stdout, result.stdout
 
 
+def test_bonds_are_read_as_node_exporter_reads_them_and_a_broken_one_is_named(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    sysfs = tmp_path / "sys"
+    settings = load_settings({"SIC_HOST_SYS": str(sysfs), "SIC_COLLECTORS": "bonding"})
+    providers = build_providers(settings)
+    failures = Failures()
+    prime(providers, failures)  # no sysfs at all: no bonds, said once
+    assert collect(providers, TS, "h", {}, failures).accepted == []
+    net = sysfs / "class" / "net"
+    shutil.copytree(PROC_FIXTURES / "basic" / "sysfs" / "class" / "net", net)
+    result = collect(providers, TS, "h", {}, failures)
+    assert {r.tags["master"]: dict(r.fields) for r in result.accepted} == {
+        "bond0": {"slaves": 2, "active": 1},  # lower_eth3 is down
+        "bond1": {"slaves": 2, "active": 2},  # slave_<member>: an older kernel's layout
+    }
+    (net / "bond1" / "slave_eth5" / "bonding_slave" / "mii_status").unlink()
+    result = collect(providers, TS, "h", {}, failures)
+    assert result.failed == ["bonding"]
+    (failed,) = named(events, "collector_failed")
+    assert "slave_eth5/bonding_slave/mii_status" in failed["error"]
+    missing = named(events, "collector_source_missing")
+    assert [(e["collector"], e["level"]) for e in missing] == [("bonding", "INFO")]
+    check = run_cli("check", env=clean_env(SIC_SINKS="stdout", SIC_HOST_SYS=str(sysfs)))
+    assert "FAIL  sys bonding" in check.stdout and "slave_eth5" in check.stdout, check.stdout
+
+
 def test_check_says_what_is_missing_without_failing_for_it() -> None:
     proc = PROC_FIXTURES / "no-psi-own-netns"
     result = run_cli(

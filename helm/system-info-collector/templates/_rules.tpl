@@ -240,6 +240,15 @@ tests/integration/test_chart.py renders them and runs `promtool check rules` and
       annotations:
         summary: A textfile collector file could not be read.
         description: 'A *.prom file in SIC_TEXTFILE_DIRECTORY on {{ "{{" }} $labels.instance {{ "}}" }} does not parse or the directory is missing; the collector logs which (textfile_failed).'
+    - alert: SICBondingDegraded
+      expr: |-
+        (node_bonding_slaves{ {{- $s -}} } - node_bonding_active{ {{- $s -}} }) != 0
+      for: 5m
+      labels:
+        severity: warning
+      annotations:
+        summary: Bonding interface is degraded.
+        description: 'Bond {{ "{{" }} $labels.master {{ "}}" }} on {{ "{{" }} $labels.instance {{ "}}" }} has {{ "{{" }} $value {{ "}}" }} member(s) down.'
 - name: system-info-collector.collector
   rules:
     - alert: SICCollectorDown

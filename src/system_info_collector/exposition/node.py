@@ -438,6 +438,24 @@ node_timex = from_records(
     ),
 )
 
+node_bonding = from_records(
+    {"master": "master"},
+    (
+        FromField(
+            "slaves",
+            "gauge",
+            "node_bonding_slaves",
+            "Number of configured slaves per bonding interface.",
+        ),
+        FromField(
+            "active",
+            "gauge",
+            "node_bonding_active",
+            "Number of active slaves per bonding interface.",
+        ),
+    ),
+)
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SOCKSTAT = (
     ("tcp_in_use", "TCP", "inuse", 1),
@@ -562,5 +580,6 @@ NODE: Mapping[str, Callable[[View, Families], None]] = {
     "filefd": node_filefd,
     "md": node_md,
     "timex": node_timex,
+    "bonding": node_bonding,
     "sockets": node_sockets,
 }

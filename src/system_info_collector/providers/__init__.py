@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from system_info_collector.collector import Clock, Collector, Provider
 from system_info_collector.providers import (
+    bonding,
     cpu,
     disk,
     diskio,
@@ -44,6 +45,7 @@ COLLECTORS: Mapping[str, Collector[Any]] = {
     "filefd": filefd.COLLECTOR,
     "md": md.COLLECTOR,
     "timex": timex.COLLECTOR,
+    "bonding": bonding.COLLECTOR,
     "sockets": sockets.COLLECTOR,
 }
 
