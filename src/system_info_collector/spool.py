@@ -12,6 +12,12 @@ same way and the segment rewritten with every intact entry (``spool_damaged``), 
 collector starts anyway. Damage met while draining (bytes changed, a segment truncated or
 removed under us) is set aside too, and draining goes on: :meth:`Spool.peek` returns every
 intact entry, never an empty list while one is pending.
+What a segment's own bytes cannot show is caught by its **seal** (``<segment>.seal``: its length,
+CRC-checked), written once a rotated segment is fsynced: a sealed segment found shorter at start
+but otherwise intact was cut at an entry boundary (ERROR ``spool_segment_truncated``, its lost
+bytes counted), a seal whose segment is gone means the segment was removed
+(``spool_segment_removed``), a damaged seal is set aside (``spool_seal_damaged``). A segment is
+deleted seal first, so a crash in between never looks like a removal.
 Only when the spool would exceed its size limit are the oldest segments dropped, with an ERROR
 log ``spool_overflow`` and the counter ``sic_spool_dropped_records_total``.
 
@@ -64,6 +70,14 @@ ACK_FILE = "committed"
 # were already committed is harmless: the sink's writes are idempotent).
 ACK_SLOT = struct.Struct("<4sQQQI")
 ACK_MAGIC = b"SICa"
+# A rotated segment's seal, ``<segment>.seal``: magic, segment, size, crc32 of the rest; written
+# (tmp, fsync, rename) once the segment is fsynced. At start a segment shorter than its seal but
+# otherwise intact was cut at an entry boundary, and a seal without its segment means the
+# segment was removed: neither shows in the segment's own bytes.
+SEAL_SUFFIX = ".seal"
+SEAL = struct.Struct("<4sQQ")
+_CRC = struct.Struct("<I")
+SEAL_MAGIC = b"SICz"
 READ_WINDOW = 1 << 20  # bytes peek() reads at a time (more only for a larger entry)
 CACHE_ROWS = 2000  # records of the newest appended batches kept in memory for peek()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -227,6 +241,7 @@ class Spool:
         self._segments: list[_Segment] = []
         self._fd: int | None = None  # the active (last) segment, opened for appending
         self._unsynced: list[int] = []  # fds of rotated segments awaiting fsync + close
+        self._sealing: list[tuple[int, str, int]] = []  # (seq, path, size) of those segments
         self._dirty = False
         self._dir_dirty = False
         self._opened = False
@@ -248,23 +263,28 @@ class Spool:
             os.path.join(self.directory, ACK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         names = os.listdir(self.directory)
-        for name in names:  # a rewrite (_rewrite) interrupted before its rename: the original
-            if name.endswith(".seg.tmp"):  # segment is still there, intact
+        for name in names:  # a rewrite (_rewrite) or seal interrupted before its rename: the
+            if name.endswith((".seg.tmp", SEAL_SUFFIX + ".tmp")):  # original is still intact
                 _unlink(os.path.join(self.directory, name))
         found = sorted((int(m.group(1)), name) for name in names if (m := SEGMENT_RE.match(name)))
+        seals = self._read_seals(names, ack_seq)
         segments: list[_Segment] = []
         for i, (seq, name) in enumerate(found):
             path = os.path.join(self.directory, name)
             if seq < ack_seq:  # committed; its deletion was interrupted
-                _unlink(path)
+                _unlink_segment(path)
                 continue
             segment = self._recover(
-                seq, path, ack_off if seq == ack_seq else None, newest=i == len(found) - 1
+                seq,
+                path,
+                ack_off if seq == ack_seq else None,
+                newest=i == len(found) - 1,
+                sealed=seals.get(seq),
             )
             if segment is None:
                 continue
             if segment.pending_entries == 0:
-                _unlink(path)
+                _unlink_segment(path)
                 continue
             segments.append(segment)
         with self._lock:
@@ -319,8 +339,50 @@ class Spool:
         )
         return 0, 0
 
+    def _read_seals(self, names: list[str], ack_seq: int) -> dict[int, int]:
+        """The sealed size of each segment that has a seal. A damaged seal is set aside; a seal
+        whose (uncommitted) segment is gone means that segment was removed: both ERROR + count."""
+        seals: dict[int, int] = {}
+        for name in names:
+            match = SEGMENT_RE.match(name[: -len(SEAL_SUFFIX)])
+            if not name.endswith(SEAL_SUFFIX) or match is None:
+                continue
+            seq, path = int(match.group(1)), os.path.join(self.directory, name)
+            segment = _Segment(seq, path[: -len(SEAL_SUFFIX)])
+            try:
+                data = _read_file(path)
+            except OSError:  # not a file we can read: the segment is only left unchecked
+                continue
+            head = data[: SEAL.size]
+            magic, sealed_seq, size = SEAL.unpack(head) if len(head) == SEAL.size else (b"", 0, 0)
+            crc = data[SEAL.size :]
+            if magic != SEAL_MAGIC or sealed_seq != seq or crc != _CRC.pack(zlib.crc32(head)):
+                aside = torn_path(path, time.time())
+                os.replace(path, aside)
+                self._damaged(
+                    segment,
+                    "spool_seal_damaged",
+                    "a spool segment's seal is damaged; moved it aside (the segment is read as "
+                    "usual, only its length cannot be checked)",
+                    moved_to=aside,
+                    damaged_bytes=len(data),
+                )
+            elif name[: -len(SEAL_SUFFIX)] in names:
+                seals[seq] = size
+            else:
+                _unlink(path)
+                if seq >= ack_seq:
+                    self._damaged(
+                        segment,
+                        "spool_segment_removed",
+                        "a spool segment was removed while the collector was stopped: its "
+                        "records are lost",
+                        damaged_bytes=size,
+                    )
+        return seals
+
     def _recover(
-        self, seq: int, path: str, ack_off: int | None, *, newest: bool
+        self, seq: int, path: str, ack_off: int | None, *, newest: bool, sealed: int | None = None
     ) -> _Segment | None:
         """Check a segment entry by entry; set damaged bytes aside, keep every intact entry.
 
@@ -346,6 +408,17 @@ class Spool:
                 "what it held is lost",
                 damaged_bytes=0,
             )
+        if sealed is not None and (damaged or len(data) != sealed):
+            _unlink(path + SEAL_SUFFIX)  # its bytes change (or changed): the seal no longer holds
+            if data and not damaged and len(data) < sealed:
+                self._damaged(
+                    segment,
+                    "spool_segment_truncated",
+                    "spool segment is shorter than when it was sealed (cut at an entry "
+                    "boundary): the records of its missing tail are lost",
+                    damaged_bytes=sealed - len(data),
+                    sealed_bytes=sealed,
+                )
         if len(damaged) == 1 and damaged[0][1] == len(data):
             good = damaged[0][0]
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -369,7 +442,7 @@ class Spool:
             if kept:
                 self._rewrite(segment, data, kept, marker=ack_off is not None)
             else:
-                _unlink(path)
+                _unlink_segment(path)
             segment.size = sum(end - off for off, end, _ in kept)
             segment.rows = sum(r for *_, r in kept)
             segment.entries, acked = len(kept), 0
@@ -383,7 +456,7 @@ class Spool:
                 damaged_bytes=sum(e - s for s, e in damaged),
             )
         if not segment.entries:
-            _unlink(path)
+            _unlink_segment(path)
             return None
         for _, end, rows in entries[:acked]:
             segment.acked_offset, segment.acked_rows = end, segment.acked_rows + rows
@@ -405,6 +478,7 @@ class Spool:
             if self._ack_fd is not None:
                 os.fsync(self._ack_fd)
         os.replace(tmp, segment.path)
+        _unlink(segment.path + SEAL_SUFFIX)
         fsync_dir(self.directory)
 
     def _damaged(self, segment: _Segment, name: str, message: str, **fields: Any) -> None:
@@ -466,7 +540,7 @@ class Spool:
                 self._forget(self._segments[0].seq, self._segments[0].acked_offset)
             self._update_metrics()
         for path in dropped_files:
-            _unlink(path)
+            _unlink_segment(path)
         if dropped_rows or dropped_files:
             self._metrics.spool_dropped.labels(self.sink).inc(dropped_rows)
             event(
@@ -526,6 +600,8 @@ class Spool:
             fd = os.open(path, flags, 0o600)
         if self._fd is not None:
             self._unsynced.append(self._fd)
+            sealed = self._segments[-1]  # appended to no more: its size is final
+            self._sealing.append((sealed.seq, sealed.path, sealed.size))
         self._fd = fd
         self._segments.append(_Segment(seq, path))
         self._dir_dirty = True
@@ -542,8 +618,8 @@ class Spool:
                 return
             if not appended and not (self._unsynced or self._dir_dirty):
                 return
-            fds = self._unsynced
-            self._unsynced = []
+            fds, seals = self._unsynced, self._sealing
+            self._unsynced, self._sealing = [], []
             active = os.dup(self._fd)
             self._dirty = False
             dir_dirty, self._dir_dirty = self._dir_dirty, False
@@ -554,10 +630,18 @@ class Spool:
                 finally:
                     os.close(fd)
             os.fsync(active)
-            if dir_dirty:
+            for seq, path, size in seals:  # their bytes are durable now
+                _write_seal(path, seq, size)
+            if dir_dirty or seals:
                 fsync_dir(self.directory)
         finally:
             os.close(active)
+        if seals:  # dropped or committed meanwhile: its deletion may have missed the seal
+            with self._lock:
+                present = {s.seq for s in self._segments}
+            for seq, path, _ in seals:
+                if seq not in present:
+                    _unlink(path + SEAL_SUFFIX)
 
     def peek(self, max_rows: int) -> list[Entry]:
         """The oldest uncommitted batches, at least one, up to ``max_rows`` records.
@@ -690,6 +774,7 @@ class Spool:
             self._update_metrics()
         if not new and not lost_rows:
             return
+        _unlink(segment.path + SEAL_SUFFIX)  # its length changed under us: nothing to check
         damaged_bytes = sum(hi - lo for lo, hi in new)
         self._metrics.spool_damaged_bytes.labels(self.sink).inc(damaged_bytes)
         self._metrics.spool_damage_events.labels(self.sink).inc()
@@ -805,7 +890,7 @@ class Spool:
             self._update_metrics()
         self._write_ack(*ack)
         for path in done:
-            _unlink(path)
+            _unlink_segment(path)
 
     def _write_ack(self, seq: int, offset: int) -> None:
         """Record the committed position in the older slot (no fsync: a stale marker only
@@ -865,7 +950,7 @@ class Spool:
             # an empty active segment is not worth keeping
             for segment in list(self._segments):
                 if segment.size == 0 or segment.pending_entries == 0:
-                    _unlink(segment.path)
+                    _unlink_segment(segment.path)
                     self._segments.remove(segment)
 
 
@@ -886,6 +971,30 @@ def _pread_path(path: str, offset: int, size: int) -> bytes:
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def _unlink_segment(path: str) -> None:
+    """A segment and its seal, the seal first: a crash in between leaves an unsealed segment
+    (not checked), never a seal without its segment (which reads as a removed segment)."""
+    _unlink(path + SEAL_SUFFIX)
+    _unlink(path)
+
+
+def _write_seal(path: str, seq: int, size: int) -> None:
+    """Seal segment ``path`` at ``size`` bytes (tmp, fsync, rename; the caller fsyncs the
+    directory). A seal that cannot be written only leaves the segment unchecked."""
+    head = SEAL.pack(SEAL_MAGIC, seq, size)
+    tmp = path + SEAL_SUFFIX + ".tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(fd, head + _CRC.pack(zlib.crc32(head)))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path + SEAL_SUFFIX)
+    except OSError:
+        _unlink(tmp)
 
 
 __all__ = ["Entry", "Spool", "decode_batch", "encode_batch", "frame", "scan"]

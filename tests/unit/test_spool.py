@@ -552,3 +552,117 @@ def test_a_spool_written_by_the_previous_release_is_drained(tmp_path: Path) -> N
     assert sink.rows == [r for i in range(5, 40) for r in batch(i)]
     assert worker.close(2.0)
     assert not [p for p in directory.glob("*.seg") if p.stat().st_size]
+
+
+# -- seals: what a segment's own bytes cannot show ---------------------------------------------
+def sealed_spool(path: Path, batches: int = 60) -> tuple[list[Path], int]:
+    """A stopped spool of several rotated (sealed) segments and ``batches`` pending batches."""
+    spool, _ = open_spool(path, segment_size=2048)
+    for i in range(batches):
+        spool.append(batch(i))
+    spool.sync()  # the worker's fsync: rotated segments get their seals
+    spool.close()
+    segments = sorted(path.glob("*.seg"))
+    assert len(segments) >= 3 and len(list(path.glob("*.seg.seal"))) == len(segments) - 1
+    return segments, batches
+
+
+def drained(spool: Spool) -> list[int]:
+    got: list[int] = []
+    while spool.pending_batches:
+        entries = spool.peek(max_rows=1000)
+        got += ticks(entries)
+        spool.commit(entries)
+    return got
+
+
+def test_a_sealed_segment_cut_at_an_entry_boundary_is_reported_and_the_rest_replayed(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    segments, total = sealed_spool(tmp_path)
+    first = segments[0]
+    data = first.read_bytes()
+    entries, damaged = scan(data)
+    assert not damaged and len(entries) >= 3
+    cut = entries[-2][1]  # after the third-last entry: the last two entries are gone whole
+    lost = len(entries) - len([e for e in entries if e[1] <= cut])
+    os.truncate(first, cut)
+    assert scan(first.read_bytes())[1] == []  # nothing in the bytes shows the cut
+
+    spool, metrics = open_spool(tmp_path, segment_size=2048)
+    (report,) = [e for e in events if e.get("event") == "spool_segment_truncated"]
+    assert report["level"] == "ERROR" and report["damaged_bytes"] == len(data) - cut
+    assert report["segment"] == str(first)
+    assert metrics.spool_damage_events.labels("postgres")._value.get() == 1
+    got = drained(spool)
+    assert len(got) == total - lost and got == sorted(got)  # every intact batch, in order
+    spool.close()
+    events.clear()
+    spool, _ = open_spool(tmp_path, segment_size=2048)  # said once, not at every start
+    assert not [e for e in events if e.get("level") == "ERROR"]
+    spool.close()
+
+
+def test_a_sealed_segment_removed_while_stopped_is_reported(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    segments, total = sealed_spool(tmp_path)
+    lost = len(scan(segments[1].read_bytes())[0])
+    segments[1].unlink()
+    spool, metrics = open_spool(tmp_path, segment_size=2048)
+    (report,) = [e for e in events if e.get("event") == "spool_segment_removed"]
+    assert report["level"] == "ERROR" and report["segment"] == str(segments[1])
+    assert metrics.spool_damage_events.labels("postgres")._value.get() == 1
+    assert len(drained(spool)) == total - lost
+    spool.close()
+
+
+def test_a_damaged_seal_is_set_aside_and_its_segment_read_as_usual(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    segments, total = sealed_spool(tmp_path)
+    seal = Path(f"{segments[0]}.seal")
+    raw = bytearray(seal.read_bytes())
+    raw[9] ^= 0x01  # a flipped bit in the sealed segment number
+    seal.write_bytes(bytes(raw))
+    spool, _ = open_spool(tmp_path, segment_size=2048)
+    (report,) = [e for e in events if e.get("level") == "ERROR"]
+    assert report["event"] == "spool_seal_damaged"
+    assert list(tmp_path.glob("*.seal.torn-*")) and not seal.exists()
+    assert drained(spool) == list(range(total))
+    spool.close()
+
+
+def test_seals_never_raise_a_false_alarm(tmp_path: Path, events: list[dict[str, Any]]) -> None:
+    """Commits delete sealed segments, the size limit drops them, a restart replays, a spool
+    of the previous release has no seals: no ERROR, nothing lost."""
+    spool, _ = open_spool(tmp_path, segment_size=2048)
+    for i in range(60):
+        spool.append(batch(i))
+    spool.sync()
+    entries = spool.peek(max_rows=90)
+    spool.commit(entries)  # the first sealed segments are deleted with their seals
+    spool.close()
+    spool, _ = open_spool(tmp_path, segment_size=2048)
+    assert drained(spool) == list(range(30, 60))
+    spool.close()
+    small = tmp_path / "small"
+    spool, _ = open_spool(small, max_size=8192, segment_size=2048)
+    for i in range(200):  # the oldest segments are dropped (an ERROR of their own)
+        spool.append(batch(i))
+        if i % 7 == 0:
+            spool.sync()
+    spool.close()
+    old = tmp_path / "old"
+    sealed_spool(old)
+    for seal in old.glob("*.seal"):
+        seal.unlink()  # as the previous release left it
+    events.clear()
+    for directory in (small, old):
+        spool, _ = open_spool(directory, max_size=8192 if directory == small else 1 << 20)
+        assert not [e for e in events if e.get("level") == "ERROR"], events
+        assert drained(spool)
+        spool.close()
+    assert not list(small.glob("*.seal")) or all(
+        Path(str(s)[: -len(".seal")]).exists() for s in small.glob("*.seal")
+    )
