@@ -11,7 +11,7 @@ every 50 ms (rewritten in place), and two processes read it side by side in the 
 ``system-info-collector run`` (``SIC_HOST_PROC``/``SIC_HOST_ROOT`` on the tree, CSV sink,
 ``/metrics`` on a free port for its tick histogram; host metrics off, as the psutil loop exposes
 nothing either -- ``--host-metrics`` turns them on; ``SIC_COLLECTORS=cpu,memory,disk,diskio``,
-the reads the psutil loop makes -- ``--collectors default`` runs all nine) and
+the reads the psutil loop makes -- ``--collectors default`` runs every default collector) and
 bench/psutil_floor.py (``PROCFS_PATH`` on
 the tree, ``disk_usage`` under the fake root, CSV rows). Reported per process: CPU % of one core
 (utime+stime from ``/proc/PID/stat`` over the window), µs of CPU per record (CSV lines written in
