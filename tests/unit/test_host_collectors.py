@@ -4,6 +4,7 @@ and a host view they cannot have."""
 
 from __future__ import annotations
 
+import random
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 
 from system_info_collector.collect import Failures, collect, prime
 from system_info_collector.config import load_settings
+from system_info_collector.errors import ProviderError
 from system_info_collector.providers import build_providers
+from system_info_collector.providers.md import parse_mdstat
 from system_info_collector.providers.net import DEFAULT_INTERFACES_EXCLUDE, parse_net_dev
-from tests.helpers import PROC_FIXTURES, clean_env, run_cli
+from tests.helpers import MDSTAT_FIXTURES, PROC_FIXTURES, clean_env, run_cli
 
 TS = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -189,6 +192,31 @@ def test_bonds_are_read_as_node_exporter_reads_them_and_a_broken_one_is_named(
     assert [(e["collector"], e["level"]) for e in missing] == [("bonding", "INFO")]
     check = run_cli("check", env=clean_env(SIC_SINKS="stdout", SIC_HOST_SYS=str(sysfs)))
     assert "FAIL  sys bonding" in check.stdout and "slave_eth5" in check.stdout, check.stdout
+
+
+def test_a_damaged_mdstat_is_a_clear_error_never_an_exception() -> None:
+    """Random cuts, inserts and changed characters in a real-looking mdstat: the parse returns
+    arrays or raises ProviderError naming the file (what `check` and the ERROR log show)."""
+    text = (MDSTAT_FIXTURES / "many-arrays").read_text()
+    rng = random.Random("mdstat")
+    errors = 0
+    for _ in range(5000):
+        chars = list(text)
+        for _ in range(rng.choice([1, 2, 5, 20])):
+            k = rng.randrange(len(chars))
+            roll = rng.random()
+            if roll < 0.3:
+                del chars[k]
+            elif roll < 0.6:
+                chars[k] = rng.choice("0123456789.[]/_U ()=%:\nFSabc")
+            else:
+                chars.insert(k, rng.choice("0123456789.[]/_U ()=%:\nFSk"))
+        try:
+            parse_mdstat("".join(chars), "/host/proc/mdstat")
+        except ProviderError as exc:
+            errors += 1
+            assert str(exc).startswith("/host/proc/mdstat: ")
+    assert errors > 100  # the damage was seen, not parsed around
 
 
 def test_check_says_what_is_missing_without_failing_for_it() -> None:

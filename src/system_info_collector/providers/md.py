@@ -155,7 +155,12 @@ def _progress(line: str, path: str, device: str) -> tuple[int, float, float, flo
         raise ProviderError(f"{path}: {device}: unexpected progress line {line.strip()!r}")
     total = int(done[2])
     progress = min(100.0, 100.0 * int(done[1]) / total) if total else 0.0
-    return int(done[1]), progress, float(speed[1]), float(finish[1])
+    try:
+        return int(done[1]), progress, float(speed[1]), float(finish[1])
+    except ValueError:  # "1.2.3": the pattern takes digits and dots
+        raise ProviderError(
+            f"{path}: {device}: unexpected progress line {line.strip()!r}"
+        ) from None
 
 
 def sample(array: MdArray) -> Sample:
