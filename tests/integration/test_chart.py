@@ -269,6 +269,7 @@ def test_full_example_sets_every_sic_variable_with_values_the_collector_accepts(
         "timex": 10.0,
         "bonding": 10.0,
         "sockets": 10.0,
+        "netstat": 30.0,
     }
     assert settings.collector("net").interfaces_exclude.pattern == "^(lo|veth.*|cali.*)$"
     assert settings.sinks == ("csv", "postgres", "stdout", "remote_write", "otlp")

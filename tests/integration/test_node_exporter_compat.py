@@ -105,6 +105,7 @@ NE_FIXTURE_COLLECTORS = (
         "conntrack",
         "mdadm",
         "bonding",
+        "netstat",
     ),
 )
 NE_FSTYPES_EXCLUDE = (  # node_exporter 1.5's --collector.filesystem.fs-types-exclude default
@@ -159,6 +160,7 @@ def test_a_canned_proc_tree_gives_node_exporters_families_sample_for_sample(
             "bonding",
             "net",
             "sockets",
+            "netstat",
         ),
     )
     agent = next(agents)
@@ -260,7 +262,7 @@ def test_the_real_host_gives_node_exporters_names_labels_and_values(tmp_path: Pa
     ours_node = {n: f for n, f in ours.items() if n.startswith("node_")}
     prefixes = ("node_cpu_", "node_memory_", "node_filesystem_", "node_disk_", "node_boot_")
     prefixes += ("node_network_", "node_load", "node_pressure_", "node_vmstat_", "node_filefd_")
-    prefixes += ("node_sockstat_", "node_nf_conntrack_", "node_timex_")
+    prefixes += ("node_sockstat_", "node_nf_conntrack_", "node_timex_", "node_netstat_")
     expected = {n for n in theirs if n.startswith(prefixes)} - NOT_SERVED - NOT_SERVED_NETCLASS
     # node_exporter's stat collector (the parser names counters without _total)
     expected |= {"node_context_switches", "node_intr", "node_forks"}

@@ -167,7 +167,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- include "sic.envVar" (list "SIC_OVERHEAD_BUDGET" $v.overhead.budget) }}
 {{- include "sic.envVar" (list "SIC_OVERHEAD_WINDOW" $v.overhead.window) }}
 {{- include "sic.envVar" (list "SIC_COLLECTORS" (join "," $v.collectors.enabled)) }}
-{{- range $name := list "cpu" "memory" "disk" "diskio" "net" "system" "pressure" "vmstat" "filefd" "md" "timex" "bonding" "sockets" }}
+{{- range $name := list "cpu" "memory" "disk" "diskio" "net" "system" "pressure" "vmstat" "filefd" "md" "timex" "bonding" "sockets" "netstat" }}
 {{- include "sic.envVar" (list (printf "SIC_%s_INTERVAL" (upper $name)) (index $v.collectors.intervals $name | default "")) }}
 {{- end }}
 {{- include "sic.envVar" (list "SIC_DISK_MOUNTPOINTS_EXCLUDE" $v.collectors.disk.mountpointsExclude) }}

@@ -16,6 +16,7 @@ from system_info_collector.providers.cpu import COLUMNS, USER_HZ, StatReading
 from system_info_collector.providers.disk import MountState
 from system_info_collector.providers.diskio import SECTOR_BYTES
 from system_info_collector.providers.memory import MeminfoReading
+from system_info_collector.providers.netstat import FIELDS as NETSTAT_FIELDS
 
 _CPU_MODES = COLUMNS[:8]  # user … steal; guest and guest_nice have a family of their own
 
@@ -456,6 +457,14 @@ node_bonding = from_records(
     ),
 )
 
+node_netstat = from_records(
+    {},
+    tuple(
+        FromField(field, "untyped", f"node_netstat_{proto}_{key}", f"Statistic {proto}{key}.")
+        for (proto, key), field in NETSTAT_FIELDS.items()
+    ),
+)
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SOCKSTAT = (
     ("tcp_in_use", "TCP", "inuse", 1),
@@ -582,4 +591,5 @@ NODE: Mapping[str, Callable[[View, Families], None]] = {
     "timex": node_timex,
     "bonding": node_bonding,
     "sockets": node_sockets,
+    "netstat": node_netstat,
 }

@@ -21,6 +21,7 @@ from system_info_collector.providers import (
     md,
     memory,
     net,
+    netstat,
     pressure,
     sockets,
     system,
@@ -47,6 +48,7 @@ COLLECTORS: Mapping[str, Collector[Any]] = {
     "timex": timex.COLLECTOR,
     "bonding": bonding.COLLECTOR,
     "sockets": sockets.COLLECTOR,
+    "netstat": netstat.COLLECTOR,
 }
 
 

@@ -1,13 +1,14 @@
 """Counters that need two readings: deltas that restart from the new reading after a wrap or a
-reset, per-second rates, and saying once that a source is missing."""
+reset, per-second rates, saying once that a source is missing, and one reading for `check`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
-from system_info_collector.collector import Clock
+from system_info_collector.collector import Clock, Provider
 from system_info_collector.logging import event
+from system_info_collector.model import Sample
 
 T = TypeVar("T")
 
@@ -17,6 +18,15 @@ def deltas(prev: Sequence[int], cur: Sequence[int]) -> list[int] | None:
     the caller then starts again from ``cur`` instead of reporting a negative or huge rate."""
     out = [c - p for p, c in zip(prev, cur, strict=True)]
     return None if any(d < 0 for d in out) else out
+
+
+def one_sample(provider: Provider) -> Sample:
+    """The one sample of a single-record provider, read once for `check` (then closed)."""
+    try:
+        (sample,) = provider.collect()
+    finally:
+        provider.close()
+    return sample
 
 
 def say_missing(collector: str, path: str, reason: str, consequence: str) -> None:

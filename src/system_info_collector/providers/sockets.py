@@ -19,7 +19,7 @@ from system_info_collector.collector import (
 from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import FieldValue, Sample
-from system_info_collector.providers._counters import say_missing
+from system_info_collector.providers._counters import one_sample, say_missing
 from system_info_collector.providers._read import ProcFile
 from system_info_collector.providers.net import open_host_net
 
@@ -159,12 +159,7 @@ class SocketsProvider:
 
 
 def _probe(paths: HostPaths, settings: NoSettings) -> str:
-    provider = SocketsProvider(paths)
-    try:
-        (sample,) = provider.collect()
-    finally:
-        provider.close()
-    f = sample.fields
+    f = one_sample(SocketsProvider(paths)).fields
     return (
         f"sockstat readable, {f['tcp_in_use']} TCP sockets in use, "
         f"conntrack {f['conntrack_entries']} of {f['conntrack_max']}"
