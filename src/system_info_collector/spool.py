@@ -70,13 +70,13 @@ ACK_FILE = "committed"
 # were already committed is harmless: the sink's writes are idempotent).
 ACK_SLOT = struct.Struct("<4sQQQI")
 ACK_MAGIC = b"SICa"
-# A rotated segment's seal, ``<segment>.seal``: magic, segment, size, crc32 of the rest; written
-# (tmp, fsync, rename) once the segment is fsynced. At start a segment shorter than its seal but
-# otherwise intact was cut at an entry boundary, and a seal without its segment means the
-# segment was removed: neither shows in the segment's own bytes.
+# A rotated segment's seal, ``<segment>.seal``: magic, segment, size, crc32 of the rest (framed
+# as the marker's slots: :func:`_with_crc`, :func:`_checked`); written (tmp, fsync, rename) once
+# the segment is fsynced. At start a segment shorter than its seal but otherwise intact was cut
+# at an entry boundary, and a seal without its segment means the segment was removed: neither
+# shows in the segment's own bytes.
 SEAL_SUFFIX = ".seal"
-SEAL = struct.Struct("<4sQQ")
-_CRC = struct.Struct("<I")
+SEAL = struct.Struct("<4sQQI")
 SEAL_MAGIC = b"SICz"
 READ_WINDOW = 1 << 20  # bytes peek() reads at a time (more only for a larger entry)
 CACHE_ROWS = 2000  # records of the newest appended batches kept in memory for peek()
@@ -316,12 +316,11 @@ class Spool:
             return 0, 0  # created, never written: nothing was committed yet
         best: tuple[int, int, int] | None = None
         for start in range(0, 2 * ACK_SLOT.size, ACK_SLOT.size):
-            chunk = data[start : start + ACK_SLOT.size]
-            if len(chunk) < ACK_SLOT.size:
+            slot = _checked(ACK_SLOT, data[start : start + ACK_SLOT.size])
+            if slot is None or slot[0] != ACK_MAGIC:
                 continue
-            magic, generation, seq, off, crc = ACK_SLOT.unpack(chunk)
-            valid = magic == ACK_MAGIC and zlib.crc32(chunk[:-4]) == crc
-            if valid and (best is None or generation > best[0]):
+            _, generation, seq, off = slot
+            if best is None or generation > best[0]:
                 best = (generation, seq, off)
         if best is not None:
             self._ack_generation = best[0]
@@ -353,10 +352,9 @@ class Spool:
                 data = _read_file(path)
             except OSError:  # not a file we can read: the segment is only left unchecked
                 continue
-            head = data[: SEAL.size]
-            magic, sealed_seq, size = SEAL.unpack(head) if len(head) == SEAL.size else (b"", 0, 0)
-            crc = data[SEAL.size :]
-            if magic != SEAL_MAGIC or sealed_seq != seq or crc != _CRC.pack(zlib.crc32(head)):
+            seal = _checked(SEAL, data)
+            magic, sealed_seq, size = seal if seal is not None else (b"", 0, 0)
+            if magic != SEAL_MAGIC or sealed_seq != seq:
                 aside = torn_path(path, time.time())
                 os.replace(path, aside)
                 self._damaged(
@@ -899,8 +897,7 @@ class Spool:
             return
         self._ack_generation += 1
         generation = self._ack_generation
-        head = ACK_SLOT.pack(ACK_MAGIC, generation, seq, offset, 0)[:-4]
-        slot = head + struct.pack("<I", zlib.crc32(head))
+        slot = _with_crc(ACK_SLOT, ACK_MAGIC, generation, seq, offset)
         try:
             pwrite_all(self._ack_fd, slot, (generation % 2) * ACK_SLOT.size)
         except OSError as exc:  # the rows are written; at worst they are replayed again
@@ -968,6 +965,21 @@ def _pread_path(path: str, offset: int, size: int) -> bytes:
         os.close(fd)
 
 
+def _with_crc(layout: struct.Struct, *values: Any) -> bytes:
+    """``values`` packed by ``layout``, whose last field (``I``) is the crc32 of the rest."""
+    head = layout.pack(*values, 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def _checked(layout: struct.Struct, data: bytes) -> tuple[Any, ...] | None:
+    """The fields of a :func:`_with_crc` record, without the crc, if ``data`` is exactly one
+    intact record; else None."""
+    if len(data) != layout.size:
+        return None
+    *fields, crc = layout.unpack(data)
+    return tuple(fields) if zlib.crc32(data[:-4]) == crc else None
+
+
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -983,12 +995,11 @@ def _unlink_segment(path: str) -> None:
 def _write_seal(path: str, seq: int, size: int) -> None:
     """Seal segment ``path`` at ``size`` bytes (tmp, fsync, rename; the caller fsyncs the
     directory). A seal that cannot be written only leaves the segment unchecked."""
-    head = SEAL.pack(SEAL_MAGIC, seq, size)
     tmp = path + SEAL_SUFFIX + ".tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            write_all(fd, head + _CRC.pack(zlib.crc32(head)))
+            write_all(fd, _with_crc(SEAL, SEAL_MAGIC, seq, size))
             os.fsync(fd)
         finally:
             os.close(fd)
