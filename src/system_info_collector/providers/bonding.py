@@ -20,6 +20,7 @@ from system_info_collector.errors import ProviderError
 from system_info_collector.hostpaths import HostPaths
 from system_info_collector.model import Sample
 from system_info_collector.providers._counters import say_missing
+from system_info_collector.providers._read import read_text
 
 MEASUREMENT = Measurement(
     name="bonding",
@@ -33,36 +34,24 @@ MEASUREMENT = Measurement(
 )
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as handle:
-        return handle.read()
-
-
 def read_bonds(net: str) -> dict[str, tuple[int, int]] | None:
     """``{bond: (members, active members)}`` under ``net`` (``<sys>/class/net``); None when
     there is no ``bonding_masters`` file. ProviderError names what cannot be read."""
     try:
-        masters = _read(os.path.join(net, "bonding_masters")).split()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ProviderError(f"cannot read {net}/bonding_masters: {exc.strerror or exc}") from exc
+        masters = read_text(os.path.join(net, "bonding_masters")).split()
+    except ProviderError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return None  # no bonding driver (or no host sysfs)
+        raise
     bonds = {}
     for master in masters:
-        path = os.path.join(net, master, "bonding", "slaves")
-        try:
-            members = _read(path).split()
-            active = 0
-            for member in members:
-                state = os.path.join(net, master, f"lower_{member}", "bonding_slave", "mii_status")
-                if not os.path.exists(state):  # older kernels
-                    state = os.path.join(
-                        net, master, f"slave_{member}", "bonding_slave", "mii_status"
-                    )
-                path = state
-                active += _read(state).strip() == "up"
-        except OSError as exc:
-            raise ProviderError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        members = read_text(os.path.join(net, master, "bonding", "slaves")).split()
+        active = 0
+        for member in members:
+            state = os.path.join(net, master, f"lower_{member}", "bonding_slave", "mii_status")
+            if not os.path.exists(state):  # older kernels
+                state = os.path.join(net, master, f"slave_{member}", "bonding_slave", "mii_status")
+            active += read_text(state).strip() == "up"
         bonds[master] = (len(members), active)
     return bonds
 
