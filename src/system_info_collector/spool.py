@@ -17,7 +17,8 @@ CRC-checked), written once a rotated segment is fsynced: a sealed segment found 
 but otherwise intact was cut at an entry boundary (ERROR ``spool_segment_truncated``, its lost
 bytes counted), a seal whose segment is gone means the segment was removed
 (``spool_segment_removed``), a damaged seal is set aside (``spool_seal_damaged``). A segment is
-deleted seal first, so a crash in between never looks like a removal.
+deleted seal first, and a seal is renamed into place only while its segment is in the spool (under
+the lock that drops segments), so a crash at any step never looks like a removal.
 Only when the spool would exceed its size limit are the oldest segments dropped, with an ERROR
 log ``spool_overflow`` and the counter ``sic_spool_dropped_records_total``.
 
@@ -629,17 +630,29 @@ class Spool:
                     os.close(fd)
             os.fsync(active)
             for seq, path, size in seals:  # their bytes are durable now
-                _write_seal(path, seq, size)
+                self._seal(seq, path, size)
             if dir_dirty or seals:
                 fsync_dir(self.directory)
         finally:
             os.close(active)
-        if seals:  # dropped or committed meanwhile: its deletion may have missed the seal
-            with self._lock:
-                present = {s.seq for s in self._segments}
-            for seq, path, _ in seals:
-                if seq not in present:
-                    _unlink(path + SEAL_SUFFIX)
+
+    def _seal(self, seq: int, path: str, size: int) -> None:
+        """Seal segment ``seq`` at ``size`` bytes: the seal is written and fsynced aside, then
+        renamed into place under the lock, and only while the segment is still in the spool. A
+        segment the size limit or a commit drops leaves the spool under the lock before it is
+        deleted (seal first), so no step of this ever leaves a seal without its segment -- which
+        a crash would turn into a false ``spool_segment_removed`` at the next start."""
+        tmp = _prepared_seal(path, seq, size)
+        if tmp is None:
+            return
+        with self._lock:
+            if any(s.seq == seq for s in self._segments):
+                try:
+                    os.replace(tmp, path + SEAL_SUFFIX)  # a rename: no fsync under the lock
+                    return
+                except OSError:
+                    pass
+        _unlink(tmp)
 
     def peek(self, max_rows: int) -> list[Entry]:
         """The oldest uncommitted batches, at least one, up to ``max_rows`` records.
@@ -992,9 +1005,10 @@ def _unlink_segment(path: str) -> None:
     _unlink(path)
 
 
-def _write_seal(path: str, seq: int, size: int) -> None:
-    """Seal segment ``path`` at ``size`` bytes (tmp, fsync, rename; the caller fsyncs the
-    directory). A seal that cannot be written only leaves the segment unchecked."""
+def _prepared_seal(path: str, seq: int, size: int) -> str | None:
+    """The seal of segment ``path`` at ``size`` bytes, written and fsynced to a temporary file
+    (the caller renames it into place and fsyncs the directory), or None if it cannot be
+    written: that only leaves the segment unchecked."""
     tmp = path + SEAL_SUFFIX + ".tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -1003,9 +1017,10 @@ def _write_seal(path: str, seq: int, size: int) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path + SEAL_SUFFIX)
     except OSError:
         _unlink(tmp)
+        return None
+    return tmp
 
 
 __all__ = ["Entry", "Spool", "decode_batch", "encode_batch", "frame", "scan"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -666,3 +667,57 @@ def test_seals_never_raise_a_false_alarm(tmp_path: Path, events: list[dict[str, 
     assert not list(small.glob("*.seal")) or all(
         Path(str(s)[: -len(".seal")]).exists() for s in small.glob("*.seal")
     )
+
+
+# Directories copied at each rename and unlink while a test records (an audit hook cannot be
+# removed, so it is added once and does nothing unless a test sets ``_CRASH_DIR``).
+_CRASH_DIR: list[Path] = []
+_CRASH_COPIES: list[Path] = []
+
+
+def _copy_before_each_step(event: str, args: tuple[Any, ...]) -> None:
+    if _CRASH_DIR and event in ("os.rename", "os.remove"):
+        source = _CRASH_DIR[0]
+        copy = source.with_name(f"crash-{len(_CRASH_COPIES):03d}")
+        _CRASH_DIR.clear()  # copytree makes no renames, but never recurse
+        try:
+            shutil.copytree(source, copy)
+        finally:
+            _CRASH_DIR.append(source)
+        _CRASH_COPIES.append(copy)
+
+
+sys.addaudithook(_copy_before_each_step)
+
+
+def test_a_crash_while_sealing_a_segment_the_size_limit_dropped_is_no_false_alarm(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    """The worker seals the segments rotated since its last fsync while the sampling thread's
+    size limit may drop them: at no step of the sealing may the directory hold a seal whose
+    segment is gone, or a crash right then reads as a removal (an ERROR) at the next start."""
+    directory = tmp_path / "spool"
+    spool, _ = open_spool(directory, max_size=8192, segment_size=2048)
+    i = 0
+    while True:  # rotate and drop segments, with no fsync (no seal) in between
+        spool.append(batch(i))
+        i += 1
+        if [e for e in events if e.get("event") == "spool_overflow"]:
+            break
+    events.clear()
+    _CRASH_COPIES.clear()
+    _CRASH_DIR.append(directory)
+    try:
+        spool.sync()  # fsyncs, then seals the rotated segments: dropped ones included
+    finally:
+        _CRASH_DIR.clear()
+    spool.close()
+    assert len(list(directory.glob("*.seal"))) >= 1  # the segments still there were sealed
+    crashes = [*_CRASH_COPIES, directory]  # before each rename or unlink, and at the end
+    assert len(crashes) >= 3
+    for crash in crashes:
+        events.clear()
+        restarted, _ = open_spool(crash, max_size=8192, segment_size=2048)
+        assert not [e for e in events if e.get("level") == "ERROR"], (crash.name, events)
+        assert drained(restarted)
+        restarted.close()
