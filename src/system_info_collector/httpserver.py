@@ -76,6 +76,15 @@ Route = Callable[[Message], Json | Raw]  # the request's headers -> the answer
 Authenticate = Callable[[str | None], str | None]  # Authorization header -> user, or None
 
 
+class Throttled(Exception):
+    """Raised by an :data:`Authenticate` that cannot check credentials now: the request is
+    answered 429 with ``Retry-After: retry_after`` (seconds)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
 class _DeadlineReader(io.RawIOBase):
     """Socket reads that share one deadline and one byte budget for the whole request."""
 
@@ -220,11 +229,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"no such path {path!r}", "endpoints": endpoints}, head=head)
             return
         auth = self.server.auth
-        if (
-            auth is not None
-            and path not in self.server.open_paths
-            and auth(self.headers.get("Authorization")) is None
-        ):
+        try:
+            denied = (
+                auth is not None
+                and path not in self.server.open_paths
+                and auth(self.headers.get("Authorization")) is None
+            )
+        except Throttled as exc:
+            self._send(
+                429,
+                {"error": "too many new credentials to check now; retry later"},
+                head=head,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+            return
+        if denied:
             event(
                 "DEBUG",
                 "http_unauthorized",

@@ -7,10 +7,15 @@
   a change that does not load keeps the previous one, with an ERROR once.
 * :class:`BasicAuth`: ``SIC_HTTP_BASIC_AUTH_FILE``, ``user:bcrypt-hash`` lines as
   ``htpasswd -nbB user password`` prints them (the hashes node_exporter's web config takes).
-  A bcrypt check costs tens of ms by design, so a password that matched is remembered (as a
-  salted SHA-256, never in clear) and the next scrape costs microseconds; an unknown user is
-  checked against a dummy hash, so the answer time does not tell which users exist. The file is
-  re-read when it changes.
+  A bcrypt check costs tens of ms by design, so the outcome of a check, right or wrong, is
+  remembered (keyed by a salted SHA-256 of the password, never in clear) and the next scrape
+  costs microseconds; an unknown user is checked against a dummy hash, so the answer time does
+  not tell which users exist. Checks run one at a time (as exporter-toolkit's ``bcryptMtx``) and
+  spend a budget of CPU time: at most :data:`CHECK_SHARE` of one core on average, with
+  :data:`CHECK_BURST` seconds at once, so a client sending new passwords cannot burn the host's
+  CPU; beyond it a request whose password is not remembered is answered 429 with
+  ``Retry-After`` (:class:`~system_info_collector.httpserver.Throttled`), while remembered ones
+  still pass. The file is re-read when it changes.
 
 Neither the password nor the hashes ever reach a log line or an error message.
 """
@@ -20,15 +25,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
+import math
 import os
 import ssl
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from system_info_collector.httpserver import Throttled
 from system_info_collector.logging import event
 
 if TYPE_CHECKING:
@@ -38,6 +45,9 @@ T = TypeVar("T")
 
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 REALM = "system-info-collector"
+CHECK_SHARE = 0.05  # of one core, on average, that password checks may take
+CHECK_BURST = 1.0  # CPU seconds of checks allowed at once (several scrapers after a start)
+REMEMBERED = 1024  # check outcomes remembered, the least recently used forgotten first
 
 
 def _stamp(path: str) -> tuple[int, int, int, int]:
@@ -167,23 +177,39 @@ def read_users(path: str) -> dict[str, bytes]:
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic …`` against the users file."""
+    """Checks ``Authorization: Basic …`` against the users file.
 
-    def __init__(self, path: str) -> None:
+    ``clock`` refills the checking budget (monotonic seconds); what a check spends is the CPU
+    time of the thread that ran it."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        share: float = CHECK_SHARE,
+        burst: float = CHECK_BURST,
+    ) -> None:
         import bcrypt  # only where basic auth is configured (+0.7 MB)
 
         self._bcrypt = bcrypt
         self._users = _Reloading("basic auth users", (path,), lambda: read_users(path))
         self._salt = os.urandom(16)
         self._dummy = bcrypt.hashpw(os.urandom(12), bcrypt.gensalt(10))
-        self._matched: dict[tuple[str, bytes], bytes] = {}  # (user, hash) -> salted digest
+        # (user, hash, salted digest of the password) -> did it match
+        self._outcomes: OrderedDict[tuple[str, bytes, bytes], bool] = OrderedDict()
         self._lock = threading.Lock()
+        self._checking = threading.Lock()  # one bcrypt check at a time
+        self._clock, self._share, self._burst = clock, share, burst
+        self._budget, self._refilled = burst, clock()
+        self._throttling = False
 
     def _digest(self, password: bytes) -> bytes:
         return hashlib.sha256(self._salt + password).digest()
 
     def user(self, authorization: str | None) -> str | None:
-        """The user an ``Authorization`` header authenticates, or None."""
+        """The user an ``Authorization`` header authenticates, or None. Raises
+        :class:`Throttled` when the password is not remembered and the budget is spent."""
         if not authorization:
             return None
         scheme, _, encoded = authorization.strip().partition(" ")
@@ -198,16 +224,43 @@ class BasicAuth:
             return None
         name = name_bytes.decode("utf-8", "replace")
         hashed = self._users.current().get(name)
-        if hashed is None:
-            self._bcrypt.checkpw(password, self._dummy)  # the same time as a known user
-            return None
-        digest = self._digest(password)
+        key = (name, hashed or self._dummy, self._digest(password))
         with self._lock:
-            known = self._matched.get((name, hashed))
-        if known is not None and hmac.compare_digest(known, digest):
-            return name
-        if not self._bcrypt.checkpw(password, hashed):
-            return None
-        with self._lock:
-            self._matched[(name, hashed)] = digest
-        return name
+            matched = self._outcomes.get(key)
+            if matched is not None:
+                self._outcomes.move_to_end(key)
+        if matched is None:
+            # an unknown user is checked against the dummy: the same time as a known one
+            matched = self._check(password, key[1]) and hashed is not None
+            with self._lock:
+                self._outcomes[key] = matched
+                if len(self._outcomes) > REMEMBERED:
+                    self._outcomes.popitem(last=False)
+        return name if matched else None
+
+    def _check(self, password: bytes, hashed: bytes) -> bool:
+        with self._checking:
+            now = self._clock()
+            self._budget = min(self._burst, self._budget + (now - self._refilled) * self._share)
+            self._refilled = now
+            if self._budget <= 0:
+                retry_after = max(1, math.ceil(-self._budget / self._share))
+                if not self._throttling:
+                    self._throttling = True
+                    event(
+                        "WARNING",
+                        "http_auth_throttled",
+                        "too many new passwords to check: answering 429 until the checking "
+                        "budget refills (remembered passwords still pass)",
+                        share_of_one_core=self._share,
+                        retry_after_seconds=retry_after,
+                    )
+                raise Throttled(retry_after)
+            if self._throttling:
+                self._throttling = False
+                event("INFO", "http_auth_unthrottled", "checking new passwords again")
+            began = time.thread_time()
+            try:
+                return bool(self._bcrypt.checkpw(password, hashed))
+            finally:
+                self._budget -= time.thread_time() - began

@@ -152,6 +152,39 @@ def test_metrics_over_https_ask_for_basic_auth_and_probes_do_not(tmp_path: Path,
     assert started and started[0]["url"].startswith("https://") and started[0]["basic_auth"]
 
 
+def test_a_client_guessing_passwords_is_throttled_and_scrapes_go_on(
+    tmp_path: Path, pki: Path
+) -> None:
+    """Each new password costs a bcrypt check (cost 10 here: tens of ms of CPU). A client
+    sending new ones gets 429 + Retry-After once the checks have spent their budget (a second
+    of CPU at once, then 5 % of one core), while a scraper whose password was checked before
+    is still answered 200; the WARNING names no password."""
+    users = tmp_path / "users"
+    users.write_text(
+        f"prometheus:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()}\n"
+    )
+    with collector(tmp_path, pki, SIC_HTTP_BASIC_AUTH_FILE=str(users)) as (port, _, log):
+        ctx = _context(pki)
+        assert _get(port, "/metrics", ctx, "prometheus")[0] == 200  # checked once, remembered
+        answers: list[tuple[int, dict[str, str]]] = []
+        deadline = time.monotonic() + 60
+        while not answers or answers[-1][0] != 429:
+            assert time.monotonic() < deadline and len(answers) < 500, answers[-3:]
+            status, headers, _, _ = _get(
+                port, "/metrics", ctx, "prometheus", f"guess{len(answers)}"
+            )
+            answers.append((status, headers))
+        assert {status for status, _ in answers[:-1]} == {401}  # checked, until the budget ran out
+        assert len(answers) >= 3
+        assert int(answers[-1][1]["Retry-After"]) >= 1
+        assert _get(port, "/metrics", ctx, "prometheus")[0] == 200  # the scraper goes on
+        assert _get(port, "/metrics", ctx, "prometheus", "guess0")[0] == 401  # remembered: no 429
+    text = log.read_text()
+    throttled = [json.loads(line) for line in text.splitlines() if '"http_auth_throttled"' in line]
+    assert throttled and throttled[0]["level"] == "WARNING"
+    assert PASSWORD not in text and "guess" not in text
+
+
 def test_a_stalled_handshake_holds_only_its_own_connection(tmp_path: Path, pki: Path) -> None:
     with collector(tmp_path, pki, SIC_HTTP_BASIC_AUTH_FILE="") as (port, _, _):
         ctx = _context(pki)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
 
+from system_info_collector.httpserver import Throttled
 from system_info_collector.webauth import BasicAuth, parse_users
 from tests.helpers import poll
 
@@ -77,3 +79,57 @@ def test_a_changed_users_file_is_read_again(tmp_path: Path) -> None:
     # looked at when a request comes, at most once a second
     poll(lambda: auth.user(header("grafana", "new")), timeout=5.0, what="the new users file")
     assert auth.user(header("prometheus", "right")) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_new_passwords_spend_a_budget_and_are_answered_throttled_until_it_refills(
+    tmp_path: Path, events: list[dict[str, Any]]
+) -> None:
+    """A client trying passwords costs bcrypt checks; past the budget the next new password is
+    refused with Throttled (429) without a check, while a remembered password, right or wrong,
+    still gets its answer; the budget refills with the clock."""
+    path = tmp_path / "users"
+    path.write_text(f"prometheus:{HASH}\n")
+    clock = Clock()
+    auth = BasicAuth(str(path), clock=clock, share=0.05, burst=1e-6)  # one check empties it
+    assert auth.user(header("prometheus", "right")) == "prometheus"
+    with pytest.raises(Throttled) as caught:
+        auth.user(header("prometheus", "guess-1"))
+    assert caught.value.retry_after >= 1
+    with pytest.raises(Throttled):
+        auth.user(header("nobody", "guess-1"))  # an unknown user's dummy check alike
+    assert auth.user(header("prometheus", "right")) == "prometheus"  # remembered: no check
+    (warning,) = [e for e in events if e.get("event") == "http_auth_throttled"]
+    assert warning["level"] == "WARNING" and "guess" not in str(warning)
+    clock.now += caught.value.retry_after
+    assert auth.user(header("prometheus", "guess-1")) is None  # checked again, and wrong
+    assert [e["event"] for e in events if e.get("event", "").startswith("http_auth")] == [
+        "http_auth_throttled",
+        "http_auth_unthrottled",
+    ]
+    with pytest.raises(Throttled):
+        auth.user(header("prometheus", "guess-2"))
+    assert auth.user(header("prometheus", "guess-1")) is None  # a wrong one is remembered too
+    assert auth.user(header("prometheus", "right")) == "prometheus"
+    assert len([e for e in events if e.get("event") == "http_auth_throttled"]) == 2
+
+
+def test_the_budget_lets_a_few_checks_through_at_once_and_then_its_share(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    path.write_text(f"prometheus:{HASH}\n")
+    clock = Clock()
+    auth = BasicAuth(str(path), clock=clock, share=0.05, burst=0.05)
+    checked = 0
+    with pytest.raises(Throttled):
+        while checked < 10_000:
+            auth.user(header("prometheus", f"guess-{checked}"))
+            checked += 1
+    # a cost-4 bcrypt check takes about a millisecond of CPU: tens fit into 50 ms, not thousands
+    assert 2 <= checked < 10_000
