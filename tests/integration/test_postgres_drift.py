@@ -102,3 +102,58 @@ def test_a_table_broken_at_run_time_holds_only_its_rows_until_fixed(
         assert Path(sink.held_path).read_bytes() == b""
     finally:
         sink.close()
+
+
+def test_rows_held_before_a_restart_are_written_once_the_table_is_fixed(
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    tmp_path: Path,
+    events: list[dict[str, Any]],
+) -> None:
+    """The collector stops while a table holds rows; the table is fixed while it is stopped.
+    The next process writes the held rows with its first write, sets a damaged line of the
+    file aside (ERROR, counted) instead of keeping it forever, and says so once."""
+    settings = PostgresSettings(
+        dsn=pg_up.dsn(), schema=db_schema, spool_dir=str(tmp_path), statement_timeout=2.0
+    )
+    first = PostgresSink(settings, retry=RetrySettings(), metrics=Metrics())
+    try:
+        first.write(batch(0))
+        cut = (T0 + timedelta(seconds=5)).isoformat()
+        query(f"ALTER TABLE \"{db_schema}\".cpu ADD CONSTRAINT broken CHECK (ts < '{cut}')")
+        first.write(batch(5))
+        first.write(batch(10))
+    finally:
+        first.close()  # stopped while the rows are held
+    held = Path(first.held_path)
+    lines = held.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 10
+    damaged = bytearray(lines[3])
+    damaged[0] ^= 0x20  # '{' -> '[': the line no longer parses
+    held.write_bytes(b"".join([*lines[:3], bytes(damaged), *lines[4:]]))
+    query(f'ALTER TABLE "{db_schema}".cpu DROP CONSTRAINT broken')
+    events.clear()
+
+    metrics = Metrics()
+    second = PostgresSink(settings, retry=RetrySettings(), metrics=metrics)
+    try:
+        second.write(batch(15))
+        assert query(f'SELECT count(*) FROM "{db_schema}".cpu') == [(5 + 9 + 5,)]
+        assert query(f'SELECT count(*) FROM "{db_schema}".memory') == [(20,)]
+        assert held.read_bytes() == b""
+        (aside,) = tmp_path.glob("held.jsonl.torn-*")
+        assert aside.read_bytes() == bytes(damaged)
+        (report,) = [e for e in events if e.get("event") == "postgres_held_damaged"]
+        assert report["level"] == "ERROR" and report["lines"] == 1
+        assert report["damaged_bytes"] == len(damaged) and report["moved_to"] == str(aside)
+        assert metrics.registry.get_sample_value(
+            "sic_spool_damaged_bytes_total", {"sink": "postgres"}
+        ) == len(damaged)
+        (released,) = [e for e in events if e.get("event") == "postgres_table_released"]
+        assert released["tables"] == ["cpu"] and released["rows"] == 9
+        second.write(batch(20))  # once: nothing more to release, nothing said
+        assert len([e for e in events if e.get("event") == "postgres_table_released"]) == 1
+        assert query(f'SELECT count(*) FROM "{db_schema}".cpu') == [(24,)]
+    finally:
+        second.close()

@@ -33,6 +33,7 @@ from typing import Any
 import psycopg
 
 from system_info_collector.config import PostgresSettings, RetrySettings
+from system_info_collector.durable import torn_path
 from system_info_collector.errors import TransientSinkError
 from system_info_collector.logging import event
 from system_info_collector.metrics import Metrics
@@ -103,6 +104,9 @@ class PostgresSink:
         self.conflicts_path = os.path.join(settings.spool_dir, CONFLICTS_FILE)
         self.held_path = os.path.join(settings.spool_dir, HELD_FILE)
         self._held: dict[str, list[str]] = {}
+        # rows an earlier process held (held.jsonl) go out with this process's first write to
+        # their tables (the table may have been fixed while the collector was stopped)
+        self._held_file_checked = False
         self._next_recheck = 0.0
         self._conflicts_unlogged = 0
         self._conflict_log_after = 0.0
@@ -124,6 +128,12 @@ class PostgresSink:
         for record in batch:
             groups.setdefault(record.measurement, []).append(record)
         conn = self._connection()
+        if not self._held_file_checked:
+            try:
+                self._release([n for n in MEASUREMENTS if n not in self._held], at_start=True)
+            except psycopg.Error as exc:
+                raise self._failure(exc, self._after_error(exc)) from exc
+            self._held_file_checked = True
         if self._held:
             try:
                 self._recheck_held(conn)
@@ -306,35 +316,65 @@ class PostgresSink:
         )
         self._metrics.db_held.inc(len(records))
 
-    def _release(self, names: list[str]) -> None:
-        """The tables are fixed: write their held rows, keep the others' (one pass)."""
-        if not os.path.exists(self.held_path):
+    def _release(self, names: list[str], *, at_start: bool = False) -> None:
+        """The tables are fixed: write their held rows, keep the others' (one pass); at start,
+        the rows an earlier process held for tables that match now (silent if there are none).
+        A line that does not parse (damaged on disk) is set aside with an ERROR and counted,
+        not kept for ever; a torn last line is left to the next append, which sets it aside."""
+        try:
+            with open(self.held_path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
             return
+        lines = data.splitlines(keepends=True)
         mine: dict[str, list[Record]] = {}
         keep: list[bytes] = []
-        with open(self.held_path, "rb") as handle:
-            lines = handle.readlines()
+        damaged: list[bytes] = []
         for number, record in read_records(self.held_path):
-            if record is not None and record.measurement in names:
+            if record is None:
+                damaged.append(lines[number - 1])
+            elif record.measurement in names:
                 mine.setdefault(record.measurement, []).append(record)
             else:
                 keep.append(lines[number - 1])
+        if at_start and not mine and not damaged:
+            return
+        if damaged:
+            aside = torn_path(self.held_path, time.time())
+            with open(aside, "xb") as handle:
+                handle.write(b"".join(damaged))
+                os.fsync(handle.fileno())
+            size = sum(map(len, damaged))
+            self._metrics.spool_damage_events.labels(self.name).inc()
+            self._metrics.spool_damaged_bytes.labels(self.name).inc(size)
+            event(
+                "ERROR",
+                "postgres_held_damaged",
+                "lines of the held-rows file do not parse (damaged on disk); moved them aside",
+                sink=self.name,
+                file=self.held_path,
+                moved_to=aside,
+                lines=len(damaged),
+                damaged_bytes=size,
+            )
         for name, records in mine.items():
             for start in range(0, len(records), self.batch_max_rows):
                 self._bisect(name, records[start : start + self.batch_max_rows])
+        tail = lines[-1] if lines and not lines[-1].endswith(b"\n") else b""
         tmp = self.held_path + ".tmp"
         with open(tmp, "wb") as handle:
-            handle.write(b"".join(keep))
+            handle.write(b"".join(keep) + tail)
             os.fsync(handle.fileno())
         os.replace(tmp, self.held_path)
-        event(
-            "INFO",
-            "postgres_table_released",
-            "the table matches the schema again; wrote the rows held for it",
-            sink=self.name,
-            tables=names,
-            rows=sum(len(r) for r in mine.values()),
-        )
+        if mine or not at_start:
+            event(
+                "INFO",
+                "postgres_table_released",
+                "the table matches the schema; wrote the rows held for it",
+                sink=self.name,
+                tables=sorted(mine) if at_start else names,
+                rows=sum(len(r) for r in mine.values()),
+            )
 
     def _ensure_schema(self, conn: psycopg.Connection[Any]) -> SchemaState:
         s = self.settings
