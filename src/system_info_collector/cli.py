@@ -278,14 +278,6 @@ def cmd_run(settings: Settings) -> int:
     )
     actions.install()
 
-    if "postgres" in settings.sinks and settings.postgres.dsn:
-        from system_info_collector.sinks.postgres.sink import preflight
-
-        drift = preflight(settings.postgres)
-        for problem in drift:
-            event("ERROR", "postgres_schema_drift", "refusing to start", table_problem=problem)
-        if drift:
-            return EXIT_FAILED
     # Process-wide switch, set once here: no `_created` series (node_exporter has none either).
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = Metrics()

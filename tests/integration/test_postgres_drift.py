@@ -1,5 +1,5 @@
-"""Schema drift against a real server: `check` and start refuse it; at run time a drifted table
-holds only its own rows (kept, not dead-lettered) and releases them once fixed."""
+"""Schema drift against a real server: `check` refuses it; `run`, at start or later, holds only
+a drifted table's rows (kept, not dead-lettered) and releases them once fixed."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from system_info_collector.model import Record
 from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks.postgres import PostgresSink
 from system_info_collector.sinks.postgres import sink as sink_module
-from tests.helpers import clean_env, run_cli
-from tests.integration.conftest import PgServer
+from tests.helpers import clean_env, poll, run_cli
+from tests.integration.conftest import Collector, PgServer
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +38,16 @@ def batch(start: int, n: int = 5) -> list[Record]:
     return out
 
 
-def test_check_and_start_refuse_a_table_of_another_shape(
-    pg_up: PgServer, db_schema: str, query: Query, tmp_path: Path
+def test_check_refuses_a_drifted_table_and_run_starts_holding_only_its_rows(
+    pg_up: PgServer,
+    db_schema: str,
+    query: Query,
+    tmp_path: Path,
+    collector: Callable[..., Collector],
 ) -> None:
+    """`check` names each drifted table and exits 1 (a deploy-time gate); `run` starts anyway
+    -- a drifted table must not stop the other sinks, /metrics or the other tables -- holds
+    that table's rows in held.jsonl with one ERROR, and writes everything else."""
     env = clean_env(
         SIC_SINKS="csv,postgres",
         SIC_DB_DSN=pg_up.dsn(),
@@ -59,10 +66,43 @@ def test_check_and_start_refuse_a_table_of_another_shape(
     ) in bad.stdout
     assert "constraint sane (CHECK ((user_percent < (0)::double precision)))" in bad.stdout
     assert "ok    sink postgres: connected" in bad.stdout  # the rest is fine
-    started = run_cli("run", env=env, timeout=30)
-    assert started.returncode == 1
-    assert "postgres_schema_drift" in started.stderr and "used_percent is integer" in started.stderr
-    assert "Traceback" not in started.stderr
+
+    run = collector(
+        pg_up.dsn(),
+        db_schema,
+        SIC_SINKS="stdout,csv,postgres",
+        SIC_COLLECTORS="cpu,memory,disk",
+    )
+    poll(
+        lambda: query(f'SELECT count(*) FROM "{db_schema}".disk')[0][0] > 0,
+        timeout=20,
+        what="disk rows in the database",
+    )
+    held = poll(
+        lambda: len(run.events("postgres_table_held")) == 2 and run.events("postgres_table_held"),
+        timeout=20,
+        what="the two drifted tables held",
+    )
+    assert {e["table"] for e in held} == {f"{db_schema}.cpu", f"{db_schema}.memory"}
+    assert all(e["level"] == "ERROR" for e in held)
+    poll(
+        lambda: (
+            (tmp_path / "spool" / "held.jsonl").exists()
+            and b'"memory"' in (tmp_path / "spool" / "held.jsonl").read_bytes()
+        ),
+        timeout=20,
+        what="memory rows in held.jsonl",
+    )
+    run.wait_records(20)
+    assert run.stop() == 0
+    assert query(f'SELECT count(*) FROM "{db_schema}".cpu') == [(0,)]
+    assert query(f'SELECT count(*) FROM "{db_schema}".memory') == [(0,)]
+    assert sorted(p.name for p in (tmp_path / "csv").glob("*.csv")) == [
+        "cpu.csv",
+        "disk.csv",
+        "memory.csv",
+    ]
+    assert "Traceback" not in "".join(run.stderr)
 
 
 def test_a_table_broken_at_run_time_holds_only_its_rows_until_fixed(

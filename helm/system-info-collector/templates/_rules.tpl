@@ -299,6 +299,14 @@ tests/integration/test_chart.py renders them and runs `promtool check rules` and
       annotations:
         summary: The spool's files were changed under the collector.
         description: 'The {{ "{{" }} $labels.sink {{ "}}" }} spool on {{ "{{" }} $labels.instance {{ "}}" }}: its files were truncated, removed or damaged while the collector ran; records in them may be lost (see the collector log).'
+    - alert: SICDatabaseRowsHeld
+      expr: increase(sic_db_held_rows_total{ {{- $s -}} }[5m]) > 0
+      for: 15m
+      labels:
+        severity: warning
+      annotations:
+        summary: A PostgreSQL table does not match the collector's schema; its rows are held.
+        description: '{{ "{{" }} $labels.instance {{ "}}" }} held {{ "{{" }} printf "%.0f" $value {{ "}}" }} rows in 5 minutes, and has for 15, in held.jsonl in its spool directory: a table was altered (see ERROR postgres_table_held, or run `system-info-collector check`). They are written once the table matches again; beyond SIC_DB_SPOOL_MAX_SIZE new ones are dropped.'
     - alert: SICSamplesDropped
       expr: |-
         increase(sic_sink_records_dropped_total{ {{- $s -}} }[10m]) > 0

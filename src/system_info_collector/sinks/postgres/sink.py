@@ -26,7 +26,6 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -596,23 +595,3 @@ def drift_text(problems: list[str]) -> str:
         " -- the table does not match the collector's schema (docs/postgres.md, Tables): "
         "ALTER it back, or rename it and let the collector create it again"
     )
-
-
-def preflight(settings: PostgresSettings) -> list[str]:
-    """At start: the schema problems of a reachable database (an unreachable one is not a
-    problem here -- the sink spools and retries)."""
-    try:
-        password = read_password(settings)
-        quick = replace(settings, connect_timeout=min(settings.connect_timeout, 3.0))
-        with connect(quick, password) as conn:
-            ensure_schema(
-                conn,
-                settings.schema,
-                settings.timescale,
-                statement_timeout=settings.statement_timeout,
-                partition_interval=settings.partition_interval,
-            )
-            found = verify(conn, settings.schema)
-    except (OSError, psycopg.Error):
-        return []
-    return [f"{settings.schema}.{table}: {drift_text(p)}" for table, p in found.items()]
