@@ -48,6 +48,7 @@ REALM = "system-info-collector"
 CHECK_SHARE = 0.05  # of one core, on average, that password checks may take
 CHECK_BURST = 1.0  # CPU seconds of checks allowed at once (several scrapers after a start)
 REMEMBERED = 1024  # check outcomes remembered, the least recently used forgotten first
+WARN_EVERY = 60.0  # seconds between two http_auth_throttled WARNINGs (each counts the refusals)
 
 
 def _stamp(path: str) -> tuple[int, int, int, int]:
@@ -202,7 +203,8 @@ class BasicAuth:
         self._checking = threading.Lock()  # one bcrypt check at a time
         self._clock, self._share, self._burst = clock, share, burst
         self._budget, self._refilled = burst, clock()
-        self._throttling = False
+        self._warned: float | None = None  # when http_auth_throttled was last logged
+        self._refused = 0  # requests refused since then
 
     def _digest(self, password: bytes) -> bytes:
         return hashlib.sha256(self._salt + password).digest()
@@ -245,20 +247,19 @@ class BasicAuth:
             self._refilled = now
             if self._budget <= 0:
                 retry_after = max(1, math.ceil(-self._budget / self._share))
-                if not self._throttling:
-                    self._throttling = True
+                self._refused += 1
+                if self._warned is None or now - self._warned >= WARN_EVERY:
                     event(
                         "WARNING",
                         "http_auth_throttled",
                         "too many new passwords to check: answering 429 until the checking "
                         "budget refills (remembered passwords still pass)",
+                        refused=self._refused,
                         share_of_one_core=self._share,
                         retry_after_seconds=retry_after,
                     )
+                    self._warned, self._refused = now, 0
                 raise Throttled(retry_after)
-            if self._throttling:
-                self._throttling = False
-                event("INFO", "http_auth_unthrottled", "checking new passwords again")
             began = time.thread_time()
             try:
                 return bool(self._bcrypt.checkpw(password, hashed))
