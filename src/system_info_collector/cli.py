@@ -15,6 +15,7 @@ import http.client
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, NoReturn
 from system_info_collector import __version__
 from system_info_collector.config import Settings, load_settings
 from system_info_collector.dirlock import EXIT_LOCKED, DirectoryLocked, DirLock, DirLocks
-from system_info_collector.errors import ConfigError
+from system_info_collector.errors import ConfigError, TransientSinkError
 from system_info_collector.heap import release_free_memory
 from system_info_collector.logging import configure, event
 from system_info_collector.sinks import CheckResult
@@ -205,20 +206,70 @@ def directory_locks(settings: Settings) -> DirLocks:
     wanted = []
     if "csv" in settings.sinks:
         mode = settings.csv.file_mode  # as the CSV sink would create them
-        wanted.append(DirLock(settings.csv.directory, "SIC_CSV_DIR", directory_mode(mode), mode))
+        wanted.append(
+            DirLock(
+                settings.csv.directory, "SIC_CSV_DIR", directory_mode(mode), mode, sinks=("csv",)
+            )
+        )
     for sink in settings.sinks:  # every write-ahead spool (SIC_<SINK>_BUFFER=disk)
         buffer = settings.buffer(sink)
         if buffer.kind == "disk":
             variable = "SIC_DB_SPOOL_DIR" if sink == "postgres" else f"SIC_{sink.upper()}_SPOOL_DIR"
-            wanted.append(DirLock(buffer.spool_dir, variable))
-    seen: set[str] = set()
-    locks = []
+            wanted.append(DirLock(buffer.spool_dir, variable, sinks=(sink,)))
+    seen: dict[str, DirLock] = {}
     for lock in wanted:
         key = os.path.realpath(lock.directory)
-        if key not in seen:  # one lock per directory, even if both variables name it
-            seen.add(key)
-            locks.append(lock)
-    return DirLocks(locks)
+        if key in seen:  # one lock per directory, even if both variables name it
+            first = seen[key]
+            first.sinks = (*first.sinks, *(s for s in lock.sinks if s not in first.sinks))
+        else:
+            seen[key] = lock
+    return DirLocks(list(seen.values()))
+
+
+class _LockGate:
+    """A sink's gate (:attr:`SinkWorker.gate`): its directories' locks, taken before it writes
+    there. Shared by the workers of one directory; a worker thread calls it."""
+
+    def __init__(self, locks: Sequence[DirLock]) -> None:
+        self._locks = locks
+        self._mutex = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._mutex:
+            for lock in self._locks:
+                if lock.fd is not None:
+                    continue
+                if not lock.try_or_note():
+                    raise TransientSinkError(f"directory lock not taken: {lock.reason()}")
+                event(
+                    "INFO",
+                    "directory_available",
+                    "the data directory can be used now: its sinks start writing there",
+                    directory=lock.directory,
+                    variable=lock.what,
+                    sinks=list(lock.sinks),
+                )
+
+
+def gate_unavailable(agent: Agent, locks: DirLocks) -> None:
+    """The sinks whose directory could not be locked at start wait for it (their records in
+    memory meanwhile); every other sink, sampling and /metrics go on."""
+    for lock in locks.unavailable:
+        event(
+            "ERROR",
+            "directory_unavailable",
+            "cannot create the lock file of a data directory: the sinks writing there keep "
+            "their records in memory and retry; the others run",
+            directory=lock.directory,
+            variable=lock.what,
+            sinks=list(lock.sinks),
+            error=lock.error,
+        )
+    for worker in agent.workers:
+        mine = [lock for lock in locks.locks if worker.name in lock.sinks]
+        if any(lock.fd is None for lock in mine):
+            worker.gate = _LockGate(mine)
 
 
 def _take_locks(settings: Settings, locks: DirLocks, stop: Callable[[float], bool]) -> int | None:
@@ -252,14 +303,6 @@ def _take_locks(settings: Settings, locks: DirLocks, stop: Callable[[float], boo
             exit_code=EXIT_LOCKED,
         )
         return EXIT_LOCKED
-    except OSError as exc:
-        event(
-            "ERROR",
-            "directory_lock_failed",
-            "cannot create the lock file of a data directory",
-            error=f"{exc.strerror or exc} ({exc.filename})",
-        )
-        return EXIT_FAILED
     return None
 
 
@@ -338,6 +381,7 @@ def cmd_run(settings: Settings) -> int:
         if server is not None:
             server.close()
         return code
+    gate_unavailable(agent, locks)
     actions.start(agent)
     agent.start()
     release_free_memory()  # the heap left over from imports and start-up (about 1 MB)

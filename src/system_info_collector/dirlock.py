@@ -6,7 +6,9 @@ unlink each other's segments. ``run`` therefore takes ``flock(LOCK_EX | LOCK_NB)
 it opens either, and holds it until it exits (the kernel drops it when the process dies, even by
 kill -9, so a stale lock file is harmless). The file names its holder (pid, host name, start
 time) for the error message of the second process, which exits with :data:`EXIT_LOCKED`, or
-waits up to ``SIC_LOCK_TIMEOUT`` (serving ``/readyz`` 503 meanwhile).
+waits up to ``SIC_LOCK_TIMEOUT`` (serving ``/readyz`` 503 meanwhile). A lock file that cannot
+be created (a read-only or foreign directory) is no reason to stop: the lock keeps the error,
+and the sinks writing there take it later, before they write (``cli.gate_unavailable``).
 
 The holder writes its note only once it holds the lock, so a second process can find the lock
 taken and the note not yet written (empty, or cut short): it reads the note again, retrying the
@@ -58,6 +60,8 @@ class DirLock:
     file_mode: int = 0o600
     fd: int | None = None
     holder: str = ""  # who holds it, while another process does
+    error: str = ""  # why the lock file cannot be created (read-only, permissions), until it can
+    sinks: tuple[str, ...] = ()  # the sinks writing this directory
     note_wait: float = NOTE_WAIT
     pause: Callable[[float], None] = time.sleep  # between two reads of an unwritten note
     clock: Callable[[], float] = time.monotonic
@@ -124,9 +128,28 @@ class DirLock:
         return {
             "directory": self.directory,
             "variable": self.what,
-            "state": "held" if self.fd is not None else "waiting",
+            "state": "held"
+            if self.fd is not None
+            else ("unavailable" if self.error else "waiting"),
             **({"held_by": self.holder} if self.fd is None and self.holder else {}),
+            **({"error": self.error} if self.fd is None and self.error else {}),
         }
+
+    def reason(self) -> str:
+        """Why it is not held (for /readyz)."""
+        if self.error:
+            return f"{self.directory} unavailable: {self.error}"
+        return f"{self.directory} in use by {self.holder}"
+
+    def try_or_note(self) -> bool:
+        """:meth:`try_acquire`, with an OSError kept in :attr:`error` instead of raised."""
+        try:
+            taken = self.try_acquire()
+        except OSError as exc:
+            self.error = f"{exc.strerror or exc} ({exc.filename or self.directory})"
+            return False
+        self.error = ""
+        return taken
 
 
 def _describe_holder(fd: int) -> str | None:
@@ -159,14 +182,20 @@ class DirLocks:
         poll: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> bool:
-        """Take every lock, waiting up to ``timeout`` seconds; ``stop(seconds)`` sleeps and
-        returns True when the process is asked to stop (then False is returned).
-        Raises :class:`DirectoryLocked` when the time is up; OSError if a lock file cannot be
-        created."""
+        """Take every lock that can be taken, waiting up to ``timeout`` seconds for those
+        another process holds; ``stop(seconds)`` sleeps and returns True when the process is
+        asked to stop (then False is returned). A lock whose file cannot be created (the
+        directory is read-only, not ours) is left with its :attr:`DirLock.error`
+        (:attr:`unavailable`): its sinks take it later, before they write there.
+        Raises :class:`DirectoryLocked` when the time is up."""
         deadline = clock() + timeout
         announced: set[str] = set()
         while True:
-            waiting = [lock for lock in self.locks if not lock.try_acquire()]
+            waiting = [
+                lock
+                for lock in self.locks
+                if not lock.try_or_note() and not lock.error  # held by another process
+            ]
             if not waiting:
                 return True
             first = waiting[0]
@@ -181,11 +210,10 @@ class DirLocks:
                 return False
 
     def try_each(self) -> None:
-        """One attempt at every lock, without waiting (errors are left to :meth:`acquire`):
-        the holder of a taken one is known before ``/readyz`` is first served."""
+        """One attempt at every lock, without waiting: the holder of a taken one (or why one
+        cannot be taken) is known before ``/readyz`` is first served."""
         for lock in self.locks:
-            with contextlib.suppress(OSError):
-                lock.try_acquire()
+            lock.try_or_note()
 
     def release(self) -> None:
         for lock in self.locks:
@@ -194,6 +222,10 @@ class DirLocks:
     @property
     def waiting(self) -> list[DirLock]:
         return [lock for lock in self.locks if lock.fd is None]
+
+    @property
+    def unavailable(self) -> list[DirLock]:
+        return [lock for lock in self.locks if lock.fd is None and lock.error]
 
     def states(self) -> list[dict[str, object]]:
         return [lock.state() for lock in self.locks]

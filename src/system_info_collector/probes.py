@@ -75,8 +75,9 @@ class Probes:
         if self.agent.stop_event.is_set():
             return 503, {**body, "status": "stopping", "reason": "shutting down"}
         if locks is not None and locks.waiting:
-            held = "; ".join(f"{lk.directory} in use by {lk.holder}" for lk in locks.waiting)
-            return 503, {**body, "status": "waiting for directory lock", "reason": held}
+            status = "directory unavailable" if locks.unavailable else "waiting for directory lock"
+            reason = "; ".join(lk.reason() for lk in locks.waiting)
+            return 503, {**body, "status": status, "reason": reason}
         collectors = [p.name for p in self.agent.providers]
         failing = sorted(self.agent.failing_collectors)
         body["collectors_failing"] = failing

@@ -71,11 +71,17 @@ class SinkWorker:
         self._progress = clock()  # when the worker last finished a step (or had nothing to do)
         self.last_success: float | None = None
         self.last_error: str | None = None
+        # Before the buffer and the sink are opened: raises TransientSinkError while the sink's
+        # directory cannot be locked (cli.py); the records wait in memory meanwhile.
+        self.gate: Callable[[], None] | None = None
+        self._buffer_open = False
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
 
     # -- called from the sampling thread -------------------------------------------------
     def start(self) -> None:
-        self.buffer.open()  # a spool left by the previous run is recovered before new data
+        if self.gate is None:
+            self.buffer.open()  # a spool left by the previous run is recovered before new data
+            self._buffer_open = True
         self._update_gauges()
         self._thread.start()
 
@@ -154,13 +160,16 @@ class SinkWorker:
         self._thread.join(timeout + 1.0)
         alive = self._thread.is_alive()
         left = len(self.buffer)
-        if not alive:
+        if not alive and self._buffer_open:
             self.buffer.close()  # logs what stays (spool_kept) or is lost (sink_unflushed)
         elif left:
             event(
                 "ERROR",
                 "sink_unflushed",
-                "shutdown timeout: records were not written",
+                "shutdown timeout: records were not written"
+                if alive
+                else "shutdown: the sink's directory never became usable; records held in "
+                "memory were not written",
                 sink=self.name,
                 records=left,
             )
@@ -243,6 +252,11 @@ class SinkWorker:
         False: stop now (shutting down, and the rest is safe in a durable buffer)."""
         if not self._opened:
             try:
+                if not self._buffer_open:
+                    assert self.gate is not None
+                    self.gate()
+                    self.buffer.open()
+                    self._buffer_open = True
                 self.sink.open()
                 self._opened = True
             except Exception as exc:  # configuration or transient: keep the data, probe

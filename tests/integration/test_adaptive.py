@@ -225,7 +225,7 @@ def settled(c: Collector) -> Callable[[], bool]:
 
 
 def test_on_a_big_host_the_budget_stretches_the_costliest_collectors(tmp_path: Path) -> None:
-    """256 CPUs, 1000 disks and 1000 mounts every 250 ms cost several times a 2 % budget."""
+    """256 CPUs, 1000 disks and 1000 mounts every 250 ms cost several times a 1 % budget."""
     proc, root = make_big_host(tmp_path, cpus=256, disks=1000, mounts=1000)
     env = dict(
         SIC_HOST_PROC=str(proc),
@@ -240,13 +240,15 @@ def test_on_a_big_host_the_budget_stretches_the_costliest_collectors(tmp_path: P
         unbudgeted = cpu_percent(fixed, 3.0)
     finally:
         assert fixed.stop() == 0
-    assert unbudgeted >= 3 * 2.0, unbudgeted  # a fixed interval: several times the budget
+    # a fixed interval costs several times the budget (6 % measured here, at 10 ms ticks; the
+    # budget is 1 %, not the default 2 %, so the contrast does not hang on one clock tick)
+    assert unbudgeted >= 3 * 1.0, unbudgeted
 
     port = _free_port()
-    c = Collector(clean_env(**env, SIC_OVERHEAD_BUDGET="2%", SIC_HTTP_LISTEN=f"127.0.0.1:{port}"))
+    c = Collector(clean_env(**env, SIC_OVERHEAD_BUDGET="1%", SIC_HTTP_LISTEN=f"127.0.0.1:{port}"))
     try:
         backoff = poll(lambda: c.events("collector_backoff"), timeout=10, what="backoff")
-        assert backoff[0]["total_cpu_percent"] > 2.0 and backoff[0]["budget_percent"] == 2.0
+        assert backoff[0]["total_cpu_percent"] > 1.0 and backoff[0]["budget_percent"] == 1.0
         assert backoff[0]["new_interval_seconds"] >= 2 * backoff[0]["interval_seconds"]
         stretched = {e["collector"] for e in backoff}
         assert stretched & {"disk", "diskio"}  # the costly ones

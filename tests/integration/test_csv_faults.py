@@ -9,12 +9,15 @@
 4. (root + PostgreSQL) The same with the PostgreSQL sink on: the database keeps receiving while
    the CSV volume is full (with its spool elsewhere, or on the same full volume), and in the end
    the CSV files, the database and stdout hold exactly the same tick slots.
+5. (root) The CSV volume is read-only at start: only the CSV sink waits, and once the volume
+   is writable every sample since the start lands.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import itertools
 import json
 import os
@@ -37,6 +40,7 @@ from system_info_collector.schema import MEASUREMENTS
 from system_info_collector.sinks.csv import CsvSink
 from tests.helpers import EXE, clean_env, poll
 from tests.integration.conftest import PgServer
+from tests.integration.promstack import free_port
 from tests.unit.test_csv_sink import Clock, expected, keys, read_directory, settings, tick
 
 pytestmark = pytest.mark.integration
@@ -70,8 +74,9 @@ class Collector:
         return out
 
     def stdout_records(self, measurement: str) -> list[dict[str, Any]]:
-        lines = self.stdout.read_text().splitlines()
-        if lines and not self.stdout.read_text().endswith("\n"):
+        text = self.stdout.read_text()  # once: a second read may end a line the first cut
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
             lines = lines[:-1]
         return [r for r in map(json.loads, lines) if r["measurement"] == measurement]
 
@@ -83,6 +88,28 @@ class Collector:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def csv_and_stdout(workdir: Path, name: str, data: Path, **more: str) -> Collector:
+    """The volume tests' collector: CSV files in ``data`` and stdout, cpu and memory, quick
+    retries."""
+    return Collector(
+        workdir,
+        name,
+        SIC_SINKS="csv,stdout",
+        SIC_CSV_DIR=str(data),
+        SIC_CSV_COMPRESS="none",
+        SIC_COLLECTORS="cpu,memory",
+        SIC_RETRY_INITIAL="50ms",
+        SIC_RETRY_MAX_WAIT="300ms",
+        **more,
+    )
+
+
+def wait_landed(collector: Collector, data: Path, what: str) -> None:
+    """Until the newest memory record on stdout is in the CSV file too."""
+    target = collector.stdout_records("memory")[-1]["ts"]
+    poll(lambda: target.encode() in (data / "memory.csv").read_bytes(), timeout=20, what=what)
 
 
 def rows_in(path: Path) -> int:
@@ -236,16 +263,7 @@ def fill(path: Path) -> int:
 
 def test_full_filesystem_backlog_lands_in_order(tmp_path: Path, tiny_tmpfs: Path) -> None:
     data = tiny_tmpfs / "data"
-    collector = Collector(
-        tmp_path,
-        "full",
-        SIC_SINKS="csv,stdout",
-        SIC_CSV_DIR=str(data),
-        SIC_CSV_COMPRESS="none",
-        SIC_COLLECTORS="cpu,memory",
-        SIC_RETRY_INITIAL="50ms",
-        SIC_RETRY_MAX_WAIT="300ms",
-    )
+    collector = csv_and_stdout(tmp_path, "full", data)
     ballast = tiny_tmpfs / "ballast"
     try:
         poll(lambda: rows_in(data / "memory.csv") >= 5, timeout=20, what="first CSV rows")
@@ -267,12 +285,7 @@ def test_full_filesystem_backlog_lands_in_order(tmp_path: Path, tiny_tmpfs: Path
         assert len(collector.stdout_records("memory")) > csv_rows_during_outage
         ballast.unlink()
         poll(lambda: collector.events("sink_recovered"), timeout=20, what="sink_recovered")
-        target = collector.stdout_records("memory")[-1]["ts"]
-        poll(
-            lambda: target.encode() in (data / "memory.csv").read_bytes(),
-            timeout=20,
-            what="the backlog to land",
-        )
+        wait_landed(collector, data, "the backlog to land")
         assert collector.stop() == 0
     finally:
         collector.kill()
@@ -378,3 +391,53 @@ def db_memory_ts(query: Query, schema: str) -> list[datetime]:
         return [r[0] for r in query(f'SELECT ts FROM "{schema}".memory ORDER BY ts')]
     except psycopg.errors.UndefinedTable:
         return []
+
+
+def test_a_read_only_csv_volume_at_start_stops_only_the_csv_sink(tmp_path: Path) -> None:
+    """The CSV volume is read-only when the collector starts (a disk remounted read-only after
+    errors, a volume mounted wrongly): the CSV sink cannot lock its directory, so it waits --
+    its records held in memory -- while sampling, the other sinks and /readyz go on (not
+    ready, naming the directory); once the volume is writable the lock is taken and every
+    sample since the start lands in the CSV files, in order."""
+    with tmpfs("4m") as mnt:
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        data = mnt / "data"
+        port = free_port()
+        collector = csv_and_stdout(tmp_path, "readonly", data, SIC_HTTP_LISTEN=f"127.0.0.1:{port}")
+        try:
+            (report,) = poll(
+                lambda: collector.events("directory_unavailable"),
+                timeout=20,
+                what="the ERROR naming the read-only directory",
+            )
+            assert report["level"] == "ERROR" and report["sinks"] == ["csv"]
+            assert report["directory"] == str(data) and "Read-only" in report["error"]
+            poll(
+                lambda: len(collector.stdout_records("memory")) >= 10,
+                timeout=20,
+                what="ticks on stdout while the CSV volume is read-only",
+            )
+            status, body = readyz(port)
+            assert status == 503 and body["status"] == "directory unavailable"
+            assert body["locks"][0]["state"] == "unavailable" and str(data) in body["reason"]
+            assert not data.exists()
+            subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
+            poll(lambda: collector.events("directory_available"), timeout=20, what="the lock")
+            wait_landed(collector, data, "the records held in memory to land")
+            poll(lambda: readyz(port)[0] == 200, timeout=20, what="/readyz 200")
+            assert collector.stop() == 0
+        finally:
+            collector.kill()
+        stdout_ts = [datetime.fromisoformat(r["ts"]) for r in collector.stdout_records("memory")]
+        assert [r["ts"] for r in read_directory(data, "memory")] == stdout_ts  # none lost
+        assert not collector.events("sink_backlog_overflow")
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/readyz")
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
