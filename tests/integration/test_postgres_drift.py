@@ -144,12 +144,22 @@ def test_a_table_broken_at_run_time_holds_only_its_rows_until_fixed(
         sink.close()
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda line: bytes([line[0] ^ 0x20]) + line[1:], id="brace flipped"),
+        # a byte turned into a carriage return: still one line for a file's reader (which
+        # splits at newlines only), so the lines kept and set aside must be cut the same way
+        pytest.param(lambda line: line[:20] + b"\r" + line[21:], id="carriage return"),
+    ],
+)
 def test_rows_held_before_a_restart_are_written_once_the_table_is_fixed(
     pg_up: PgServer,
     db_schema: str,
     query: Query,
     tmp_path: Path,
     events: list[dict[str, Any]],
+    damage: Callable[[bytes], bytes],
 ) -> None:
     """The collector stops while a table holds rows; the table is fixed while it is stopped.
     The next process writes the held rows with its first write, sets a damaged line of the
@@ -169,9 +179,8 @@ def test_rows_held_before_a_restart_are_written_once_the_table_is_fixed(
     held = Path(first.held_path)
     lines = held.read_bytes().splitlines(keepends=True)
     assert len(lines) == 10
-    damaged = bytearray(lines[3])
-    damaged[0] ^= 0x20  # '{' -> '[': the line no longer parses
-    held.write_bytes(b"".join([*lines[:3], bytes(damaged), *lines[4:]]))
+    damaged = damage(lines[3])  # the line no longer parses
+    held.write_bytes(b"".join([*lines[:3], damaged, *lines[4:]]))
     query(f'ALTER TABLE "{db_schema}".cpu DROP CONSTRAINT broken')
     events.clear()
 
@@ -183,7 +192,7 @@ def test_rows_held_before_a_restart_are_written_once_the_table_is_fixed(
         assert query(f'SELECT count(*) FROM "{db_schema}".memory') == [(20,)]
         assert held.read_bytes() == b""
         (aside,) = tmp_path.glob("held.jsonl.torn-*")
-        assert aside.read_bytes() == bytes(damaged)
+        assert aside.read_bytes() == damaged
         (report,) = [e for e in events if e.get("event") == "postgres_held_damaged"]
         assert report["level"] == "ERROR" and report["lines"] == 1
         assert report["damaged_bytes"] == len(damaged) and report["moved_to"] == str(aside)

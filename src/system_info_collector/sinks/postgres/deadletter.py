@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from system_info_collector.durable import rfind_newline, set_aside_tail, write_all
@@ -110,20 +110,25 @@ def read_records(path: str) -> Iterator[tuple[int, Record | None]]:
     """``(line number, record)`` of a dead-letter/held file; None for a line that does not
     parse (reported by the caller). A torn last line (no newline) is skipped."""
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.endswith(b"\n"):
-                return
-            try:
-                item = json.loads(raw)
-                record = Record(
-                    str(item["measurement"]),
-                    datetime.fromisoformat(item["ts"]),
-                    str(item["host"]),
-                    {str(k): str(v) for k, v in item.get("tags", {}).items()},
-                    {str(k): v for k, v in item.get("fields", {}).items()},
-                    int(item.get("interval_ms") or 0),  # lines from before it: unknown
-                )
-            except (ValueError, KeyError, TypeError, AttributeError):
-                yield number, None
-                continue
-            yield number, record
+        yield from parse_lines(handle)
+
+
+def parse_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, Record | None]]:
+    """:func:`read_records` of lines already read (split at ``\\n`` only, as a file iterates)."""
+    for number, raw in enumerate(lines, start=1):
+        if not raw.endswith(b"\n"):
+            return
+        try:
+            item = json.loads(raw)
+            record = Record(
+                str(item["measurement"]),
+                datetime.fromisoformat(item["ts"]),
+                str(item["host"]),
+                {str(k): str(v) for k, v in item.get("tags", {}).items()},
+                {str(k): v for k, v in item.get("fields", {}).items()},
+                int(item.get("interval_ms") or 0),  # lines from before it: unknown
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            yield number, None
+            continue
+        yield number, record

@@ -60,7 +60,7 @@ from system_info_collector.sinks.postgres.deadletter import (
     conflict_line,
     dead_letter_line,
     file_limit,
-    read_records,
+    parse_lines,
 )
 from system_info_collector.sinks.postgres.encoding import (
     UnnestEncoder,
@@ -322,14 +322,13 @@ class PostgresSink:
         not kept for ever; a torn last line is left to the next append, which sets it aside."""
         try:
             with open(self.held_path, "rb") as handle:
-                data = handle.read()
+                lines = handle.readlines()  # split at "\n" only, as parse_lines numbers them
         except FileNotFoundError:
             return
-        lines = data.splitlines(keepends=True)
         mine: dict[str, list[Record]] = {}
         keep: list[bytes] = []
         damaged: list[bytes] = []
-        for number, record in read_records(self.held_path):
+        for number, record in parse_lines(lines):
             if record is None:
                 damaged.append(lines[number - 1])
             elif record.measurement in names:
