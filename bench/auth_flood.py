@@ -27,8 +27,9 @@ from collections import Counter
 from pathlib import Path
 
 import bcrypt
+from rss_smaps import Proc  # bench/rss_smaps.py
 from run import cpu_seconds, free_port  # bench/run.py
-from scale import collector_env
+from scale import collector_env, stop
 
 EXE = Path(sys.executable).with_name("system-info-collector")
 HERE = Path(__file__).resolve().parent
@@ -71,7 +72,8 @@ def main() -> int:
     users = base / "users"
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(args.cost)).decode()
     users.write_text(f"prometheus:{hashed}\n")
-    procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    procs: dict[str, Proc] = {}
+    ports: dict[str, int] = {}
     try:
         for name, src in sources.items():
             port = free_port()
@@ -84,49 +86,46 @@ def main() -> int:
                 PYTHONPATH=os.path.abspath(src),
             )
             popen = subprocess.Popen([str(EXE), "run"], env=env, stdout=subprocess.DEVNULL)
-            procs[name] = (popen, port)
-        for _, port in procs.values():
+            procs[name], ports[name] = Proc(name, popen), port
+        for port in ports.values():
             ready(port, time.monotonic() + 30)
         guesses = {name: Counter[int]() for name in procs}
         scrapes = {name: Counter[int]() for name in procs}
-        stop = threading.Event()
+        done = threading.Event()
 
         def guess(name: str, port: int, client: int) -> None:
             n = 0
-            while not stop.is_set():
+            while not done.is_set():
                 guesses[name][get(port, f"guess-{client}-{n}")] += 1
                 n += 1
 
         def scrape(name: str, port: int) -> None:
-            while not stop.wait(1.0):
+            while not done.wait(1.0):
                 scrapes[name][get(port, PASSWORD)] += 1
 
         threads = [
             threading.Thread(target=guess, args=(name, port, c), daemon=True)
-            for name, (_, port) in procs.items()
+            for name, port in ports.items()
             for c in range(args.clients)
         ]
         threads += [
             threading.Thread(target=scrape, args=(name, port), daemon=True)
-            for name, (_, port) in procs.items()
+            for name, port in ports.items()
         ]
-        cpu0 = {name: cpu_seconds(p.pid) for name, (p, _) in procs.items()}
+        cpu0 = {name: cpu_seconds(p.popen.pid) for name, p in procs.items()}
         t0 = time.monotonic()
         for t in threads:
             t.start()
         time.sleep(args.seconds)
         cpu = {
-            name: 100 * (cpu_seconds(p.pid) - cpu0[name]) / (time.monotonic() - t0)
-            for name, (p, _) in procs.items()
+            name: 100 * (cpu_seconds(p.popen.pid) - cpu0[name]) / (time.monotonic() - t0)
+            for name, p in procs.items()
         }
-        stop.set()
+        done.set()
         for t in threads:
             t.join(35)
     finally:
-        for popen, _ in procs.values():
-            popen.terminate()
-        for popen, _ in procs.values():
-            popen.wait(30)
+        stop(list(procs.values()))  # type: ignore[arg-type]
     print(
         f"{args.clients} clients guessing, one scraper a second, {args.seconds:g} s, "
         f"bcrypt cost {args.cost}"

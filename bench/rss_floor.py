@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from rss_smaps import Proc  # bench/rss_smaps.py
 from run import free_port, status_kb  # bench/run.py
-from scale import collector_env, start_postgres, stop_postgres
+from scale import collector_env, start_postgres, stop, stop_postgres
 
 EXE = Path(sys.executable).with_name("system-info-collector")
 LIBRARIES = ["psycopg", "loguru", "environs", "prometheus_client"]
@@ -73,7 +74,7 @@ def main() -> int:
     )
     server, dsn = start_postgres(args.dsn)
     base = tempfile.mkdtemp(prefix="sic-rss-floor-")
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    procs: list[Proc] = []
     try:
         for i, sinks in enumerate(["csv", "csv,postgres"]):
             env = collector_env(
@@ -86,17 +87,14 @@ def main() -> int:
                 **({"SIC_DB_DSN": dsn} if "postgres" in sinks else {}),
             )
             popen = subprocess.Popen([str(EXE), "run"], env=env, stdout=subprocess.DEVNULL)
-            procs.append((f"`run`, sinks {sinks} (steady, after {args.seconds:g} s)", popen))
+            procs.append(Proc(f"`run`, sinks {sinks} (steady, after {args.seconds:g} s)", popen))
         time.sleep(args.seconds)
-        for name, popen in procs:
-            if popen.poll() is not None:
-                raise SystemExit(f"{name}: the collector exited with {popen.returncode}")
-            rows.append((name, status_kb(popen.pid, "VmRSS") / 1024))
+        for p in procs:
+            if p.popen.poll() is not None:
+                raise SystemExit(f"{p.name}: the collector exited with {p.popen.returncode}")
+            rows.append((p.name, status_kb(p.popen.pid, "VmRSS") / 1024))
     finally:
-        for _, popen in procs:
-            popen.terminate()
-        for _, popen in procs:
-            popen.wait(timeout=30)
+        stop(procs)  # type: ignore[arg-type]
         stop_postgres(server)
     bare = rows[0][1]
     print("| process | VmRSS MB | over a bare interpreter MB |")
